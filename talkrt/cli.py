@@ -1,0 +1,268 @@
+"""The `talkrt` command line: parse, call the library, print with rich.
+
+User mistakes end with one red line on stderr and a non-zero exit; ``--debug``
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from talkrt.errors import TalkrtError
+
+app = typer.Typer(
+    name="talkrt",
+    help="Export, build and run talking-head models as TensorRT engines.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+export_app = typer.Typer(help="PyTorch -> validated ONNX, one command per model family.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+console = Console()
+errors = Console(stderr=True)
+_state = {"debug": False}
+
+F = TypeVar("F", bound=Callable)
+
+
+def user_errors(func: F) -> F:
+    """Turn TalkrtError into one line and an exit code; unexpected errors into one line too, unless --debug."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except TalkrtError as exc:
+            if _state["debug"]:
+                raise
+            errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            errors.print("[red]interrupted[/]")
+            raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as exc:
+            if _state["debug"]:
+                raise
+            errors.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} (rerun with --debug for the traceback)", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False) -> None:
+    _state["debug"] = debug
+
+
+def _mib(nbytes: int) -> str:
+    return f"{nbytes / (1 << 20):.1f} MiB"
+
+
+# --------------------------------------------------------------------------- export
+
+CheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="Official checkpoint file.")]
+RandomInitOpt = Annotated[bool, typer.Option("--random-init", help="Random weights (tests, demos, benchmarks).")]
+TrustOpt = Annotated[
+    bool,
+    typer.Option("--trust-checkpoint", help="Allow arbitrary unpickling for checkpoints that hold more than tensors. Only for files you trust."),
+]
+SeedOpt = Annotated[int, typer.Option(help="Seed for --random-init weights.")]
+ValidateOpt = Annotated[bool, typer.Option("--validate/--no-validate", help="Check ONNX Runtime against PyTorch before writing.")]
+
+
+def _weights_source(checkpoint: Optional[Path], random_init: bool) -> Optional[str]:
+    if (checkpoint is None) == (not random_init):
+        raise TalkrtError("give exactly one of --checkpoint PATH or --random-init")
+    return None if random_init else str(checkpoint)
+
+
+def run_export(family: str, checkpoint: Optional[str], out: Path, trust: bool, seed: int, validate: bool, **spec_options) -> None:
+    from talkrt.export import get_spec
+
+    spec = get_spec(family, **spec_options)
+    with console.status(f"loading {spec.name} {'from ' + checkpoint if checkpoint else 'with random weights'}") as status:
+        module = spec.build_module(checkpoint, trust) if checkpoint else spec.build_module(None, seed=seed)
+        from talkrt.export.onnx import export_onnx
+
+        report = export_onnx(spec, module, out, validate=validate, step=lambda text: status.update(text))
+    if report.validation:
+        table = Table(title=f"parity: ONNX Runtime vs PyTorch (atol {spec.tolerance.atol:g}, rtol {spec.tolerance.rtol:g})")
+        for column in ("output", "shape", "max abs error", "relative error", "within"):
+            table.add_column(column)
+        for result in report.validation:
+            shape = ", ".join(f"{k}={v}" for k, v in result.point.items())
+            table.add_row(result.output, shape, f"{result.max_abs:.3g}", f"{result.max_rel:.3g}", "[green]yes[/]" if result.ok else "[red]no[/]")
+        console.print(table)
+    nodes = sum(report.op_counts.values())
+    console.print(
+        f"[green]wrote[/] {out} ({_mib(out.stat().st_size)}, {nodes} nodes, opset {spec.opset}, {spec.exporter} exporter) in {report.seconds:.1f} s",
+        highlight=False,
+    )
+
+
+@export_app.command("wav2lip")
+@user_errors
+def export_wav2lip(
+    out: Annotated[Path, typer.Option("--out", "-o", help="ONNX file to write.")],
+    checkpoint: CheckpointOpt = None,
+    random_init: RandomInitOpt = False,
+    trust_checkpoint: TrustOpt = False,
+    seed: SeedOpt = 0,
+    validate: ValidateOpt = True,
+) -> None:
+    """Wav2Lip generator (wav2lip.pth / wav2lip_gan.pth), 96x96, dynamic batch."""
+    run_export("wav2lip", _weights_source(checkpoint, random_init), out, trust_checkpoint, seed, validate)
+
+
+# --------------------------------------------------------------------------- build
+
+
+class _RichBuildProgress:
+    """Shows TensorRT's build phases as progress bars."""
+
+    def __init__(self, progress) -> None:
+        self.progress = progress
+        self.tasks: dict[str, tuple[int, int]] = {}  # phase -> (task id, steps)
+
+    def phase_start(self, name: str, parent: str | None, num_steps: int) -> None:
+        indent = "  " if parent else ""
+        steps = max(num_steps, 1)
+        self.tasks[name] = (self.progress.add_task(indent + name, total=steps), steps)
+
+    def step_complete(self, name: str, step: int) -> None:
+        if name in self.tasks:
+            self.progress.update(self.tasks[name][0], completed=step + 1)
+
+    def phase_finish(self, name: str) -> None:
+        if name in self.tasks:
+            self.progress.remove_task(self.tasks.pop(name)[0])
+
+
+@app.command()
+@user_errors
+def build(
+    onnx_file: Annotated[Path, typer.Argument(help="ONNX file (from talkrt export, or any graph with --profile for its dynamic dims).")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Engine file to write (default: beside the ONNX, .engine).")] = None,
+    backend: Annotated[str, typer.Option(help="auto, tensorrt (datacenter GPU) or tensorrt-rtx (RTX GPUs; builds without a GPU).")] = "auto",
+    profile: Annotated[
+        Optional[list[str]],
+        typer.Option("--profile", help="NAME:MIN,OPT,MAX for a dynamic dim or input (e.g. batch:1,8,32 or face_sequences:1x6x96x96,...); repeatable."),
+    ] = None,
+    precision: Annotated[str, typer.Option(help="Engine precision (fp32 in this version).")] = "fp32",
+    compute_capability: Annotated[
+        Optional[list[str]], typer.Option("--compute-capability", "--cc", help="TensorRT-RTX targets, e.g. 8.6,12.0 (default: 8.0,8.6,8.9,12.0, or the RTX GPU present).")
+    ] = None,
+    opt_level: Annotated[int, typer.Option(min=0, max=5, help="Builder optimization level.")] = 3,
+) -> None:
+    """Build a serialized engine and its JSON sidecar from an ONNX file."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from talkrt.engines.build import BuildOptions, build_engine, compute_capability_list
+    from talkrt.engines.profiles import parse_profile_override
+
+    out = out or onnx_file.with_suffix(".engine")
+    options = BuildOptions(
+        backend=backend,
+        precision=precision,
+        profile_overrides=tuple(parse_profile_override(p) for p in profile or ()),
+        compute_capabilities=compute_capability_list(compute_capability or ()),
+        optimization_level=opt_level,
+    )
+    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console, transient=True) as bars:
+        result = build_engine(onnx_file, out, options, _RichBuildProgress(bars))
+    meta = result.metadata
+    target = meta["target"]
+    where = ", ".join("sm" + cc.replace(".", "") for cc in target["compute_capabilities"]) if "compute_capabilities" in target else f"{target['gpu']} (sm{target['compute_capability'].replace('.', '')})"
+    for name, shapes in meta["profiles"][0].items():
+        low, opt, high = ("x".join(map(str, shapes[k])) for k in ("min", "opt", "max"))
+        console.print(f"  profile {name}: min {low}  opt {opt}  max {high}", highlight=False)
+    console.print(
+        f"[green]wrote[/] {result.engine} ({_mib(meta['engine_bytes'])}, {meta['backend']['name']} {meta['backend']['version']}, "
+        f"{meta['precision']['mode']}, for {where}) in {meta['build_seconds']:.1f} s; sidecar {result.sidecar.name}",
+        highlight=False,
+    )
+
+
+# --------------------------------------------------------------------------- inspect / doctor
+
+
+@app.command()
+@user_errors
+def inspect(
+    file: Annotated[Path, typer.Argument(help="An ONNX file or an engine (with its .json sidecar).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Inputs, outputs, dims, metadata and op counts of an ONNX file; the sidecar of an engine."""
+    from talkrt.inspect import describe
+
+    info = describe(file)
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    if info["kind"] == "engine":
+        sidecar = info["sidecar"]
+        table = Table(title=f"engine {file} ({_mib(info['bytes'])})", show_header=False)
+        for key, value in sidecar.items():
+            table.add_row(key, value if isinstance(value, str) else json.dumps(value))
+        console.print(table)
+        return
+    console.print(f"[bold]{file}[/]: {_mib(info['bytes'])}, opset {info['opset']}, {info['nodes']} nodes, {info['parameters']:,} parameters, producer {info['producer']}", highlight=False)
+    io_table = Table(title="inputs and outputs")
+    for column in ("", "name", "dtype", "dims", "convention"):
+        io_table.add_column(column)
+    meta = info["metadata"]
+    for kind in ("inputs", "outputs"):
+        for tensor in info[kind]:
+            dims = "x".join(str(d) for d in tensor["dims"])
+            io_table.add_row(kind[:-1], tensor["name"], tensor["dtype"], dims, meta.get(f"talkrt.tensor.{tensor['name']}", ""))
+    console.print(io_table)
+    ops = Table(title="op counts")
+    ops.add_column("op")
+    ops.add_column("count", justify="right")
+    for op, count in info["op_counts"].items():
+        ops.add_row(op, str(count))
+    console.print(ops)
+    if meta:
+        table = Table(title="metadata")
+        table.add_column("key")
+        table.add_column("value", overflow="fold")
+        for key, value in meta.items():
+            table.add_row(key, value)
+        console.print(table)
+
+
+@app.command()
+@user_errors
+def doctor() -> None:
+    """What is installed (torch, CUDA, ONNX Runtime, TensorRT, TensorRT-RTX, PyAV) and what each enables."""
+    from talkrt.doctor import run_checks
+
+    table = Table(title="talkrt doctor")
+    for column in ("component", "status", "enables"):
+        table.add_column(column)
+    for check in run_checks():
+        mark = "[green]✓[/]" if check.ok else "[yellow]✗[/]"
+        table.add_row(f"{mark} {check.component}", escape(check.status), escape(check.enables))
+    console.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

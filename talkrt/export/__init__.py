@@ -1,0 +1,23 @@
+"""PyTorch -> ONNX: one ExportSpec per graph, export, validation and precision plans.
+
+Families register a spec factory here; their modules are imported only when used.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from talkrt.errors import TalkrtError
+
+# family -> "module:factory"; the factory returns the family's ExportSpec.
+FAMILIES: dict[str, str] = {
+    "wav2lip": "talkrt.export.wav2lip:wav2lip_spec",
+}
+
+
+def get_spec(family: str, **options):
+    """The ExportSpec of ``family`` (options are the family's own, e.g. a preset)."""
+    if family not in FAMILIES:
+        raise TalkrtError(f"unknown model family {family!r}; known: {', '.join(sorted(FAMILIES))}")
+    module_name, factory = FAMILIES[family].split(":")
+    return getattr(importlib.import_module(module_name), factory)(**options)

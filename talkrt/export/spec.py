@@ -1,0 +1,159 @@
+"""ExportSpec: the declarative description of one exportable graph.
+
+One spec per graph is the single source of truth for its shapes: the CLI, the
+exporter, validation, the engine builder's default profiles and the runtime all
+read it. The spec is also serialized into the ONNX file (``talkrt.spec``), so an
+exported graph describes itself to tools that never import the model code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+import talkrt
+
+DimPoint = Mapping[str, int]  # symbolic dim name -> concrete size
+
+
+@dataclass(frozen=True)
+class Dim:
+    """A dynamic axis: its symbolic name and the range an engine profile covers."""
+
+    name: str
+    min: int
+    opt: int
+    max: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min <= self.opt <= self.max:
+            raise ValueError(f"dim {self.name}: need 1 <= min <= opt <= max, got {self.min}, {self.opt}, {self.max}")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output. ``shape`` holds ints and names of the spec's Dims."""
+
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: str = "float32"
+    convention: str = ""  # what the values mean, e.g. "BGR in [0, 1]"; written into the ONNX metadata
+    value_range: tuple[float, float] = (0.0, 1.0)  # where example inputs are drawn from
+
+    @property
+    def dynamic_axes(self) -> dict[int, str]:
+        return {axis: size for axis, size in enumerate(self.shape) if isinstance(size, str)}
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Parity bound, elementwise: |onnx - torch| <= atol + rtol * |torch|."""
+
+    atol: float
+    rtol: float
+
+
+ModuleFactory = Callable[..., "object"]  # (checkpoint path | None, trust: bool) -> eval-mode nn.Module
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    family: str
+    graph: str
+    build_module: ModuleFactory
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    dims: tuple[Dim, ...]
+    opset: int
+    exporter: Literal["dynamo", "legacy"]
+    exporter_reason: str
+    tolerance: Tolerance
+    # Shapes at which parity is checked; they must differ from the traced (opt) point
+    # so a size baked into the graph by tracing is caught.
+    validation_points: tuple[DimPoint, ...]
+    keep_fp32_ops: tuple[str, ...] = ()  # op types an FP16 build keeps in FP32, and why, in keep_fp32_reason
+    keep_fp32_reason: str = ""
+    metadata: Mapping[str, str] = field(default_factory=dict)  # sample rate, fps, alignment contract, ...
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        names = {d.name for d in self.dims}
+        for tensor in (*self.inputs, *self.outputs):
+            unknown = set(tensor.dynamic_axes.values()) - names
+            if unknown:
+                raise ValueError(f"{self.family}/{self.graph}: {tensor.name} uses undeclared dims {sorted(unknown)}")
+        trace = self.trace_point
+        for point in self.validation_points:
+            if dict(point) == dict(trace):
+                raise ValueError(f"{self.family}/{self.graph}: validation point {dict(point)} equals the traced shape")
+
+    @property
+    def name(self) -> str:
+        return self.family if self.graph == self.family else f"{self.family}-{self.graph}"
+
+    def dim(self, name: str) -> Dim:
+        return next(d for d in self.dims if d.name == name)
+
+    @property
+    def trace_point(self) -> dict[str, int]:
+        return {d.name: d.opt for d in self.dims}
+
+    def shape(self, tensor: TensorSpec, point: DimPoint) -> tuple[int, ...]:
+        return tuple(point[s] if isinstance(s, str) else s for s in tensor.shape)
+
+    def example_inputs(self, point: DimPoint | None = None, seed: int = 0) -> dict[str, "object"]:
+        """Fresh random inputs at ``point`` (default: the traced point), drawn from each input's value range."""
+        import torch
+
+        point = self.trace_point if point is None else {**self.trace_point, **point}
+        generator = torch.Generator().manual_seed(seed)
+        tensors = {}
+        for tensor in self.inputs:
+            low, high = tensor.value_range
+            shape = self.shape(tensor, point)
+            if tensor.dtype.startswith("int"):
+                tensors[tensor.name] = torch.randint(int(low), int(high) + 1, shape, generator=generator, dtype=getattr(torch, tensor.dtype))
+            else:
+                tensors[tensor.name] = torch.rand(shape, generator=generator, dtype=getattr(torch, tensor.dtype)) * (high - low) + low
+        return tensors
+
+    def profile(self, overrides: Mapping[str, tuple[int, int, int]] | None = None) -> dict[str, tuple[tuple[int, ...], ...]]:
+        """Input name -> (min, opt, max) shapes, from the dims unless ``overrides`` (dim name -> sizes) says otherwise."""
+        sizes = {d.name: (d.min, d.opt, d.max) for d in self.dims}
+        sizes.update(overrides or {})
+        return {
+            t.name: tuple(self.shape(t, {n: s[i] for n, s in sizes.items()}) for i in range(3)) for t in self.inputs
+        }
+
+    def to_json(self) -> dict:
+        """The part of the spec that travels inside the ONNX file."""
+        return {
+            "family": self.family,
+            "graph": self.graph,
+            "opset": self.opset,
+            "exporter": self.exporter,
+            "dims": {d.name: [d.min, d.opt, d.max] for d in self.dims},
+            "inputs": [_tensor_json(t) for t in self.inputs],
+            "outputs": [_tensor_json(t) for t in self.outputs],
+            "tolerance": {"atol": self.tolerance.atol, "rtol": self.tolerance.rtol},
+            "keep_fp32_ops": list(self.keep_fp32_ops),
+        }
+
+    def onnx_metadata(self) -> dict[str, str]:
+        props = {
+            "talkrt.family": self.family,
+            "talkrt.graph": self.graph,
+            "talkrt.version": talkrt.__version__,
+            "talkrt.spec": json.dumps(self.to_json(), separators=(",", ":")),
+        }
+        for tensor in (*self.inputs, *self.outputs):
+            if tensor.convention:
+                props[f"talkrt.tensor.{tensor.name}"] = tensor.convention
+        props.update({f"talkrt.{k}": str(v) for k, v in self.metadata.items()})
+        return props
+
+
+def _tensor_json(tensor: TensorSpec) -> dict:
+    return {"name": tensor.name, "shape": list(tensor.shape), "dtype": tensor.dtype, "convention": tensor.convention}

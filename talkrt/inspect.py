@@ -1,0 +1,65 @@
+"""What is inside an ONNX file or an engine, as plain data for the CLI to print."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from talkrt.errors import TalkrtError
+
+
+def _dims(value) -> list:
+    return [d.dim_param or d.dim_value or "?" for d in value.type.tensor_type.shape.dim]
+
+
+def describe_onnx(path: str | os.PathLike) -> dict:
+    import onnx
+
+    from talkrt.engines.profiles import graph_inputs
+    from talkrt.export.onnx import op_counts
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise TalkrtError(f"{path} is not an ONNX model ({type(exc).__name__})") from exc
+    elem = onnx.helper.tensor_dtype_to_np_dtype
+    return {
+        "kind": "onnx",
+        "path": str(path),
+        "bytes": Path(path).stat().st_size,
+        "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None),
+        "producer": f"{model.producer_name} {model.producer_version}".strip(),
+        "inputs": [{"name": i.name, "dtype": i.dtype, "dims": list(i.shape)} for i in graph_inputs(model)],
+        "outputs": [
+            {"name": o.name, "dtype": elem(o.type.tensor_type.elem_type).name, "dims": _dims(o)} for o in model.graph.output
+        ],
+        "nodes": len(model.graph.node),
+        "parameters": sum(int(_numel(i.dims)) for i in model.graph.initializer),
+        "op_counts": op_counts(model),
+        "metadata": {p.key: p.value for p in model.metadata_props},
+    }
+
+
+def _numel(dims) -> int:
+    count = 1
+    for d in dims:
+        count *= d
+    return count
+
+
+def describe_engine(path: str | os.PathLike) -> dict:
+    from talkrt.engines.build import read_sidecar
+
+    return {"kind": "engine", "path": str(path), "bytes": Path(path).stat().st_size, "sidecar": read_sidecar(path)}
+
+
+def describe(path: str | os.PathLike) -> dict:
+    """ONNX files are recognised by content (a protobuf ModelProto); anything with a sidecar is an engine."""
+    path = Path(path)
+    if not path.is_file():
+        raise TalkrtError(f"file not found: {path}")
+    if path.suffix == ".onnx":
+        return describe_onnx(path)
+    if Path(f"{path}.json").is_file() or path.suffix in (".engine", ".plan", ".trt"):
+        return describe_engine(path)
+    return describe_onnx(path)
