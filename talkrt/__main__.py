@@ -1,0 +1,5 @@
+"""`python -m talkrt` runs the CLI."""
+
+from talkrt.cli import main
+
+main()

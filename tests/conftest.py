@@ -1,0 +1,76 @@
+"""Shared fixtures: official key listings, fake official checkpoints, one exported Wav2Lip graph."""
+
+from __future__ import annotations
+
+import ast
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("TALKRT_SHARED", ROOT.parent / "shared"))
+CHECKPOINT_KEYS = SHARED / "fixtures" / "checkpoint-keys"
+
+
+def key_listing(name: str) -> dict[str, tuple[tuple[int, ...], str]]:
+    """``name<TAB>shape<TAB>dtype`` lines of an official checkpoint, in file order."""
+    path = CHECKPOINT_KEYS / f"{name}.txt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the tests need ../shared/fixtures (or TALKRT_SHARED)")
+    listing = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        key, shape, dtype = line.split("\t")
+        listing[key] = (tuple(ast.literal_eval(shape)), dtype)
+    return listing
+
+
+def fake_state_dict(name: str, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random tensors with exactly the keys, shapes and dtypes of an official checkpoint."""
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, (shape, dtype) in key_listing(name).items():
+        torch_dtype = getattr(torch, dtype)
+        if torch_dtype.is_floating_point:
+            tensor = torch.randn(shape, generator=generator, dtype=torch_dtype) * 0.05
+            if key.endswith("running_var"):
+                tensor = tensor.abs() + 0.5
+        else:
+            tensor = torch.randint(0, 1000, shape, generator=generator, dtype=torch_dtype)
+        state[key] = tensor
+    return state
+
+
+def official_wav2lip_container(state: dict[str, torch.Tensor]) -> dict:
+    """wav2lip.pth as wav2lip_train.py saves it: DataParallel keys plus optimizer state."""
+    return {
+        "state_dict": {"module." + k: v for k, v in state.items()},
+        "optimizer": {"state": {}, "param_groups": [{"lr": 1e-4, "betas": (0.5, 0.999), "params": list(range(10))}]},
+        "global_step": 250000,
+        "global_epoch": 420,
+    }
+
+
+@pytest.fixture(scope="session")
+def wav2lip_onnx(tmp_path_factory) -> Path:
+    """The random-weight Wav2Lip generator exported (and validated) once per test session."""
+    from talkrt.export import get_spec
+    from talkrt.export.onnx import export_onnx
+
+    spec = get_spec("wav2lip")
+    path = tmp_path_factory.mktemp("wav2lip") / "wav2lip.onnx"
+    export_onnx(spec, spec.build_module(None, seed=0), path)
+    return path
+
+
+def pytest_collection_modifyitems(config, items):
+    """GPU tests skip cleanly on machines without CUDA."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

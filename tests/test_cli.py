@@ -1,0 +1,128 @@
+"""The command line, through Typer's runner and as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import fake_state_dict, official_wav2lip_container
+from typer.testing import CliRunner
+
+from talkrt.cli import app
+
+runner = CliRunner()
+
+
+def talkrt(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "talkrt", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+
+
+def test_export_from_official_checkpoint_then_build_and_inspect(tmp_path) -> None:
+    checkpoint = tmp_path / "wav2lip_gan.pth"
+    torch.save(official_wav2lip_container(fake_state_dict("wav2lip", seed=5)), checkpoint)
+    onnx_path = tmp_path / "out" / "wav2lip.onnx"
+    result = runner.invoke(app, ["export", "wav2lip", "--checkpoint", str(checkpoint), "--out", str(onnx_path)])
+    assert result.exit_code == 0, result.output
+    assert "parity" in result.output and "wrote" in result.output
+    assert onnx_path.is_file()
+
+    engine = tmp_path / "out" / "wav2lip.engine"
+    result = runner.invoke(app, ["build", str(onnx_path), "--out", str(engine), "--backend", "tensorrt-rtx", "--profile", "batch:1,4,16", "--cc", "8.6"])
+    assert result.exit_code == 0, result.output
+    sidecar = json.loads(Path(f"{engine}.json").read_text())
+    assert sidecar["profiles"][0]["face_sequences"]["max"] == [16, 6, 96, 96]
+    assert sidecar["target"]["compute_capabilities"] == ["8.6"]
+
+    result = runner.invoke(app, ["inspect", str(onnx_path), "--json"])
+    info = json.loads(result.output)
+    assert info["op_counts"]["Conv"] == 45 and info["metadata"]["talkrt.family"] == "wav2lip"
+    assert [i["dims"] for i in info["inputs"]] == [["batch", 1, 80, 16], ["batch", 6, 96, 96]]
+    result = runner.invoke(app, ["inspect", str(engine), "--json"])
+    assert json.loads(result.output)["sidecar"]["cache_key"] == sidecar["cache_key"]
+
+
+def test_user_mistakes_are_one_line_and_nonzero(tmp_path) -> None:
+    out = tmp_path / "x.onnx"
+    cases = [
+        (["export", "wav2lip", "--out", str(out)], "give exactly one of --checkpoint PATH or --random-init"),
+        (["export", "wav2lip", "--random-init", "--checkpoint", "w.pth", "--out", str(out)], "give exactly one of"),
+        (["export", "wav2lip", "--checkpoint", str(tmp_path / "missing.pth"), "--out", str(out)], "checkpoint not found"),
+        (["build", str(tmp_path / "missing.onnx")], "ONNX file not found"),
+        (["build", str(tmp_path / "m.onnx"), "--profile", "batch"], "bad --profile"),
+        (["inspect", str(tmp_path / "nothing")], "file not found"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert len(lines) == 1 and message in lines[0] and lines[0].startswith("error:"), result.output
+    assert not out.exists()
+
+
+def test_bad_checkpoint_loses_nothing(tmp_path) -> None:
+    """A failed export leaves an existing artifact untouched and writes no temporary files."""
+    bad = tmp_path / "truncated.pth"
+    torch.save({"state_dict": fake_state_dict("wav2lip")}, tmp_path / "good.pth")
+    bad.write_bytes((tmp_path / "good.pth").read_bytes()[:4096])
+    out = tmp_path / "model.onnx"
+    out.write_bytes(b"an earlier export")
+    result = runner.invoke(app, ["export", "wav2lip", "--checkpoint", str(bad), "--out", str(out)])
+    assert result.exit_code == 2 and "truncated or corrupt" in result.output
+    assert out.read_bytes() == b"an earlier export"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.pth", "model.onnx", "truncated.pth"]
+
+
+def test_debug_shows_the_traceback(tmp_path) -> None:
+    result = runner.invoke(app, ["--debug", "build", str(tmp_path / "missing.onnx")])
+    assert result.exit_code != 0
+    assert "ONNX file not found" in str(result.exception)
+
+
+def test_doctor_reports_backends() -> None:
+    result = talkrt("doctor")
+    assert result.returncode == 0, result.stderr
+    for component in ("torch", "CUDA GPU", "onnxruntime", "tensorrt_rtx", "tensorrt", "PyAV"):
+        assert component in result.stdout
+    assert "CPUExecutionProvider" in result.stdout
+    if "✗ tensorrt " in result.stdout:  # the missing datacenter TensorRT comes with its install command
+        assert 'pip install "talkrt[gpu]"' in result.stdout
+
+
+def test_subprocess_random_init_export_and_build(tmp_path) -> None:
+    """The quick start's main job, as a user runs it."""
+    export = talkrt("export", "wav2lip", "--random-init", "--out", "models/wav2lip.onnx", cwd=tmp_path)
+    assert export.returncode == 0, export.stderr
+    build = talkrt("build", "models/wav2lip.onnx", "--out", "models/wav2lip.engine", cwd=tmp_path)
+    assert build.returncode == 0, build.stderr
+    assert "tensorrt-rtx" in build.stdout and "sm86" in build.stdout
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["wav2lip.engine", "wav2lip.engine.json", "wav2lip.onnx"]
+    inspect = talkrt("inspect", "models/wav2lip.onnx", cwd=tmp_path)
+    assert inspect.returncode == 0 and "BGR in [0, 1]" in inspect.stdout
+
+
+def test_subprocess_error_exit_code(tmp_path) -> None:
+    (tmp_path / "notes.pth").write_text("not a checkpoint")
+    result = talkrt("export", "wav2lip", "--checkpoint", "notes.pth", "--out", "w.onnx", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error:") and len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "w.onnx").exists()
+
+
+def test_import_is_light() -> None:
+    """`import talkrt` pulls in neither torch nor any GPU backend."""
+    code = "import sys, talkrt, talkrt.errors, talkrt.optional; heavy = {'torch', 'onnx', 'tensorrt', 'tensorrt_rtx', 'onnxruntime'} & set(sys.modules); print(sorted(heavy))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("command", [["--help"], ["export", "--help"], ["build", "--help"]])
+def test_help(command) -> None:
+    result = runner.invoke(app, command)
+    assert result.exit_code == 0 and "Usage" in result.output
