@@ -1,0 +1,292 @@
+"""Audio front-end in pure torch: polyphase resampling and the Wav2Lip mel spectrogram.
+
+Both run on whatever device their input lives on, so a GPU pipeline never sends
+audio back to the host. Filters (mel filterbank, anti-aliasing FIR) are designed
+once in float64 numpy and cached per device and dtype. Only torch and numpy are
+imported here: librosa and scipy are the references the tests compare against,
+never runtime dependencies.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "MelConfig",
+    "WAV2LIP_MEL_CONFIG",
+    "mel_filterbank",
+    "wav2lip_mel",
+    "mel_num_frames",
+    "resample",
+    "resampled_length",
+    "to_mono",
+]
+
+
+# --------------------------------------------------------------------------- mel
+
+
+@dataclass(frozen=True)
+class MelConfig:
+    """Wav2Lip's `hparams.py` audio settings, written once."""
+
+    sample_rate: int = 16000
+    n_fft: int = 800
+    win_length: int = 800
+    hop_length: int = 200
+    n_mels: int = 80
+    fmin: float = 55.0
+    fmax: float = 7600.0
+    preemphasis: float = 0.97
+    min_level_db: float = -100.0
+    ref_level_db: float = 20.0
+    max_abs_value: float = 4.0
+
+    @property
+    def n_freqs(self) -> int:
+        return self.n_fft // 2 + 1
+
+    @property
+    def amplitude_floor(self) -> float:
+        # 1e-5: the amplitude of min_level_db, so digital silence stays finite.
+        return 10.0 ** (self.min_level_db / 20.0)
+
+
+WAV2LIP_MEL_CONFIG = MelConfig()
+
+
+def _hz_to_slaney_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney's auditory-toolbox scale: linear below 1 kHz, logarithmic above."""
+    hz = np.asarray(hz, dtype=np.float64)
+    f_sp = 200.0 / 3.0
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    log_step = math.log(6.4) / 27.0
+    linear = hz / f_sp
+    logarithmic = min_log_mel + np.log(np.maximum(hz, min_log_hz) / min_log_hz) / log_step
+    return np.where(hz >= min_log_hz, logarithmic, linear)
+
+
+def _slaney_mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    mel = np.asarray(mel, dtype=np.float64)
+    f_sp = 200.0 / 3.0
+    min_log_hz = 1000.0
+    min_log_mel = min_log_hz / f_sp
+    log_step = math.log(6.4) / 27.0
+    linear = mel * f_sp
+    logarithmic = min_log_hz * np.exp(log_step * (mel - min_log_mel))
+    return np.where(mel >= min_log_mel, logarithmic, linear)
+
+
+@functools.lru_cache(maxsize=8)
+def _mel_filterbank_numpy(config: MelConfig) -> np.ndarray:
+    """Triangular Slaney-scale filters with Slaney area normalisation, (n_mels, n_freqs) float64."""
+    fft_freqs = np.linspace(0.0, config.sample_rate / 2.0, config.n_freqs)
+    mel_edges = np.linspace(
+        _hz_to_slaney_mel(config.fmin), _hz_to_slaney_mel(config.fmax), config.n_mels + 2
+    )
+    hz_edges = _slaney_mel_to_hz(mel_edges)
+    widths = np.diff(hz_edges)
+    distance = hz_edges[:, None] - fft_freqs[None, :]
+    rising = -distance[:-2] / widths[:-1, None]
+    falling = distance[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(rising, falling))
+    # Area normalisation: each triangle integrates to the same value over Hz.
+    weights *= (2.0 / (hz_edges[2:] - hz_edges[:-2]))[:, None]
+    return weights
+
+
+@functools.lru_cache(maxsize=32)
+def mel_filterbank(
+    device: torch.device, dtype: torch.dtype, config: MelConfig = WAV2LIP_MEL_CONFIG
+) -> torch.Tensor:
+    """The (n_mels, n_freqs) filterbank on `device`, cached: it is built on the host once."""
+    # Rounded to float32 first, as librosa returns it, so float64 runs see the same filters.
+    weights = _mel_filterbank_numpy(config).astype(np.float32)
+    return torch.from_numpy(weights).to(device=device, dtype=dtype)
+
+
+@functools.lru_cache(maxsize=32)
+def _hann_window(device: torch.device, dtype: torch.dtype, length: int) -> torch.Tensor:
+    # Periodic Hann: librosa's get_window("hann", n, fftbins=True).
+    return torch.hann_window(length, periodic=True, dtype=dtype, device=device)
+
+
+def mel_num_frames(num_samples: int, config: MelConfig = WAV2LIP_MEL_CONFIG) -> int:
+    """Columns of a centred STFT: 1 + S // hop (80 per second for Wav2Lip)."""
+    return 1 + num_samples // config.hop_length
+
+
+def _preemphasis(wav: torch.Tensor, coefficient: float) -> torch.Tensor:
+    """y[n] = x[n] - c*x[n-1] with a zero initial state (scipy lfilter([1, -c], [1]))."""
+    emphasised = wav.clone()
+    emphasised[..., 1:] -= coefficient * wav[..., :-1]
+    return emphasised
+
+
+def _reflect_pad(wav: torch.Tensor, pad: int) -> torch.Tensor:
+    """numpy-style reflect padding on the last axis, also for signals shorter than `pad`.
+
+    torch's reflect mode needs pad < length; numpy (and so librosa) reflects
+    repeatedly, which is the periodic extension with period 2*(S-1).
+    """
+    num_samples = wav.shape[-1]
+    if num_samples > pad:
+        return F.pad(wav.unsqueeze(-2), (pad, pad), mode="reflect").squeeze(-2)
+    positions = torch.arange(-pad, num_samples + pad, device=wav.device)
+    if num_samples == 1:
+        return wav[..., positions * 0]
+    period = 2 * (num_samples - 1)
+    folded = positions.remainder(period)
+    source = torch.where(folded < num_samples, folded, period - folded)
+    return wav[..., source]
+
+
+def wav2lip_mel(wav: torch.Tensor, config: MelConfig = WAV2LIP_MEL_CONFIG) -> torch.Tensor:
+    """Wav2Lip's normalised log-mel spectrogram, (S,) -> (80, T) or (B, S) -> (B, 80, T).
+
+    T = 1 + S // 200. Matches Wav2Lip `audio.melspectrogram` with librosa's STFT in
+    reflect mode (the mode the released checkpoints were trained with). Values lie
+    in [-4, 4]; digital silence gives -4 everywhere.
+    """
+    if wav.dim() not in (1, 2):
+        raise ValueError(f"expected a (S,) or (B, S) waveform, got shape {tuple(wav.shape)}")
+    if not wav.is_floating_point():
+        raise TypeError(f"expected a floating-point waveform, got {wav.dtype}")
+    if wav.shape[-1] == 0:
+        raise ValueError("cannot compute a mel spectrogram of an empty waveform")
+    emphasised = _preemphasis(wav, config.preemphasis)
+    padded = _reflect_pad(emphasised, config.n_fft // 2)
+    spectrum = torch.stft(
+        padded,
+        n_fft=config.n_fft,
+        hop_length=config.hop_length,
+        win_length=config.win_length,
+        window=_hann_window(wav.device, wav.dtype, config.win_length),
+        center=False,  # padded above, in librosa's reflect mode
+        return_complex=True,
+    )
+    magnitude = spectrum.abs()
+    mel = torch.matmul(mel_filterbank(wav.device, wav.dtype, config), magnitude)
+    decibels = 20.0 * torch.log10(mel.clamp_min(config.amplitude_floor)) - config.ref_level_db
+    scaled = (2.0 * config.max_abs_value) * (
+        (decibels - config.min_level_db) / -config.min_level_db
+    ) - config.max_abs_value
+    return scaled.clamp(-config.max_abs_value, config.max_abs_value)
+
+
+# --------------------------------------------------------------------- resampling
+
+
+def to_mono(wav: torch.Tensor, channel_axis: int) -> torch.Tensor:
+    """Average the channels on `channel_axis`: (C, S) with axis 0 or (S, C) with axis -1 -> (S,)."""
+    if not wav.is_floating_point():
+        raise TypeError(f"expected a floating-point waveform, got {wav.dtype}")
+    return wav.mean(dim=channel_axis)
+
+
+@dataclass(frozen=True)
+class _PolyphasePlan:
+    """A resample_poly filter laid out as one strided conv1d.
+
+    Output sample j = c + m*up (phase c, block m) is
+    sum_k weight[c, k] * x[m*down + first_tap + k], x being zero outside [0, S).
+    """
+
+    up: int
+    down: int
+    weight: np.ndarray  # (up, 1, num_taps) float64
+    first_tap: int  # input offset of tap 0 relative to m*down; negative = left zero padding
+
+
+def _kaiser_lowpass(num_taps: int, cutoff: float, beta: float) -> np.ndarray:
+    """scipy.signal.firwin(num_taps, cutoff, window=("kaiser", beta)): unit DC gain.
+
+    `cutoff` is relative to Nyquist (1.0 = Nyquist).
+    """
+    centre = 0.5 * (num_taps - 1)
+    taps = np.arange(num_taps, dtype=np.float64) - centre
+    response = cutoff * np.sinc(cutoff * taps) * np.kaiser(num_taps, beta)
+    return response / response.sum()
+
+
+@functools.lru_cache(maxsize=32)
+def _polyphase_plan(up: int, down: int, kaiser_beta: float = 5.0) -> _PolyphasePlan:
+    """Design the filter exactly as resample_poly does and fold it into conv1d weights."""
+    max_rate = max(up, down)
+    half_length = 10 * max_rate
+    lowpass = _kaiser_lowpass(2 * half_length + 1, 1.0 / max_rate, kaiser_beta) * up
+    # resample_poly prepends zeros so output sample 0 lands on the filter's centre;
+    # upfirdn's full-convolution index n of output j is then (j + skipped) * down.
+    pre_pad = down - half_length % down
+    skipped = (half_length + pre_pad) // down
+    padded = np.concatenate([np.zeros(pre_pad), lowpass])
+
+    # Tap for phase c at input offset t (relative to m*down): padded[(c+skipped)*down - t*up].
+    phases = np.arange(up)[:, None]
+    first_tap = -((len(padded) - 1 - skipped * down) // up)  # smallest t with a non-zero tap
+    last_tap = ((up - 1 + skipped) * down) // up
+    offsets = np.arange(first_tap, last_tap + 1)[None, :]
+    tap_index = (phases + skipped) * down - offsets * up
+    valid = (tap_index >= 0) & (tap_index < len(padded))
+    weight = np.where(valid, padded[np.clip(tap_index, 0, len(padded) - 1)], 0.0)
+    # conv1d correlates, so tap k multiplies x[m*down + first_tap + k]: no flip needed.
+    return _PolyphasePlan(up, down, weight[:, None, :], int(first_tap))
+
+
+@functools.lru_cache(maxsize=64)
+def _polyphase_weight(
+    up: int, down: int, device: torch.device, dtype: torch.dtype
+) -> torch.Tensor:
+    return torch.from_numpy(_polyphase_plan(up, down).weight).to(device=device, dtype=dtype)
+
+
+def resampled_length(num_samples: int, orig_sr: int, target_sr: int) -> int:
+    """ceil(S * target / orig): the length scipy.signal.resample_poly returns."""
+    divisor = math.gcd(orig_sr, target_sr)
+    up, down = target_sr // divisor, orig_sr // divisor
+    return -(-num_samples * up // down)
+
+
+def resample(wav: torch.Tensor, orig_sr: int, target_sr: int = 16000) -> torch.Tensor:
+    """Polyphase resampling along the last axis, equal to scipy.signal.resample_poly.
+
+    Same Kaiser(5.0) FIR of half-length 10*max(up, down), cutoff 1/max(up, down),
+    zero padding at both ends and output length ceil(S*up/down). Leading axes are
+    batch axes; average channels first with `to_mono`. Equal rates return `wav`
+    itself (no copy).
+    """
+    if orig_sr <= 0 or target_sr <= 0:
+        raise ValueError(f"sample rates must be positive, got {orig_sr} -> {target_sr}")
+    if not wav.is_floating_point():
+        raise TypeError(f"expected a floating-point waveform, got {wav.dtype}")
+    divisor = math.gcd(orig_sr, target_sr)
+    up, down = target_sr // divisor, orig_sr // divisor
+    if up == down:
+        return wav
+    num_samples = wav.shape[-1]
+    if num_samples == 0:
+        return wav.new_zeros(*wav.shape[:-1], 0)
+
+    plan = _polyphase_plan(up, down)
+    weight = _polyphase_weight(up, down, wav.device, wav.dtype)
+    num_taps = weight.shape[-1]
+    num_out = resampled_length(num_samples, orig_sr, target_sr)
+    num_blocks = -(-num_out // up)
+    # Zero-pad (or crop) so block m reads x[m*down + first_tap : ... + num_taps].
+    needed = (num_blocks - 1) * down + num_taps
+    left = -plan.first_tap
+    right = needed - num_samples - left
+    signal = wav.reshape(-1, 1, num_samples)
+    signal = F.pad(signal, (max(left, 0), max(right, 0)))
+    signal = signal[..., max(-left, 0) : max(-left, 0) + needed]
+
+    phases = F.conv1d(signal, weight, stride=down)  # (N, up, num_blocks)
+    interleaved = phases.transpose(1, 2).reshape(signal.shape[0], num_blocks * up)
+    return interleaved[:, :num_out].reshape(*wav.shape[:-1], num_out)
