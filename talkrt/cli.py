@@ -90,12 +90,13 @@ def _weights_source(checkpoint: Optional[Path], random_init: bool) -> Optional[s
     return None if random_init else str(checkpoint)
 
 
-def run_export(family: str, checkpoint: Optional[str], out: Path, trust: bool, seed: int, validate: bool, **spec_options) -> None:
+def run_export(family: str, weights: Optional[str], out: Path, trust: bool, seed: int, validate: bool, **spec_options) -> None:
+    """Export ``family`` from the checkpoint ``weights`` (None: random weights from ``seed``)."""
     from talkrt.export import get_spec
 
     spec = get_spec(family, **spec_options)
-    with console.status(f"loading {spec.name} {'from ' + checkpoint if checkpoint else 'with random weights'}") as status:
-        module = spec.build_module(checkpoint, trust) if checkpoint else spec.build_module(None, seed=seed)
+    with console.status(f"loading {spec.name} {'from ' + weights if weights else 'with random weights'}") as status:
+        module = spec.build_module(weights, trust) if weights else spec.build_module(None, seed=seed)
         from talkrt.export.onnx import export_onnx
 
         report = export_onnx(spec, module, out, validate=validate, step=lambda text: status.update(text))
@@ -126,6 +127,54 @@ def export_wav2lip(
 ) -> None:
     """Wav2Lip generator (wav2lip.pth / wav2lip_gan.pth), 96x96, dynamic batch."""
     run_export("wav2lip", _weights_source(checkpoint, random_init), out, trust_checkpoint, seed, validate)
+
+
+def _export_encoder(architecture: str, out: Path, preset: Optional[str], checkpoint: Optional[Path], random_init: bool, layer: Optional[int], normalize: Optional[bool], trust: bool, seed: int, validate: bool) -> None:
+    source = _weights_source(checkpoint, random_init)
+    run_export(architecture, source, out, trust, seed, validate, preset=preset, layer=layer, normalize=normalize, checkpoint=source)
+
+
+PresetOpt = Annotated[Optional[str], typer.Option(help="chinese-hubert-base, chinese-hubert-large, hubert-base-ls960, wav2vec2-base-960h, tiny-hubert, tiny-wav2vec2.")]
+LayerOpt = Annotated[Optional[int], typer.Option(help="Hidden layer to output (0 = before the first transformer layer; default: the last).")]
+NormalizeOpt = Annotated[
+    Optional[bool],
+    typer.Option("--normalize/--no-normalize", help="Per-utterance normalisation inside the graph (default: the checkpoint's preprocessor_config.json, else the preset's)."),
+]
+EncoderCheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="transformers checkpoint directory (config.json + weights).")]
+
+
+@export_app.command("hubert")
+@user_errors
+def export_hubert(
+    out: Annotated[Path, typer.Option("--out", "-o", help="ONNX file to write.")],
+    preset: PresetOpt = None,
+    checkpoint: EncoderCheckpointOpt = None,
+    random_init: RandomInitOpt = False,
+    layer: LayerOpt = None,
+    normalize: NormalizeOpt = None,
+    trust_checkpoint: TrustOpt = False,
+    seed: SeedOpt = 0,
+    validate: ValidateOpt = True,
+) -> None:
+    """HuBERT speech encoder (transformers HubertModel), dynamic batch and samples."""
+    _export_encoder("hubert", out, preset, checkpoint, random_init, layer, normalize, trust_checkpoint, seed, validate)
+
+
+@export_app.command("wav2vec2")
+@user_errors
+def export_wav2vec2(
+    out: Annotated[Path, typer.Option("--out", "-o", help="ONNX file to write.")],
+    preset: PresetOpt = None,
+    checkpoint: EncoderCheckpointOpt = None,
+    random_init: RandomInitOpt = False,
+    layer: LayerOpt = None,
+    normalize: NormalizeOpt = None,
+    trust_checkpoint: TrustOpt = False,
+    seed: SeedOpt = 0,
+    validate: ValidateOpt = True,
+) -> None:
+    """Wav2Vec2 speech encoder (transformers Wav2Vec2Model), dynamic batch and samples."""
+    _export_encoder("wav2vec2", out, preset, checkpoint, random_init, layer, normalize, trust_checkpoint, seed, validate)
 
 
 # --------------------------------------------------------------------------- build

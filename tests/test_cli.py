@@ -126,3 +126,28 @@ def test_import_is_light() -> None:
 def test_help(command) -> None:
     result = runner.invoke(app, command)
     assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_export_hubert_from_checkpoint_directory(tmp_path) -> None:
+    """A transformers directory with legacy weight-norm names and do_normalize false in its preprocessor config."""
+    from transformers import HubertConfig
+
+    from talkrt.models.hubert import PRESETS, build_random
+
+    preset = PRESETS["tiny-hubert"]
+    state = build_random(preset, seed=1).state_dict()
+    state = {k.replace("parametrizations.weight.original0", "weight_g").replace("parametrizations.weight.original1", "weight_v"): v for k, v in state.items()}
+    checkpoint = tmp_path / "my-hubert"
+    checkpoint.mkdir()
+    torch.save(state, checkpoint / "pytorch_model.bin")
+    (checkpoint / "config.json").write_text(json.dumps(HubertConfig(**preset.config).to_dict()))
+    (checkpoint / "preprocessor_config.json").write_text(json.dumps({"do_normalize": False}))
+    out = tmp_path / "hubert.onnx"
+    result = runner.invoke(app, ["export", "hubert", "--checkpoint", str(checkpoint), "--layer", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    info = json.loads(runner.invoke(app, ["inspect", str(out), "--json"]).output)
+    assert info["metadata"]["talkrt.normalize"] == "none" and info["metadata"]["talkrt.layer"] == "1"
+    assert info["outputs"][0]["dims"] == ["batch", "frames", 64]
+
+    result = runner.invoke(app, ["export", "hubert", "--checkpoint", str(checkpoint), "--layer", "5", "--out", str(out)])
+    assert result.exit_code == 2 and "--layer 5 does not exist" in result.output

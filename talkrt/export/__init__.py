@@ -12,6 +12,8 @@ from talkrt.errors import TalkrtError
 # family -> "module:factory"; the factory returns the family's ExportSpec.
 FAMILIES: dict[str, str] = {
     "wav2lip": "talkrt.export.wav2lip:wav2lip_spec",
+    "hubert": "talkrt.export.hubert:hubert_spec",
+    "wav2vec2": "talkrt.export.hubert:wav2vec2_spec",
 }
 
 

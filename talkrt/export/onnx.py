@@ -4,7 +4,6 @@ exporter and opset, write metadata, check, validate, and only then write the fil
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import logging
 import os
@@ -150,11 +149,16 @@ def export_onnx(
     validate: bool = True,
     step: Step = lambda _: None,
 ) -> ExportReport:
-    """Export, check and (by default) validate; ``out`` is written only if all of it succeeds."""
+    """Export, check and (by default) validate; ``out`` is written only if all of it succeeds.
+
+    Weight norm is folded into ``module`` in place (the outputs do not change): a
+    deep copy would share torch's generated parametrization class with the
+    original, and removing the parametrization from the copy breaks both.
+    """
     from talkrt.export.validate import assert_parity, validate_onnx
 
     start = time.perf_counter()
-    module = fold_weight_norm(copy.deepcopy(module).eval())
+    module = fold_weight_norm(module.eval())
     step(f"tracing {spec.name} with the {spec.exporter} exporter at opset {spec.opset}")
     try:
         proto = to_onnx_proto(spec, module)

@@ -26,10 +26,17 @@ class Dim:
     min: int
     opt: int
     max: int
+    # Size used to trace the export when opt will not do: torch.export specialises a
+    # dim traced at size 1, so a batch whose opt is 1 is traced at 2.
+    trace: int | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.min <= self.opt <= self.max:
             raise ValueError(f"dim {self.name}: need 1 <= min <= opt <= max, got {self.min}, {self.opt}, {self.max}")
+
+    @property
+    def trace_size(self) -> int:
+        return self.opt if self.trace is None else self.trace
 
 
 @dataclass(frozen=True)
@@ -73,13 +80,15 @@ class ExportSpec:
     # Shapes at which parity is checked; they must differ from the traced (opt) point
     # so a size baked into the graph by tracing is caught.
     validation_points: tuple[DimPoint, ...]
+    # Output dims computed from input dims, name -> formula (documentation for users and metadata).
+    derived_dims: Mapping[str, str] = field(default_factory=dict)
     keep_fp32_ops: tuple[str, ...] = ()  # op types an FP16 build keeps in FP32, and why, in keep_fp32_reason
     keep_fp32_reason: str = ""
     metadata: Mapping[str, str] = field(default_factory=dict)  # sample rate, fps, alignment contract, ...
     description: str = ""
 
     def __post_init__(self) -> None:
-        names = {d.name for d in self.dims}
+        names = {d.name for d in self.dims} | set(self.derived_dims)
         for tensor in (*self.inputs, *self.outputs):
             unknown = set(tensor.dynamic_axes.values()) - names
             if unknown:
@@ -98,7 +107,7 @@ class ExportSpec:
 
     @property
     def trace_point(self) -> dict[str, int]:
-        return {d.name: d.opt for d in self.dims}
+        return {d.name: d.trace_size for d in self.dims}
 
     def shape(self, tensor: TensorSpec, point: DimPoint) -> tuple[int, ...]:
         return tuple(point[s] if isinstance(s, str) else s for s in tensor.shape)
@@ -137,6 +146,7 @@ class ExportSpec:
             "dims": {d.name: [d.min, d.opt, d.max] for d in self.dims},
             "inputs": [_tensor_json(t) for t in self.inputs],
             "outputs": [_tensor_json(t) for t in self.outputs],
+            "derived_dims": dict(self.derived_dims),
             "tolerance": {"atol": self.tolerance.atol, "rtol": self.tolerance.rtol},
             "keep_fp32_ops": list(self.keep_fp32_ops),
         }

@@ -161,7 +161,7 @@ def check_compatible(module: nn.Module, state_dict: Mapping[str, torch.Tensor], 
     if not (missing or unexpected or misshaped):
         return
     guess = guess_family(state_dict)
-    looks = f" (it looks like a {guess} checkpoint)" if guess and guess != family else ""
+    looks = f" (it looks like a {guess} checkpoint)" if guess and family not in guess else ""
     parts = []
     if missing:
         parts.append(f"{len(missing)} missing, e.g. " + ", ".join(f"{k} {_shape(expected[k])}" for k in missing[:3]))
@@ -175,12 +175,15 @@ def check_compatible(module: nn.Module, state_dict: Mapping[str, torch.Tensor], 
     raise TalkrtError(f"{source} does not match {family}{looks}: " + "; ".join(parts))
 
 
-def load_strict(module: nn.Module, checkpoint: str | os.PathLike | Mapping, family: str, trust: bool = False) -> nn.Module:
+def load_strict(
+    module: nn.Module, checkpoint: str | os.PathLike | Mapping, family: str, trust: bool = False, source: str | None = None
+) -> nn.Module:
     """Load an official checkpoint (a path or an already-read object) strictly into ``module``.
 
-    Returns ``module`` in eval mode. Nothing is modified on failure.
+    ``source`` names the checkpoint in messages (default: the path). Returns
+    ``module`` in eval mode. Nothing is modified on failure.
     """
-    source = str(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else "checkpoint"
+    source = source or (str(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else "checkpoint")
     obj = read_checkpoint(checkpoint, trust) if isinstance(checkpoint, (str, os.PathLike)) else checkpoint
     state_dict = strip_module_prefix(extract_state_dict(obj, source))
     expected = module.state_dict()

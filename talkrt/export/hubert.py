@@ -1,0 +1,115 @@
+"""HuBERT / Wav2Vec2 export specs: (batch, samples) waveform -> (batch, frames, hidden) features."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+
+from talkrt.errors import TalkrtError
+from talkrt.export.spec import Dim, ExportSpec, TensorSpec, Tolerance
+from talkrt.models.hubert import HOP, NORMALIZE_EPS, PRESETS, RECEPTIVE_FIELD, SAMPLE_RATE, EncoderPreset
+
+# FP16 overflows in these: LayerNorm / InstanceNorm statistics over long sequences and
+# the variance of the utterance normalisation (specs/models.md, HuBERT FP16 notes).
+_KEEP_FP32 = ("LayerNormalization", "InstanceNormalization", "GroupNormalization", "ReduceMean", "Pow", "Sqrt", "Softmax")
+
+
+def _checkpoint_facts(checkpoint: str | None, preset: EncoderPreset) -> tuple[int, int, bool]:
+    """(hidden size, layers, do_normalize): from the checkpoint directory when given, else the preset."""
+    if checkpoint is None:
+        return preset.hidden_size, preset.num_layers, preset.do_normalize
+    from talkrt.models.hubert import read_do_normalize
+
+    directory = Path(checkpoint)
+    config_path = directory / "config.json"
+    if not config_path.is_file():
+        raise TalkrtError(f"{directory} is not a transformers checkpoint directory (no config.json)")
+    config = json.loads(config_path.read_text())
+    do_normalize = read_do_normalize(directory)
+    return config.get("hidden_size", 768), config.get("num_hidden_layers", 12), preset.do_normalize if do_normalize is None else do_normalize
+
+
+def build_encoder(
+    checkpoint: str | None = None,
+    trust: bool = False,
+    seed: int = 0,
+    *,
+    preset: EncoderPreset,
+    layer: int | None,
+    normalize: bool,
+):
+    from talkrt.models.hubert import SpeechEncoder, build_random, load_pretrained
+
+    model = build_random(preset, seed) if checkpoint is None else load_pretrained(checkpoint, preset.architecture, trust)
+    return SpeechEncoder(model, layer, normalize)
+
+
+def encoder_spec(
+    architecture: str = "hubert",
+    preset: str | None = None,
+    layer: int | None = None,
+    normalize: bool | None = None,
+    checkpoint: str | None = None,
+) -> ExportSpec:
+    """The spec for one encoder; ``normalize`` None follows the checkpoint's preprocessor config or the preset."""
+    preset_name = preset or ("chinese-hubert-base" if architecture == "hubert" else "wav2vec2-base-960h")
+    if preset_name not in PRESETS:
+        raise TalkrtError(f"unknown preset {preset_name!r}; known: {', '.join(PRESETS)}")
+    chosen = PRESETS[preset_name]
+    if chosen.architecture != architecture:
+        raise TalkrtError(f"preset {preset_name} is a {chosen.architecture} model; use `talkrt export {chosen.architecture}`")
+    hidden, layers, default_normalize = _checkpoint_facts(checkpoint, chosen)
+    normalize = default_normalize if normalize is None else normalize
+    layer = layers if layer is None else layer
+    if not 0 <= layer <= layers:
+        raise TalkrtError(f"--layer {layer} does not exist: {preset_name} has layers 0..{layers} (0 = before the first transformer layer)")
+    norm_text = (
+        f"normalised per utterance inside the graph: (x - mean) / sqrt(var + {NORMALIZE_EPS:g})"
+        if normalize
+        else "used as given: the graph does not normalise (the checkpoint's preprocessor has do_normalize false)"
+    )
+    return ExportSpec(
+        family=architecture,
+        graph="encoder",
+        description=f"{preset_name} speech encoder, hidden layer {layer} of {layers}",
+        build_module=partial(build_encoder, preset=chosen, layer=layer, normalize=normalize),
+        inputs=(
+            TensorSpec(
+                "input_values",
+                ("batch", "samples"),
+                convention=f"mono waveform at {SAMPLE_RATE} Hz in [-1, 1], every item the same length; {norm_text}",
+                value_range=(-1.0, 1.0),
+            ),
+        ),
+        outputs=(
+            TensorSpec("features", ("batch", "frames", hidden), convention=f"hidden layer {layer} of {layers}, {SAMPLE_RATE // HOP} frames per second"),
+        ),
+        # 0.2 s to 30 s per call; opt 2 s; batch 1 for streaming, up to 4 offline.
+        dims=(Dim("batch", 1, 1, 4, trace=2), Dim("samples", 3200, 32000, 480000, trace=32000)),
+        derived_dims={"frames": f"floor((samples - {RECEPTIVE_FIELD}) / {HOP}) + 1"},
+        opset=18,
+        exporter="dynamo",
+        exporter_reason="torch's default exporter: LayerNorm and GroupNorm stay single nodes, and the weight norm is folded before export",
+        tolerance=Tolerance(atol=2e-4, rtol=1e-3),
+        # 400 samples is the shortest input with one frame; 12345 is odd and not a multiple of the hop.
+        validation_points=({"batch": 1, "samples": RECEPTIVE_FIELD}, {"batch": 3, "samples": 12345}),
+        keep_fp32_ops=_KEEP_FP32,
+        keep_fp32_reason="normalisation statistics and softmax overflow or lose precision in FP16",
+        metadata={
+            "preset": preset_name,
+            "layer": str(layer),
+            "num_layers": str(layers),
+            "hidden_size": str(hidden),
+            "normalize": "inside graph" if normalize else "none",
+            "sample_rate": str(SAMPLE_RATE),
+            "feature_rate": str(SAMPLE_RATE // HOP),
+            "hop": str(HOP),
+            "receptive_field": str(RECEPTIVE_FIELD),
+            "alignment": "hubert (talkrt.runtime.align.HUBERT): 2 feature frames per 25 fps video frame",
+        },
+    )
+
+
+hubert_spec = partial(encoder_spec, "hubert")
+wav2vec2_spec = partial(encoder_spec, "wav2vec2")
