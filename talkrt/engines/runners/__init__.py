@@ -1,0 +1,168 @@
+"""Runners: one call for every backend (TensorRT, TensorRT-RTX, ONNX Runtime, PyTorch).
+
+``runner.run(inputs, outputs, stream)`` takes named input tensors and optionally
+named preallocated output tensors on the runner's device, runs on ``stream`` and
+writes the outputs in place. With preallocated outputs a runner allocates
+nothing per call; without them it allocates (convenient for one-off calls).
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import operator
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from talkrt.errors import TalkrtError
+
+TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int64": torch.int64, "int32": torch.int32, "bool": torch.bool, "uint8": torch.uint8}
+
+
+@dataclass(frozen=True)
+class TensorIO:
+    name: str
+    dims: tuple[int | str, ...]
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class GraphIO:
+    """Names, dims and dtypes of a graph's inputs and outputs, plus formulas for derived output dims."""
+
+    inputs: tuple[TensorIO, ...]
+    outputs: tuple[TensorIO, ...]
+    derived: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_spec_json(cls, spec: Mapping) -> "GraphIO":
+        def tensors(key: str) -> tuple[TensorIO, ...]:
+            return tuple(TensorIO(t["name"], tuple(t["shape"]), t.get("dtype", "float32")) for t in spec[key])
+
+        return cls(tensors("inputs"), tensors("outputs"), dict(spec.get("derived_dims", {})))
+
+    @classmethod
+    def from_spec(cls, spec) -> "GraphIO":
+        return cls.from_spec_json(spec.to_json())
+
+    @classmethod
+    def from_onnx(cls, path: str | Path) -> "GraphIO":
+        import onnx
+
+        model = onnx.load(str(path), load_external_data=False)
+        props = {p.key: p.value for p in model.metadata_props}
+        if "talkrt.spec" not in props:
+            raise TalkrtError(f"{path} was not exported by talkrt (no talkrt.spec metadata); export it with `talkrt export`")
+        return cls.from_spec_json(json.loads(props["talkrt.spec"]))
+
+    def output_shapes(self, input_shapes: Mapping[str, Sequence[int]]) -> dict[str, tuple[int, ...]]:
+        """Concrete output shapes for concrete input shapes (dims bound by name, derived dims evaluated)."""
+        sizes: dict[str, int] = {}
+        for tensor in self.inputs:
+            shape = input_shapes[tensor.name]
+            if len(shape) != len(tensor.dims):
+                raise TalkrtError(f"input {tensor.name}: expected {len(tensor.dims)} dims {tensor.dims}, got shape {tuple(shape)}")
+            for dim, size in zip(tensor.dims, shape):
+                if isinstance(dim, str):
+                    if sizes.setdefault(dim, int(size)) != int(size):
+                        raise TalkrtError(f"dim {dim!r} is {sizes[dim]} in one input and {size} in {tensor.name}")
+                elif dim != size:
+                    raise TalkrtError(f"input {tensor.name}: expected shape {tensor.dims}, got {tuple(shape)}")
+        for name, formula in self.derived.items():
+            sizes[name] = evaluate_dim(formula, sizes)
+        return {t.name: tuple(sizes[d] if isinstance(d, str) else d for d in t.dims) for t in self.outputs}
+
+
+_OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv}
+
+
+def evaluate_dim(formula: str, sizes: Mapping[str, int]) -> int:
+    """Evaluate a derived-dim formula such as ``floor((samples - 400) / 320) + 1`` (arithmetic, floor, ceil only)."""
+
+    def visit(node: ast.AST) -> float:
+        if isinstance(node, ast.Expression):
+            return visit(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
+            return node.value
+        if isinstance(node, ast.Name) and node.id in sizes:
+            return sizes[node.id]
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
+            return _OPERATORS[type(node.op)](visit(node.left), visit(node.right))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("floor", "ceil") and len(node.args) == 1:
+            return getattr(math, node.func.id)(visit(node.args[0]))
+        raise TalkrtError(f"cannot evaluate dim formula {formula!r}")
+
+    return int(visit(ast.parse(formula, mode="eval")))
+
+
+class Runner(ABC):
+    """The one interface every backend offers (Polygraphy's runners are the model)."""
+
+    backend: str = "?"
+
+    def __init__(self, io: GraphIO, device: torch.device) -> None:
+        self.io = io
+        self.device = torch.device(device)
+
+    @property
+    def input_names(self) -> list[str]:
+        return [t.name for t in self.io.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [t.name for t in self.io.outputs]
+
+    def allocate_outputs(self, input_shapes: Mapping[str, Sequence[int]]) -> dict[str, torch.Tensor]:
+        """Output buffers for these input shapes; call once at setup, then pass them to every run()."""
+        shapes = self.io.output_shapes(input_shapes)
+        return {t.name: torch.empty(shapes[t.name], dtype=TORCH_DTYPES[t.dtype], device=self.device) for t in self.io.outputs}
+
+    def _check(self, inputs: Mapping[str, torch.Tensor], outputs: Mapping[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+        missing = [n for n in self.input_names if n not in inputs]
+        if missing:
+            raise TalkrtError(f"{self.backend} runner: missing inputs {missing}")
+        if outputs is None:
+            return self.allocate_outputs({n: inputs[n].shape for n in self.input_names})
+        expected = self.io.output_shapes({n: inputs[n].shape for n in self.input_names})
+        for name, shape in expected.items():
+            if tuple(outputs[name].shape) != shape:
+                raise TalkrtError(f"{self.backend} runner: output {name} buffer is {tuple(outputs[name].shape)}, needs {shape}")
+        return dict(outputs)
+
+    @abstractmethod
+    def run(
+        self,
+        inputs: Mapping[str, torch.Tensor],
+        outputs: Mapping[str, torch.Tensor] | None = None,
+        stream: torch.cuda.Stream | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Run on ``stream`` (the current stream when None) and write ``outputs`` in place."""
+
+
+BACKENDS = ("trt", "ort", "torch")
+
+
+def make_runner(backend: str, model: str | Path | None = None, *, spec=None, module=None, device: str | torch.device = "cpu", stream: torch.cuda.Stream | None = None) -> Runner:
+    """A runner for ``backend``: trt takes an engine path, ort an ONNX path, torch a spec and module."""
+    if backend == "torch":
+        from talkrt.engines.runners.pytorch import TorchRunner
+
+        if spec is None or module is None:
+            raise TalkrtError("the torch backend needs the model's spec and module")
+        return TorchRunner(spec, module, device)
+    if model is None or not Path(model).is_file():
+        raise TalkrtError(f"{backend} backend: model file not found: {model}")
+    if backend == "ort":
+        from talkrt.engines.runners.ort import OrtRunner
+
+        return OrtRunner(model, device, stream)
+    if backend == "trt":
+        from talkrt.engines.runners.trt import TensorRTRunner
+
+        return TensorRTRunner(model, device)
+    raise TalkrtError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")

@@ -1,0 +1,67 @@
+"""ONNX Runtime runner: IO binding on torch tensors, no copies.
+
+On CUDA the session's compute stream is the pipeline's stream (fixed when the
+session is created), so the graph runs in order with the stages around it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from talkrt.engines.runners import GraphIO, Runner
+from talkrt.errors import TalkrtError
+from talkrt.optional import require
+
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float16: np.float16, torch.int64: np.int64, torch.int32: np.int32, torch.bool: np.bool_, torch.uint8: np.uint8}
+
+
+class OrtRunner(Runner):
+    backend = "ort"
+
+    def __init__(self, path: str | Path, device: str | torch.device = "cpu", stream: torch.cuda.Stream | None = None) -> None:
+        super().__init__(GraphIO.from_onnx(path), torch.device(device))
+        ort = require("onnxruntime")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if self.device.type == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise TalkrtError('ONNX Runtime has no CUDA provider here: pip install "talkrt[gpu]" (onnxruntime-gpu) for the ort backend on a GPU')
+            stream = stream or torch.cuda.current_stream(self.device)
+            cuda_options = {"device_id": self.device.index or 0, "has_user_compute_stream": "1", "user_compute_stream": str(stream.cuda_stream)}
+            providers = [("CUDAExecutionProvider", cuda_options)]
+        else:
+            providers = ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        self.stream = stream
+        self._binding = None
+        self._bound: tuple | None = None  # (pointer, shape) of every bound tensor, to reuse the binding
+
+    def _bind(self, inputs: Mapping[str, torch.Tensor], outputs: Mapping[str, torch.Tensor]):
+        key = tuple((t.data_ptr(), tuple(t.shape)) for t in (*(inputs[n] for n in self.input_names), *(outputs[n] for n in self.output_names)))
+        if key == self._bound:
+            return self._binding
+        device_type = "cuda" if self.device.type == "cuda" else "cpu"
+        device_id = self.device.index or 0
+        binding = self.session.io_binding()
+        for name in self.input_names:
+            tensor = inputs[name]
+            if not tensor.is_contiguous() or tensor.device != self.device:
+                raise TalkrtError(f"ort runner: input {name} must be a contiguous tensor on {self.device}")
+            binding.bind_input(name, device_type, device_id, _NUMPY_DTYPES[tensor.dtype], tuple(tensor.shape), tensor.data_ptr())
+        for name in self.output_names:
+            tensor = outputs[name]
+            binding.bind_output(name, device_type, device_id, _NUMPY_DTYPES[tensor.dtype], tuple(tensor.shape), tensor.data_ptr())
+        self._binding, self._bound = binding, key
+        return binding
+
+    def run(self, inputs: Mapping[str, torch.Tensor], outputs: Mapping[str, torch.Tensor] | None = None, stream: torch.cuda.Stream | None = None) -> dict[str, torch.Tensor]:
+        outputs = self._check(inputs, outputs)
+        if stream is not None and self.stream is not None and stream.cuda_stream != self.stream.cuda_stream:
+            raise TalkrtError("ort runner: the CUDA stream is fixed when the session is created; pass the pipeline's stream to make_runner")
+        binding = self._bind(inputs, outputs)
+        self.session.run_with_iobinding(binding)
+        return outputs

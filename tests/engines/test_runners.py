@@ -1,0 +1,116 @@
+"""The Runner contract: same inputs, same outputs on every backend; outputs written in place."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from talkrt.engines.runners import GraphIO, evaluate_dim, make_runner
+from talkrt.engines.runners.trt import check_engine_target
+from talkrt.errors import TalkrtError
+from talkrt.export import get_spec
+
+
+@pytest.fixture(scope="module")
+def wav2lip_runners(wav2lip_onnx):
+    spec = get_spec("wav2lip")
+    torch_runner = make_runner("torch", spec=spec, module=spec.build_module(None, seed=0))
+    return spec, torch_runner, make_runner("ort", wav2lip_onnx)
+
+
+def test_ort_equals_torch_in_preallocated_buffers(wav2lip_runners) -> None:
+    spec, torch_runner, ort_runner = wav2lip_runners
+    inputs = {k: v.contiguous() for k, v in spec.example_inputs({"batch": 3}, seed=9).items()}
+    shapes = {k: v.shape for k, v in inputs.items()}
+    torch_out = torch_runner.allocate_outputs(shapes)
+    ort_out = ort_runner.allocate_outputs(shapes)
+    pointer = ort_out["generated_faces"].data_ptr()
+    for _ in range(2):  # the second call reuses the IO binding
+        returned = ort_runner.run(inputs, ort_out)
+        torch_runner.run(inputs, torch_out)
+    assert returned["generated_faces"].data_ptr() == pointer  # written in place, nothing reallocated
+    torch.testing.assert_close(ort_out["generated_faces"], torch_out["generated_faces"], atol=spec.tolerance.atol, rtol=spec.tolerance.rtol)
+    # New contents in the same buffers are seen by the cached binding.
+    inputs["face_sequences"].copy_(torch.rand_like(inputs["face_sequences"]))
+    ort_runner.run(inputs, ort_out)
+    torch_runner.run(inputs, torch_out)
+    torch.testing.assert_close(ort_out["generated_faces"], torch_out["generated_faces"], atol=spec.tolerance.atol, rtol=spec.tolerance.rtol)
+
+
+def test_wrong_buffers_are_refused(wav2lip_runners) -> None:
+    spec, _, ort_runner = wav2lip_runners
+    inputs = spec.example_inputs({"batch": 2})
+    with pytest.raises(TalkrtError, match=r"output generated_faces buffer is \(1, 3, 96, 96\), needs \(2, 3, 96, 96\)"):
+        ort_runner.run(inputs, {"generated_faces": torch.empty(1, 3, 96, 96)})
+    with pytest.raises(TalkrtError, match="dim 'batch' is 2 in one input and 3"):
+        ort_runner.run({"audio_sequences": inputs["audio_sequences"], "face_sequences": torch.rand(3, 6, 96, 96)})
+
+
+def test_derived_dims() -> None:
+    spec = get_spec("hubert", preset="tiny-hubert")
+    io = GraphIO.from_spec(spec)
+    assert io.output_shapes({"input_values": (2, 61334)}) == {"features": (2, 191, 64)}
+    assert evaluate_dim("floor(samples / 200) + 1", {"samples": 999}) == 5
+    with pytest.raises(TalkrtError, match="cannot evaluate"):
+        evaluate_dim("__import__('os').getcwd()", {})
+
+
+SIDECAR = {"onnx": "m.onnx", "backend": {"name": "tensorrt-rtx", "version": "1.7.1.116"}, "target": {"compute_capabilities": ["8.6", "8.9"]}}
+
+
+@pytest.mark.parametrize(
+    "sidecar, version, device, message",
+    [
+        (SIDECAR, "1.8.0.1", ("RTX 4090", "8.9"), "built by tensorrt-rtx 1.7.1.116 but 1.8.0.1 is installed"),
+        (SIDECAR, "1.7.1.116", None, "needs a CUDA GPU"),
+        (SIDECAR, "1.7.1.116", ("RTX 5090", "12.0"), r"targets compute capabilities 8.6, 8.9, not this GPU's 12.0 .*--cc 12.0"),
+        ({**SIDECAR, "backend": {"name": "tensorrt", "version": "10.13"}, "target": {"gpu": "NVIDIA H100", "compute_capability": "9.0"}}, "10.13", ("NVIDIA H200", "9.0"), "built for NVIDIA H100"),
+    ],
+    ids=["version", "no-gpu", "other-cc", "other-gpu"],
+)
+def test_stale_or_foreign_engines_are_refused(sidecar, version, device, message) -> None:
+    with pytest.raises(TalkrtError, match=message) as info:
+        check_engine_target("m.engine", sidecar, version, device)
+    assert "talkrt build m.onnx --out m.engine" in str(info.value) or device is None
+
+
+def test_matching_engine_passes() -> None:
+    check_engine_target("m.engine", SIDECAR, "1.7.1.116", ("RTX 3090", "8.6"))
+
+
+def test_trt_runner_without_gpu_says_so(wav2lip_onnx, tmp_path) -> None:
+    pytest.importorskip("tensorrt_rtx")
+    if torch.cuda.is_available():
+        pytest.skip("this checks the message on machines without a GPU")
+    from talkrt.engines.build import BuildOptions, build_engine
+
+    engine = build_engine(wav2lip_onnx, tmp_path / "w.engine", BuildOptions(backend="tensorrt-rtx", compute_capabilities=("8.6",))).engine
+    with pytest.raises(TalkrtError, match="needs a CUDA GPU"):
+        make_runner("trt", engine, device="cuda")
+
+
+def test_unknown_backend_and_missing_model(tmp_path) -> None:
+    with pytest.raises(TalkrtError, match="model file not found"):
+        make_runner("ort", tmp_path / "none.onnx")
+    (tmp_path / "x.onnx").write_bytes(b"")
+    with pytest.raises(TalkrtError, match="unknown backend"):
+        make_runner("tvm", tmp_path / "x.onnx")
+
+
+@pytest.mark.gpu
+def test_runners_agree_on_the_gpu(wav2lip_onnx, tmp_path) -> None:
+    """torch, ONNX Runtime (CUDA provider, when installed) and TensorRT (when installed) on one stream."""
+    spec = get_spec("wav2lip")
+    stream = torch.cuda.Stream()
+    inputs = {k: v.cuda() for k, v in spec.example_inputs({"batch": 4}, seed=3).items()}
+    reference = make_runner("torch", spec=spec, module=spec.build_module(None, seed=0), device="cuda")
+    expected = reference.run(inputs, stream=stream)["generated_faces"]
+    others = []
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        others.append(make_runner("ort", wav2lip_onnx, device="cuda", stream=stream))
+    for runner in others:
+        out = runner.run(inputs, stream=stream)["generated_faces"]
+        stream.synchronize()
+        torch.testing.assert_close(out, expected, atol=1e-3, rtol=1e-3)
