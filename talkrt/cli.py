@@ -246,6 +246,160 @@ def build(
     )
 
 
+# --------------------------------------------------------------------------- avatar / run / profile / demo
+
+avatar_app = typer.Typer(help="Avatars: frames, face boxes, crops and masks, prepared once.", no_args_is_help=True)
+app.add_typer(avatar_app, name="avatar")
+
+
+@avatar_app.command("prepare")
+@user_errors
+def avatar_prepare(
+    source: Annotated[Path, typer.Argument(help="An image or a video of the face.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Avatar file to write (.npz).")],
+    boxes: Annotated[Optional[Path], typer.Option(help="Face boxes (JSON, CSV or text: x1 y1 x2 y2 per frame); default: the bundled OpenCV detector.")] = None,
+    max_frames: Annotated[Optional[int], typer.Option(help="Use at most this many frames of a video.")] = None,
+) -> None:
+    """Detect (or read) face boxes, smooth them, crop the faces and save everything in one file."""
+    from talkrt.runtime.avatar import prepare_avatar
+
+    with console.status(f"preparing the avatar from {source}"):
+        avatar = prepare_avatar(source, boxes=boxes, max_frames=max_frames)
+        avatar.save(out)
+    height, width = avatar.frame_size
+    console.print(f"[green]wrote[/] {out}: {avatar.num_frames} frames of {width}x{height} at {avatar.fps} fps, {avatar.face_size}px faces", highlight=False)
+
+
+RENDERER_CHOICES = ("wav2lip",)
+
+
+def _load_avatar(path: Path, boxes: Optional[Path]):
+    from talkrt.runtime.avatar import Avatar, prepare_avatar
+
+    if path.suffix == ".npz":
+        return Avatar.load(path)
+    return prepare_avatar(path, boxes=boxes)
+
+
+def _model_for(backend: str, renderer: str, model: Optional[Path], engines: Optional[Path]) -> Optional[Path]:
+    if model is not None:
+        return model
+    if backend == "torch":
+        return None
+    if engines is None:
+        raise TalkrtError(f"the {backend} backend needs --model FILE or --engines DIR (holding {renderer}.engine / {renderer}.onnx)")
+    candidate = engines / f"{renderer}.{'engine' if backend == 'trt' else 'onnx'}"
+    if not candidate.is_file():
+        raise TalkrtError(f"{candidate} not found; build it with `talkrt export {renderer}` and `talkrt build`")
+    return candidate
+
+
+def _run_pipeline(audio: Optional[Path], text: Optional[str], avatar: Path, boxes: Optional[Path], renderer: str, backend: str, model: Optional[Path], engines: Optional[Path], device: str, fps: str, batch_size: int, stream_chunk_ms: Optional[float], out: Path):
+    from talkrt.demo import choose_device
+    from talkrt.runtime.media import read_audio
+    from talkrt.runtime.pipeline import PipelineOptions, pipeline_from_files
+
+    if (audio is None) == (text is None):
+        raise TalkrtError("give exactly one of --audio FILE or --text TEXT")
+    if text is not None:
+        raise TalkrtError("--text needs the VITS text-to-speech stage, which is not available yet; give --audio FILE")
+    if renderer not in RENDERER_CHOICES:
+        raise TalkrtError(f"renderer {renderer!r} is not available yet; available: {', '.join(RENDERER_CHOICES)}")
+    if backend not in ("trt", "ort", "torch"):
+        raise TalkrtError(f"unknown backend {backend!r}; choose trt, ort or torch")
+    model_path = _model_for(backend, renderer, model, engines)
+    samples, rate = read_audio(audio)
+    prepared = _load_avatar(avatar, boxes)
+    options = PipelineOptions(fps=fps, batch_size=batch_size)
+    pipeline = pipeline_from_files(prepared, renderer, backend, model_path, choose_device(device), options)
+    with console.status(f"rendering {len(samples) / rate:.1f} s of speech with {renderer} ({backend}, {pipeline.device})"):
+        return pipeline.write_video(samples, rate, out, streaming_chunk_ms=stream_chunk_ms), pipeline
+
+
+AudioOpt = Annotated[Optional[Path], typer.Option("--audio", help="Speech: any common audio format and rate, or a video's audio track.")]
+TextOpt = Annotated[Optional[str], typer.Option("--text", help="Text to speak (needs the VITS stage).")]
+AvatarOpt = Annotated[Path, typer.Option("--avatar", help="Avatar file from `talkrt avatar prepare`, or an image or video to prepare now.")]
+BoxesOpt = Annotated[Optional[Path], typer.Option("--boxes", help="Face boxes for an --avatar image or video.")]
+RendererOpt = Annotated[str, typer.Option("--renderer", help="wav2lip (dinet and dhlive as they land).")]
+BackendOpt = Annotated[str, typer.Option("--backend", help="trt (engine), ort (ONNX Runtime) or torch.")]
+ModelOpt = Annotated[Optional[Path], typer.Option("--model", help="The renderer's engine (trt), ONNX file (ort) or checkpoint (torch; default random weights).")]
+EnginesOpt = Annotated[Optional[Path], typer.Option("--engines", help="Directory with <renderer>.engine / <renderer>.onnx.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cuda or cpu.")]
+FpsOpt = Annotated[str, typer.Option("--fps", help="Output frame rate: 25, 30, 29.97, 30000/1001, ...")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Frames rendered per batch.")]
+ChunkOpt = Annotated[Optional[float], typer.Option("--stream-chunk-ms", help="Stream the audio in chunks of this many ms (20-40 typical) instead of offline.")]
+
+
+@app.command()
+@user_errors
+def run(
+    avatar: AvatarOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="MP4 to write.")] = Path("out.mp4"),
+    audio: AudioOpt = None,
+    text: TextOpt = None,
+    boxes: BoxesOpt = None,
+    renderer: RendererOpt = "wav2lip",
+    backend: BackendOpt = "ort",
+    model: ModelOpt = None,
+    engines: EnginesOpt = None,
+    device: DeviceOpt = "auto",
+    fps: FpsOpt = "25",
+    batch_size: BatchOpt = 8,
+    stream_chunk_ms: ChunkOpt = None,
+) -> None:
+    """Speech in, lip-synced video out: one pipeline on one device."""
+    report, _ = _run_pipeline(audio, text, avatar, boxes, renderer, backend, model, engines, device, fps, batch_size, stream_chunk_ms, out)
+    console.print(f"[green]wrote[/] {out}: {report.frames} frames, {report.render_fps:.1f} fps, real-time factor {report.real_time_factor:.2f}, first frame after {report.time_to_first_frame_ms:.0f} ms", highlight=False)
+
+
+@app.command()
+@user_errors
+def profile(
+    avatar: AvatarOpt,
+    audio: AudioOpt = None,
+    text: TextOpt = None,
+    boxes: BoxesOpt = None,
+    renderer: RendererOpt = "wav2lip",
+    backend: BackendOpt = "ort",
+    model: ModelOpt = None,
+    engines: EnginesOpt = None,
+    device: DeviceOpt = "auto",
+    fps: FpsOpt = "25",
+    batch_size: BatchOpt = 8,
+    stream_chunk_ms: ChunkOpt = None,
+    report: Annotated[Path, typer.Option("--report", help="Report stem: writes STEM.json, STEM.md and STEM.png.")] = Path("profile"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="MP4 to write along the way.")] = Path("profile.mp4"),
+) -> None:
+    """Run the pipeline and report per-stage, per-frame latency: table, JSON, Markdown and a PNG plot."""
+    from talkrt.demo import save_report
+
+    result, _ = _run_pipeline(audio, text, avatar, boxes, renderer, backend, model, engines, device, fps, batch_size, stream_chunk_ms, out)
+    console.print(result.rich_table())
+    paths = save_report(result, report)
+    console.print("[green]wrote[/] " + ", ".join(str(p) for p in paths), highlight=False)
+
+
+@app.command()
+@user_errors
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out-dir", help="Where the models, avatar, speech, video and report go.")] = Path("out"),
+    seconds: Annotated[float, typer.Option(min=0.5, max=60, help="Length of the synthetic speech.")] = 4.0,
+    device: DeviceOpt = "auto",
+    batch_size: BatchOpt = 8,
+) -> None:
+    """The whole chain on built-in random-weight models, a synthetic face and synthetic speech (CUDA if present)."""
+    from talkrt.demo import run_demo
+
+    with console.status("talkrt demo") as status:
+        result = run_demo(out_dir, seconds, device, batch_size, step=lambda text: status.update(text))
+    console.print(result.report.rich_table())
+    console.print(
+        f"[green]wrote[/] {result.video} ({result.report.frames} frames; {result.backend} on {result.device}) and the profile: "
+        + ", ".join(str(p) for p in (result.report_json, result.report_markdown, result.plot)),
+        highlight=False,
+    )
+
+
 # --------------------------------------------------------------------------- inspect / doctor
 
 

@@ -674,3 +674,17 @@ def probe(path: str | os.PathLike) -> dict:
     except (av.FFmpegError, OSError, ValueError, EOFError) as error:
         raise TalkrtError(f"cannot read {path}: {_one_line(error)}") from error
     return info
+
+
+def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> Path:
+    """Mono float audio in [-1, 1] as a PCM16 WAV file, written atomically."""
+    import wave
+
+    pcm = (np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0) * 32767.0).round().astype("<i2")
+    with atomic_path(path) as tmp:
+        with wave.open(str(tmp), "wb") as handle:
+            handle.setnchannels(1)
+            handle.setsampwidth(2)
+            handle.setframerate(int(sample_rate))
+            handle.writeframes(pcm.tobytes())
+    return Path(path)

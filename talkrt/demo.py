@@ -1,0 +1,111 @@
+"""`talkrt demo`: the whole chain on built-in random-weight models, a synthetic face and synthetic speech.
+
+Random weights make the mouth move meaninglessly; the point is the machinery:
+export, engine build, avatar preparation, the pipeline, the MP4 and the profile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from talkrt.optional import available
+
+SAMPLE_RATE = 16000
+
+
+def synthetic_speech(seconds: float = 4.0, sample_rate: int = SAMPLE_RATE, seed: int = 0) -> np.ndarray:
+    """Speech-like audio: voiced syllables (a gliding pitch, harmonics shaped by moving formants)
+    at about 4 per second, with short pauses and a little breath noise. float32 mono in [-1, 1]."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    pitch = 120 + 25 * np.sin(2 * np.pi * 0.7 * t) + 10 * np.sin(2 * np.pi * 5.5 * t)
+    phase = 2 * np.pi * np.cumsum(pitch) / sample_rate
+    formant1 = 500 + 300 * np.sin(2 * np.pi * 2.1 * t + 1.0)
+    formant2 = 1500 + 600 * np.sin(2 * np.pi * 1.3 * t)
+    voiced = np.zeros_like(t)
+    for harmonic in range(1, 30):
+        frequency = harmonic * pitch
+        gain = np.exp(-(((frequency - formant1) / 160) ** 2)) + 0.6 * np.exp(-(((frequency - formant2) / 220) ** 2)) + 0.02
+        voiced += gain * np.sin(harmonic * phase)
+    syllables = np.clip(np.sin(2 * np.pi * 4.0 * t), 0, None) ** 0.6
+    phrases = (np.sin(2 * np.pi * 0.35 * t + 0.3) > -0.6).astype(float)  # a pause now and then
+    audio = voiced * syllables * phrases + 0.01 * rng.standard_normal(len(t))
+    return (0.5 * audio / np.abs(audio).max()).astype(np.float32)
+
+
+@dataclass
+class DemoResult:
+    video: Path
+    report_json: Path
+    report_markdown: Path
+    plot: Path
+    onnx: Path
+    engine: Path | None
+    backend: str
+    device: str
+    report: object  # ProfileReport
+
+
+def choose_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def run_demo(out_dir: str | Path = "out", seconds: float = 4.0, device: str = "auto", batch_size: int = 8, step: Callable[[str], None] = lambda _: None) -> DemoResult:
+    from talkrt.export import get_spec
+    from talkrt.export.onnx import export_onnx
+    from talkrt.runtime.avatar import synthetic_avatar
+    from talkrt.runtime.pipeline import PipelineOptions, pipeline_from_files
+
+    out_dir = Path(out_dir)
+    device = choose_device(device)
+    models = out_dir / "models"
+    spec = get_spec("wav2lip")
+    onnx_path = models / "wav2lip.onnx"
+    step("exporting Wav2Lip (random weights) to ONNX and validating it")
+    export_onnx(spec, spec.build_module(None, seed=0), onnx_path)
+
+    engine = None
+    backend, model = "ort", onnx_path
+    if available("tensorrt") or available("tensorrt_rtx"):
+        from talkrt.engines.build import BuildOptions, build_engine
+
+        step("building the engine")
+        engine = build_engine(onnx_path, models / "wav2lip.engine", BuildOptions(profile_overrides=())).engine
+        if device == "cuda" and available("tensorrt"):
+            backend, model = "trt", engine
+    if backend == "ort" and device == "cuda":
+        import onnxruntime
+
+        if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+            backend, model = "torch", None  # random weights, same seed as the export
+
+    step("preparing the synthetic avatar and speech")
+    avatar = synthetic_avatar()
+    avatar.save(out_dir / "avatar.npz")
+    speech = synthetic_speech(seconds)
+    from talkrt.runtime.media import write_wav
+
+    write_wav(out_dir / "speech.wav", speech, SAMPLE_RATE)
+
+    step(f"running the pipeline on {device} with the {backend} backend")
+    pipeline = pipeline_from_files(avatar, "wav2lip", backend, model, device, PipelineOptions(batch_size=batch_size))
+    report = pipeline.write_video(speech, SAMPLE_RATE, out_dir / "out.mp4")
+    paths = save_report(report, out_dir / "profile")
+    return DemoResult(out_dir / "out.mp4", *paths, onnx_path, engine, backend, device, report)
+
+
+def save_report(report, stem: Path) -> tuple[Path, Path, Path]:
+    """JSON, Markdown and PNG beside each other: stem.json, stem.md, stem.png."""
+    json_path, markdown_path, plot_path = stem.with_suffix(".json"), stem.with_suffix(".md"), stem.with_suffix(".png")
+    report.save_json(json_path)
+    report.save_markdown(markdown_path)
+    report.plot(plot_path)
+    return json_path, markdown_path, plot_path

@@ -1,0 +1,288 @@
+"""The talking-head pipeline: audio -> 16 kHz -> features -> windows -> renderer -> paste-back -> frames.
+
+Every stage runs on one device and one stream. The audio goes to the device
+once; frames come back only at the sink (a video file, raw frames or a consumer
+of FrameBatch). Buffers are allocated when the pipeline is built; on a GPU the
+steady-state batch (gather, render, paste-back) is captured in a CUDA graph and
+replayed. The same code runs on the CPU with host tensors and wall-clock timing.
+
+Offline (``run``) and streaming (``stream``) produce the same frames: streaming
+renders a frame as soon as every feature column of its window is final (the
+lookahead comes from the alignment contract).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from talkrt.errors import TalkrtError
+from talkrt.runtime.align import FpsLike, as_fps, gather_windows, num_video_frames
+from talkrt.runtime.audio import resample, resampled_length
+from talkrt.runtime.avatar import Avatar
+from talkrt.runtime.compose import Compositor
+from talkrt.runtime.profiler import Profiler, ProfileReport
+
+SAMPLE_RATE = 16000
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    fps: FpsLike = 25
+    batch_size: int = 8
+    profile: bool = True
+    cuda_graphs: bool = True  # capture the steady-state batch on a GPU
+
+
+@dataclass
+class FrameBatch:
+    """Finished frames ``start .. start + len(frames) - 1``; ``frames`` (n, H, W, 3) uint8 BGR on the
+    pipeline's device is a view of a reused buffer: consume it before asking for the next batch."""
+
+    start: int
+    frames: torch.Tensor
+
+
+class Pipeline:
+    def __init__(self, avatar: Avatar, renderer, options: PipelineOptions = PipelineOptions(), stream: torch.cuda.Stream | None = None) -> None:
+        if options.batch_size < 1:
+            raise TalkrtError("batch size must be at least 1")
+        if avatar.face_size != renderer.face_size:
+            raise TalkrtError(f"the avatar was prepared with {avatar.face_size}px faces; {renderer.name} needs {renderer.face_size}px: prepare it again")
+        self.avatar = avatar
+        self.renderer = renderer
+        self.options = options
+        self.fps: Fraction = as_fps(options.fps)
+        self.device = renderer.device
+        if self.device.type == "cuda":
+            self.stream = stream or torch.cuda.Stream(self.device)
+        else:
+            self.stream = None
+        self.profiler = Profiler(self.device, enabled=options.profile)
+        with self._on_stream():
+            self.compositor = Compositor(avatar.frames, avatar.boxes, avatar.blend_mask, self.device)
+            renderer.bind(avatar.crops, options.batch_size)
+            batch = options.batch_size
+            window = renderer.alignment.window
+            self._frame_out = torch.empty(batch, *self.compositor.frame_shape, dtype=torch.uint8, device=self.device)
+            self._static_avatar_index = torch.zeros(batch, dtype=torch.long, device=self.device)
+            self._static_windows: torch.Tensor | None = None  # shaped on the first batch (feature channels)
+            self._window = window
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self.cuda_graph_used = False
+
+    # ------------------------------------------------------------------ helpers
+
+    def _on_stream(self):
+        return torch.cuda.stream(self.stream) if self.stream is not None else _NullContext()
+
+    def _to_device(self, audio: np.ndarray) -> torch.Tensor:
+        host = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
+        self.profiler.count_copy(host, "h2d")
+        return host.to(self.device, non_blocking=False)
+
+    def _render_and_compose(self, avatar_index: torch.Tensor, windows: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        faces = self.renderer.render(avatar_index, windows, self.stream)
+        return self.compositor.compose(avatar_index, faces, out)
+
+    def _batch(self, start: int, avatar_index: torch.Tensor, windows: torch.Tensor) -> FrameBatch:
+        """Render and paste back one batch (frames start .. start + n - 1)."""
+        count = len(avatar_index)
+        frames = range(start, start + count)
+        full = count == self.options.batch_size
+        if full and self._use_graph(windows):
+            # One replay covers render and paste-back, so the graph's time is reported under render.
+            with self.profiler.stage("render", frames):
+                self._static_avatar_index.copy_(avatar_index)
+                self._static_windows.copy_(windows)
+                self._graph.replay()
+            out = self._frame_out
+        else:
+            with self.profiler.stage("render", frames):
+                faces = self.renderer.render(avatar_index, windows, self.stream)
+            with self.profiler.stage("compose", frames):
+                out = self.compositor.compose(avatar_index, faces, self._frame_out[:count])
+        self.profiler.frames_ready(frames)
+        return FrameBatch(start, out)
+
+    def _use_graph(self, windows: torch.Tensor) -> bool:
+        """Capture the steady-state batch once (GPU only); False where capture is not possible."""
+        if self.device.type != "cuda" or not self.options.cuda_graphs or self.renderer.runner.backend == "ort":
+            return False
+        if self._graph is not None:
+            return True
+        try:
+            self._static_windows = torch.empty_like(windows)
+            self._static_windows.copy_(windows)
+            self._static_avatar_index.zero_()
+            # Warm up on the side stream (lazy allocations, kernel selection) before capture.
+            self._render_and_compose(self._static_avatar_index, self._static_windows, self._frame_out)
+            self.stream.synchronize()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, stream=self.stream):
+                self._render_and_compose(self._static_avatar_index, self._static_windows, self._frame_out)
+            self._graph = graph
+            self.cuda_graph_used = True
+            return True
+        except Exception:  # some runners cannot be captured; eager is correct, only slower
+            self.options = PipelineOptions(self.options.fps, self.options.batch_size, self.options.profile, cuda_graphs=False)
+            return False
+
+    # ------------------------------------------------------------------ offline
+
+    def run(self, audio: np.ndarray, sample_rate: int) -> Iterator[FrameBatch]:
+        """All frames for ``audio`` (float32 mono at ``sample_rate``), batch by batch."""
+        audio = _check_audio(audio, sample_rate)
+        self.profiler.start()
+        self.profiler.audio_available(samples=resampled_length(len(audio), sample_rate, SAMPLE_RATE))
+        with self._on_stream():
+            with self.profiler.stage("resample"):
+                wav16k = resample(self._to_device(audio), sample_rate, SAMPLE_RATE)
+            total = wav16k.shape[-1]
+            count = num_video_frames(total, self.fps, SAMPLE_RATE)
+            with self.profiler.stage("features", range(count)):
+                features = self.renderer.features(wav16k)
+            with self.profiler.stage("windows", range(count)):
+                alignment = self.renderer.alignment
+                indices = alignment.window_indices(features.shape[-1], count, self.fps, self.device)
+                windows = gather_windows(features, indices)  # (N, C, W), one gather
+                avatar_index = self._avatar_indices(0, count)
+            for start in range(0, count, self.options.batch_size):
+                stop = min(start + self.options.batch_size, count)
+                yield self._batch(start, avatar_index[start:stop], windows[start:stop])
+
+    def _avatar_indices(self, start: int, count: int) -> torch.Tensor:
+        host = torch.from_numpy(self.avatar.frame_indices(start, count))
+        self.profiler.count_copy(host, "h2d")
+        return host.to(self.device)
+
+    # ---------------------------------------------------------------- streaming
+
+    def stream_chunks(self, chunks: Iterable[np.ndarray], sample_rate: int) -> Iterator[FrameBatch]:
+        """Frames as soon as their windows are complete, for audio arriving in chunks (e.g. 20-40 ms).
+
+        The output equals ``run`` on the concatenated audio, frame for frame. Each step
+        recomputes the resampler and features over the audio received so far (simple
+        and exact; cost grows with the utterance, fine for sentences).
+        """
+        alignment = self.renderer.alignment
+        received: list[np.ndarray] = []
+        received_samples = 0
+        done = 0
+        self.profiler.start()
+        chunk_iter = iter(chunks)
+        finished = False
+        while not finished:
+            chunk = next(chunk_iter, None)
+            finished = chunk is None
+            if chunk is not None:
+                chunk = _check_audio(chunk, sample_rate, allow_empty=True)
+                received.append(chunk)
+                received_samples += len(chunk)
+            total16 = resampled_length(received_samples, sample_rate, SAMPLE_RATE) if finished else None
+            final16 = total16 if finished else _final_resampled(received_samples, sample_rate)
+            if final16 <= 0:
+                continue
+            self.profiler.audio_chunk_arrived(final16)
+            ready = alignment.frames_ready(final16, self.fps, total16)
+            if ready <= done and not finished:
+                continue
+            with self._on_stream():
+                with self.profiler.stage("resample"):
+                    wav16k = resample(self._to_device(np.concatenate(received)), sample_rate, SAMPLE_RATE)[:final16]
+                with self.profiler.stage("features", range(done, ready)):
+                    features = self.renderer.features(wav16k)
+                    columns = features.shape[-1] if finished else alignment.computable_feature_frames(final16)
+                    features = features[..., :columns]
+                with self.profiler.stage("windows", range(done, ready)):
+                    indices = alignment.window_indices(columns, ready, self.fps, self.device)[done:]
+                    windows = gather_windows(features, indices)
+                    avatar_index = self._avatar_indices(done, ready - done)
+                for offset in range(0, ready - done, self.options.batch_size):
+                    stop = min(offset + self.options.batch_size, ready - done)
+                    yield self._batch(done + offset, avatar_index[offset:stop], windows[offset:stop])
+            done = ready
+
+    # -------------------------------------------------------------------- sinks
+
+    def write_video(self, audio: np.ndarray, sample_rate: int, out: str | Path, *, streaming_chunk_ms: float | None = None) -> ProfileReport:
+        """Run (offline, or streaming in chunks of ``streaming_chunk_ms``) and write an H.264 MP4 with the audio."""
+        from talkrt.runtime.media import VideoWriter
+
+        audio = _check_audio(audio, sample_rate)
+        if streaming_chunk_ms:
+            step = max(1, round(sample_rate * streaming_chunk_ms / 1000))
+            batches = self.stream_chunks((audio[i : i + step] for i in range(0, len(audio), step)), sample_rate)
+        else:
+            batches = self.run(audio, sample_rate)
+        with VideoWriter(out, fps=self.fps, audio=audio, sample_rate=sample_rate) as writer:
+            for batch in batches:
+                with self.profiler.stage("encode", range(batch.start, batch.start + len(batch.frames)), host=True):
+                    host = batch.frames.cpu()
+                    self.profiler.count_copy(host, "d2h")
+                    writer.write_frames(host)
+        return self.profiler.report(len(audio) / sample_rate, float(self.fps), alignment=self.renderer.alignment)
+
+    def frames(self, audio: np.ndarray, sample_rate: int) -> torch.Tensor:
+        """Every frame as one (N, H, W, 3) uint8 tensor on the host (tests, raw output)."""
+        # copy=True: on the CPU .cpu() would return the reused buffer itself.
+        return torch.cat([batch.frames.to("cpu", copy=True) for batch in self.run(audio, sample_rate)])
+
+
+def _final_resampled(received: int, sample_rate: int) -> int:
+    """16 kHz samples that no longer change as more input arrives (the resampling filter's support is inside)."""
+    if sample_rate == SAMPLE_RATE:
+        return received
+    divisor = math.gcd(sample_rate, SAMPLE_RATE)
+    up, down = SAMPLE_RATE // divisor, sample_rate // divisor
+    half_length = 10 * max(up, down)  # scipy.signal.resample_poly's filter, as in runtime.audio
+    # Output j reads upsampled positions up to j*down + half_length, i.e. inputs below that / up.
+    return max(0, (received * up - half_length - 1) // down)
+
+
+def _check_audio(audio: np.ndarray, sample_rate: int, allow_empty: bool = False) -> np.ndarray:
+    audio = np.asarray(audio)
+    if audio.ndim != 1:
+        raise TalkrtError(f"audio must be mono, shape (samples,); got {audio.shape} (average the channels first)")
+    if sample_rate <= 0:
+        raise TalkrtError(f"bad sample rate {sample_rate}")
+    if len(audio) == 0 and not allow_empty:
+        raise TalkrtError("the audio is empty")
+    if not np.all(np.isfinite(audio)):
+        raise TalkrtError("the audio contains NaN or infinite samples")
+    return audio.astype(np.float32, copy=False)
+
+
+class _NullContext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def pipeline_from_files(avatar_path: str | Path | Avatar, renderer_name: str, backend: str, model: str | Path | None, device: str, options: PipelineOptions) -> Pipeline:
+    """Build a pipeline from an avatar file and a model (engine, ONNX file, or random weights for torch)."""
+    from talkrt.engines.runners import make_runner
+    from talkrt.export import get_spec
+    from talkrt.runtime.renderers import RENDERERS
+
+    if renderer_name not in RENDERERS:
+        raise TalkrtError(f"unknown renderer {renderer_name!r}; available: {', '.join(RENDERERS)}")
+    avatar = avatar_path if isinstance(avatar_path, Avatar) else Avatar.load(avatar_path)
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TalkrtError("--device cuda: no CUDA GPU is visible")
+    spec = get_spec(renderer_name)
+    module = None
+    if backend == "torch":
+        module = spec.build_module(str(model)) if model else spec.build_module(None, seed=0)
+    stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+    runner = make_runner(backend, None if backend == "torch" else model, spec=spec, module=module, device=device, stream=stream)
+    return Pipeline(avatar, RENDERERS[renderer_name](runner), options, stream)
