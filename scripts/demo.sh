@@ -1,12 +1,8 @@
 #!/usr/bin/env bash
-# Quick start, main job: set up, then export Wav2Lip (random weights unless
-# CHECKPOINT=path/to/wav2lip.pth is given), build its engine and show it.
+# Quick start, main job: set up, then run the whole chain on built-in random-weight
+# models, a synthetic face and synthetic speech (CUDA if present, else the CPU):
+# out/out.mp4 and the profile report out/profile.{json,md,png}.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 TALKRT_EXTRAS="${TALKRT_EXTRAS:-cpu,rtx}" bash scripts/setup.sh
-talkrt=.venv/bin/talkrt
-weights=(--random-init)
-[ -n "${CHECKPOINT:-}" ] && weights=(--checkpoint "$CHECKPOINT")
-"$talkrt" export wav2lip "${weights[@]}" --out out/wav2lip.onnx
-"$talkrt" build out/wav2lip.onnx --out out/wav2lip.engine
-"$talkrt" inspect out/wav2lip.engine
+exec .venv/bin/talkrt demo --out-dir "${OUT_DIR:-out}" "$@"
