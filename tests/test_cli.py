@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import fake_state_dict, official_wav2lip_container
@@ -151,3 +152,70 @@ def test_export_hubert_from_checkpoint_directory(tmp_path) -> None:
 
     result = runner.invoke(app, ["export", "hubert", "--checkpoint", str(checkpoint), "--layer", "5", "--out", str(out)])
     assert result.exit_code == 2 and "--layer 5 does not exist" in result.output
+
+
+def test_demo_end_to_end(tmp_path) -> None:
+    """`talkrt demo`: the MP4 decodes, its frames and duration match the audio, the audio is there, the profile is valid."""
+    import jsonschema
+
+    from talkrt.runtime.media import probe
+    from talkrt.runtime.profiler import JSON_SCHEMA
+
+    result = talkrt("demo", "--out-dir", "demo", "--seconds", "2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "demo"
+    info = probe(out / "out.mp4")
+    assert info["num_frames"] == 50 and info["video_codec"] == "h264"
+    assert info["audio_codec"] == "aac" and info["audio_rate"] == 16000
+    assert abs(info["audio_duration"] - 2.0) < 1e-3 and abs(info["video_duration"] - 2.0) < 0.04
+    report = json.loads((out / "profile.json").read_text())
+    jsonschema.validate(report, JSON_SCHEMA)
+    assert report["frames"] == 50
+    assert (out / "profile.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| render |" in (out / "profile.md").read_text()
+    assert (out / "models" / "wav2lip.engine.json").is_file()
+
+
+def test_avatar_prepare_then_run_and_profile(tmp_path, wav2lip_onnx) -> None:
+    from talkrt.demo import synthetic_speech
+    from talkrt.runtime.avatar import synthetic_frames
+    from talkrt.runtime.media import VideoWriter, probe, write_wav
+
+    frames, boxes = synthetic_frames(num_frames=6)
+    with VideoWriter(tmp_path / "face.mp4", fps=25, expect_exact=False) as writer:
+        writer.write_frames(frames)
+    (tmp_path / "boxes.json").write_text(json.dumps(np.asarray(boxes).tolist()))
+    write_wav(tmp_path / "speech.wav", synthetic_speech(1.0, seed=9), 16000)
+
+    result = runner.invoke(app, ["avatar", "prepare", str(tmp_path / "face.mp4"), "--boxes", str(tmp_path / "boxes.json"), "--out", str(tmp_path / "face.npz")])
+    assert result.exit_code == 0, result.output
+    common = ["--audio", str(tmp_path / "speech.wav"), "--avatar", str(tmp_path / "face.npz"), "--backend", "ort", "--model", str(wav2lip_onnx)]
+    result = runner.invoke(app, ["run", *common, "--fps", "30", "--out", str(tmp_path / "out.mp4")])
+    assert result.exit_code == 0, result.output
+    assert probe(tmp_path / "out.mp4")["num_frames"] == 30
+    result = runner.invoke(app, ["profile", *common, "--stream-chunk-ms", "40", "--report", str(tmp_path / "rep"), "--out", str(tmp_path / "streamed.mp4")])
+    assert result.exit_code == 0, result.output
+    assert probe(tmp_path / "streamed.mp4")["num_frames"] == 25
+    assert json.loads((tmp_path / "rep.json").read_text())["frames"] == 25
+    assert (tmp_path / "rep.png").is_file() and (tmp_path / "rep.md").is_file()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--text", "hello"], "--text needs the VITS text-to-speech stage"),
+        (["--audio", "speech.wav", "--backend", "ort"], "the ort backend needs --model FILE or --engines DIR"),
+        (["--audio", "speech.wav", "--renderer", "dinet"], "renderer 'dinet' is not available yet"),
+        (["--audio", "speech.wav", "--backend", "ort", "--engines", "."], "wav2lip.onnx not found"),
+    ],
+)
+def test_run_mistakes(tmp_path, extra, message) -> None:
+    from talkrt.demo import synthetic_speech
+    from talkrt.runtime.avatar import synthetic_avatar
+    from talkrt.runtime.media import write_wav
+
+    write_wav(tmp_path / "speech.wav", synthetic_speech(0.5), 16000)
+    synthetic_avatar(num_frames=2).save(tmp_path / "a.npz")
+    result = talkrt("run", "--avatar", "a.npz", *extra, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
