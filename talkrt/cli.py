@@ -143,38 +143,28 @@ NormalizeOpt = Annotated[
 EncoderCheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="transformers checkpoint directory (config.json + weights).")]
 
 
-@export_app.command("hubert")
-@user_errors
-def export_hubert(
-    out: Annotated[Path, typer.Option("--out", "-o", help="ONNX file to write.")],
-    preset: PresetOpt = None,
-    checkpoint: EncoderCheckpointOpt = None,
-    random_init: RandomInitOpt = False,
-    layer: LayerOpt = None,
-    normalize: NormalizeOpt = None,
-    trust_checkpoint: TrustOpt = False,
-    seed: SeedOpt = 0,
-    validate: ValidateOpt = True,
-) -> None:
-    """HuBERT speech encoder (transformers HubertModel), dynamic batch and samples."""
-    _export_encoder("hubert", out, preset, checkpoint, random_init, layer, normalize, trust_checkpoint, seed, validate)
+def _encoder_command(architecture: str, model_class: str) -> None:
+    """Register `talkrt export <architecture>`; HuBERT and Wav2Vec2 take the same options."""
+
+    def command(
+        out: Annotated[Path, typer.Option("--out", "-o", help="ONNX file to write.")],
+        preset: PresetOpt = None,
+        checkpoint: EncoderCheckpointOpt = None,
+        random_init: RandomInitOpt = False,
+        layer: LayerOpt = None,
+        normalize: NormalizeOpt = None,
+        trust_checkpoint: TrustOpt = False,
+        seed: SeedOpt = 0,
+        validate: ValidateOpt = True,
+    ) -> None:
+        _export_encoder(architecture, out, preset, checkpoint, random_init, layer, normalize, trust_checkpoint, seed, validate)
+
+    command.__doc__ = f"{model_class} speech encoder (transformers {model_class}Model), dynamic batch and samples."
+    export_app.command(architecture)(user_errors(command))
 
 
-@export_app.command("wav2vec2")
-@user_errors
-def export_wav2vec2(
-    out: Annotated[Path, typer.Option("--out", "-o", help="ONNX file to write.")],
-    preset: PresetOpt = None,
-    checkpoint: EncoderCheckpointOpt = None,
-    random_init: RandomInitOpt = False,
-    layer: LayerOpt = None,
-    normalize: NormalizeOpt = None,
-    trust_checkpoint: TrustOpt = False,
-    seed: SeedOpt = 0,
-    validate: ValidateOpt = True,
-) -> None:
-    """Wav2Vec2 speech encoder (transformers Wav2Vec2Model), dynamic batch and samples."""
-    _export_encoder("wav2vec2", out, preset, checkpoint, random_init, layer, normalize, trust_checkpoint, seed, validate)
+_encoder_command("hubert", "Hubert")
+_encoder_command("wav2vec2", "Wav2Vec2")
 
 
 # --------------------------------------------------------------------------- build
