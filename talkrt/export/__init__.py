@@ -14,6 +14,7 @@ FAMILIES: dict[str, str] = {
     "wav2lip": "talkrt.export.wav2lip:wav2lip_spec",
     "hubert": "talkrt.export.hubert:hubert_spec",
     "wav2vec2": "talkrt.export.hubert:wav2vec2_spec",
+    "mel": "talkrt.export.mel:mel_spec",
 }
 
 

@@ -16,17 +16,40 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 __all__ = [
     "MelConfig",
     "WAV2LIP_MEL_CONFIG",
     "mel_filterbank",
     "wav2lip_mel",
+    "Wav2LipMel",
     "mel_num_frames",
     "resample",
     "resampled_length",
     "to_mono",
 ]
+
+
+def _device_cache(maxsize: int):
+    """functools.lru_cache for tensor factories, bypassed while torch.export or
+    torch.compile traces: a tensor made during tracing is a fake tensor, and
+    caching it would break every later eager call with the same key."""
+
+    def decorate(factory):
+        cached = functools.lru_cache(maxsize=maxsize)(factory)
+
+        @functools.wraps(factory)
+        def lookup(*args, **kwargs):
+            if torch.compiler.is_compiling():
+                return factory(*args, **kwargs)
+            return cached(*args, **kwargs)
+
+        lookup.cache_clear = cached.cache_clear
+        lookup.cache_info = cached.cache_info
+        return lookup
+
+    return decorate
 
 
 # --------------------------------------------------------------------------- mel
@@ -102,7 +125,7 @@ def _mel_filterbank_numpy(config: MelConfig) -> np.ndarray:
     return weights
 
 
-@functools.lru_cache(maxsize=32)
+@_device_cache(maxsize=32)
 def mel_filterbank(
     device: torch.device, dtype: torch.dtype, config: MelConfig = WAV2LIP_MEL_CONFIG
 ) -> torch.Tensor:
@@ -112,7 +135,7 @@ def mel_filterbank(
     return torch.from_numpy(weights).to(device=device, dtype=dtype)
 
 
-@functools.lru_cache(maxsize=32)
+@_device_cache(maxsize=32)
 def _hann_window(device: torch.device, dtype: torch.dtype, length: int) -> torch.Tensor:
     # Periodic Hann: librosa's get_window("hann", n, fftbins=True).
     return torch.hann_window(length, periodic=True, dtype=dtype, device=device)
@@ -124,10 +147,12 @@ def mel_num_frames(num_samples: int, config: MelConfig = WAV2LIP_MEL_CONFIG) -> 
 
 
 def _preemphasis(wav: torch.Tensor, coefficient: float) -> torch.Tensor:
-    """y[n] = x[n] - c*x[n-1] with a zero initial state (scipy lfilter([1, -c], [1]))."""
-    emphasised = wav.clone()
-    emphasised[..., 1:] -= coefficient * wav[..., :-1]
-    return emphasised
+    """y[n] = x[n] - c*x[n-1] with a zero initial state (scipy lfilter([1, -c], [1])).
+
+    Written as a concatenation, not an in-place slice update, so it exports as
+    Slice/Sub/Concat instead of ScatterND.
+    """
+    return torch.cat((wav[..., :1], wav[..., 1:] - coefficient * wav[..., :-1]), dim=-1)
 
 
 def _reflect_pad(wav: torch.Tensor, pad: int) -> torch.Tensor:
@@ -148,12 +173,52 @@ def _reflect_pad(wav: torch.Tensor, pad: int) -> torch.Tensor:
     return wav[..., source]
 
 
-def wav2lip_mel(wav: torch.Tensor, config: MelConfig = WAV2LIP_MEL_CONFIG) -> torch.Tensor:
+def _windowed_dft_numpy(config: MelConfig) -> np.ndarray:
+    """The STFT as conv1d kernels, (2 * n_freqs, 1, n_fft) float64: rows 0..F-1 are
+    window * cos, rows F..2F-1 window * -sin, for frequency bins k = 0..n_fft/2.
+
+    The window is centred in n_fft as torch.stft does; angles come from (k*n) mod
+    n_fft, so no large arguments reach cos and sin.
+    """
+    n_fft, n_freqs = config.n_fft, config.n_freqs
+    window = np.zeros(n_fft)
+    start = (n_fft - config.win_length) // 2
+    taps = np.arange(config.win_length)
+    window[start : start + config.win_length] = 0.5 - 0.5 * np.cos(2.0 * np.pi * taps / config.win_length)
+    bins, samples = np.arange(n_freqs)[:, None], np.arange(n_fft)[None, :]
+    angle = 2.0 * np.pi * ((bins * samples) % n_fft) / n_fft
+    kernels = np.concatenate([np.cos(angle) * window, -np.sin(angle) * window])
+    return kernels[:, None, :]
+
+
+def _stft_magnitude_real(padded: torch.Tensor, kernels: torch.Tensor, config: MelConfig) -> torch.Tensor:
+    """|STFT| of an already padded signal as one strided conv1d with real kernels: (..., L) -> (..., F, T)."""
+    leading = padded.shape[:-1]
+    frames = F.conv1d(padded.reshape(-1, 1, padded.shape[-1]), kernels.to(padded.dtype), stride=config.hop_length)
+    parts = frames.reshape(*leading, 2, config.n_freqs, frames.shape[-1])  # (..., real/imag, F, T)
+    return torch.linalg.vector_norm(parts, dim=-3)
+
+
+def wav2lip_mel(
+    wav: torch.Tensor,
+    config: MelConfig = WAV2LIP_MEL_CONFIG,
+    *,
+    filterbank: torch.Tensor | None = None,
+    dft_kernels: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Wav2Lip's normalised log-mel spectrogram, (S,) -> (80, T) or (B, S) -> (B, 80, T).
 
     T = 1 + S // 200. Matches Wav2Lip `audio.melspectrogram` with librosa's STFT in
     reflect mode (the mode the released checkpoints were trained with). Values lie
     in [-4, 4]; digital silence gives -4 everywhere.
+
+    ``filterbank`` (n_mels, n_freqs) defaults to the cached one for the input's
+    device and dtype. Without ``dft_kernels`` the STFT is torch.stft (an FFT);
+    with them, (2 * n_freqs, 1, n_fft) windowed cos/sin kernels, it is one strided
+    conv1d in real arithmetic: slower in PyTorch on a CPU, but it exports to a
+    plain ONNX Conv that TensorRT parses and ONNX Runtime runs to within 1e-5 of
+    torch.stft (ONNX Runtime's own STFT op is off by about 2.5e-3 here).
+    `Wav2LipMel` uses that path.
     """
     if wav.dim() not in (1, 2):
         raise ValueError(f"expected a (S,) or (B, S) waveform, got shape {tuple(wav.shape)}")
@@ -162,23 +227,49 @@ def wav2lip_mel(wav: torch.Tensor, config: MelConfig = WAV2LIP_MEL_CONFIG) -> to
     if wav.shape[-1] == 0:
         raise ValueError("cannot compute a mel spectrogram of an empty waveform")
     emphasised = _preemphasis(wav, config.preemphasis)
-    padded = _reflect_pad(emphasised, config.n_fft // 2)
-    spectrum = torch.stft(
-        padded,
-        n_fft=config.n_fft,
-        hop_length=config.hop_length,
-        win_length=config.win_length,
-        window=_hann_window(wav.device, wav.dtype, config.win_length),
-        center=False,  # padded above, in librosa's reflect mode
-        return_complex=True,
-    )
-    magnitude = spectrum.abs()
-    mel = torch.matmul(mel_filterbank(wav.device, wav.dtype, config), magnitude)
+    padded = _reflect_pad(emphasised, config.n_fft // 2)  # centred frames, librosa's reflect mode
+    if dft_kernels is None:
+        spectrum = torch.stft(
+            padded,
+            n_fft=config.n_fft,
+            hop_length=config.hop_length,
+            win_length=config.win_length,
+            window=_hann_window(wav.device, wav.dtype, config.win_length),
+            center=False,  # padded above
+            return_complex=True,
+        )
+        magnitude = spectrum.abs()
+    else:
+        magnitude = _stft_magnitude_real(padded, dft_kernels, config)
+    if filterbank is None:
+        filterbank = mel_filterbank(wav.device, wav.dtype, config)
+    mel = torch.matmul(filterbank.to(wav.dtype), magnitude)
     decibels = 20.0 * torch.log10(mel.clamp_min(config.amplitude_floor)) - config.ref_level_db
     scaled = (2.0 * config.max_abs_value) * (
         (decibels - config.min_level_db) / -config.min_level_db
     ) - config.max_abs_value
     return scaled.clamp(-config.max_abs_value, config.max_abs_value)
+
+
+class Wav2LipMel(nn.Module):
+    """`wav2lip_mel` as a module, the graph that `talkrt export mel` writes:
+    (B, S) waveform -> (B, 80, 1 + S // 200), with the real-valued STFT path.
+
+    It has no weights: the DFT kernels and the filterbank are non-persistent
+    buffers computed from `config`, so they follow `.to(device)`, become constants
+    of an exported graph, and the state_dict is empty.
+    """
+
+    def __init__(self, config: MelConfig = WAV2LIP_MEL_CONFIG) -> None:
+        super().__init__()
+        self.config = config
+        kernels = torch.from_numpy(_windowed_dft_numpy(config).astype(np.float32))
+        filters = torch.from_numpy(_mel_filterbank_numpy(config).astype(np.float32))
+        self.register_buffer("dft_kernels", kernels, persistent=False)
+        self.register_buffer("filterbank", filters, persistent=False)
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return wav2lip_mel(waveform, self.config, filterbank=self.filterbank, dft_kernels=self.dft_kernels)
 
 
 # --------------------------------------------------------------------- resampling
@@ -240,7 +331,7 @@ def _polyphase_plan(up: int, down: int, kaiser_beta: float = 5.0) -> _PolyphaseP
     return _PolyphasePlan(up, down, weight[:, None, :], int(first_tap))
 
 
-@functools.lru_cache(maxsize=64)
+@_device_cache(maxsize=64)
 def _polyphase_weight(
     up: int, down: int, device: torch.device, dtype: torch.dtype
 ) -> torch.Tensor:

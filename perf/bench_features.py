@@ -1,0 +1,332 @@
+"""Audio features for a long clip: PyTorch eager against ONNX Runtime, in one run.
+
+    python perf/bench_features.py [--seconds 60] [--device cpu|cuda] [--json out.json]
+
+Times (a) the Wav2Lip mel spectrogram and (b) HuBERT-base (preset
+chinese-hubert-base, random weights: speed does not depend on the values) on a
+synthetic speech-like signal at 16 kHz. Both graphs are exported to a temporary
+directory first (export time is reported on its own), every backend runs once to
+warm up, then the median of N timed runs is reported with the real-time factor
+(compute time / audio duration) and the speed of ONNX Runtime relative to eager.
+The whole clip goes through each model in one call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
+
+from talkrt.export import get_spec  # noqa: E402
+from talkrt.export.onnx import export_onnx  # noqa: E402
+
+SAMPLE_RATE = 16000
+console = Console(stderr=True)
+
+
+def speech_like_signal(seconds: float, seed: int = 0) -> np.ndarray:
+    """Voiced harmonics of a gliding, vibrato-modulated pitch under a syllable-rate
+    envelope with pauses, plus breath noise: (S,) float32 in [-1, 1]."""
+    rng = np.random.default_rng(seed)
+    num_samples = int(round(seconds * SAMPLE_RATE))
+    t = np.arange(num_samples) / SAMPLE_RATE
+    f0 = 120.0 + 25.0 * np.sin(2 * np.pi * 0.3 * t) + 6.0 * np.sin(2 * np.pi * 5.5 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / SAMPLE_RATE
+    # Harmonic amplitudes fall off like a glottal source; a slow formant-like tilt moves them.
+    tilt = 1.0 + 0.5 * np.sin(2 * np.pi * 0.7 * t)
+    voiced = sum(np.sin(k * phase + 0.3 * k) / k**tilt for k in range(1, 40))
+    syllables = np.clip(np.sin(2 * np.pi * 3.5 * t), 0.0, None) ** 0.7
+    phrases = (np.sin(2 * np.pi * 0.25 * t) > -0.6).astype(np.float64)  # pauses between phrases
+    envelope = syllables * phrases
+    noise = rng.standard_normal(num_samples) * (0.004 + 0.02 * envelope)
+    wav = 0.25 * envelope * voiced / np.abs(voiced).max() * 3.0 + noise
+    return np.clip(wav, -1.0, 1.0).astype(np.float32)
+
+
+EAGER = "PyTorch eager"
+
+
+def cpu_counters() -> tuple[int, int] | None:
+    """(busy jiffies of the whole machine, jiffies of this process), from /proc; None elsewhere."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+        own = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        return user + nice + system + irq + softirq + steal, int(own[11]) + int(own[12])  # utime + stime
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def other_cpu_share(before, after) -> float | None:
+    """Share of all busy CPU time during a timed block that went to other processes:
+    near 0 on an idle machine, large when something else competed for the cores."""
+    if before is None or after is None:
+        return None
+    total, own = after[0] - before[0], after[1] - before[1]
+    return round(max(total - own, 0) / total, 3) if total > 0 else 0.0
+
+
+def git_commit() -> dict:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": None, "uncommitted_changes": None}
+    return {"commit": commit, "uncommitted_changes": dirty}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info(device: str, providers: list[str]) -> dict:
+    import onnxruntime
+
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "onnxruntime": onnxruntime.__version__,
+        "onnxruntime_providers": providers,
+        "device": device,
+        "device_name": torch.cuda.get_device_name() if device == "cuda" else cpu_model(),
+    }
+    return info
+
+
+def time_runs(run: Callable[[], object], repeats: int, device: str, eager: bool) -> tuple[list[float], object]:
+    """Warm up once, then time ``repeats`` runs in ms; CUDA eager runs are timed with events."""
+    result = run()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        if device == "cuda" and eager:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            result = run()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            begin = time.perf_counter()
+            result = run()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            times.append((time.perf_counter() - begin) * 1000.0)
+    return times, result
+
+
+def ort_runner(path: Path, input_name: str, output_name: str, waveform: np.ndarray, device: str):
+    """A zero-argument ORT run: on CUDA with input and output bound on the device (no host copies timed)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if device == "cuda":
+        session = ort.InferenceSession(str(path), options, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+        binding = session.io_binding()
+        binding.bind_ortvalue_input(input_name, ort.OrtValue.ortvalue_from_numpy(waveform, "cuda", 0))
+        binding.bind_output(output_name, "cuda", 0)
+
+        def run():
+            session.run_with_iobinding(binding)
+            return binding.get_outputs()[0]  # an OrtValue on the device; copied to the host after timing
+
+        return run, session.get_providers()[0]
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feeds = {input_name: waveform}
+    return (lambda: session.run([output_name], feeds)[0]), "CPUExecutionProvider"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="audio duration (default 60)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--mel-repeats", type=int, default=5)
+    parser.add_argument("--hubert-repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+
+    import onnxruntime as ort
+
+    device = args.device
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            console.print("[red]--device cuda: no CUDA GPU visible to torch[/red]")
+            return 2
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            console.print('[red]--device cuda: this onnxruntime has no CUDAExecutionProvider; pip install "talkrt[gpu]"[/red]')
+            return 2
+
+    wav = speech_like_signal(args.seconds)
+    audio_seconds = len(wav) / SAMPLE_RATE
+    waveform = wav[None]  # (1, S)
+    models = [
+        ("Wav2Lip mel", get_spec("mel"), args.mel_repeats),
+        ("HuBERT-base (chinese-hubert-base)", get_spec("hubert", preset="chinese-hubert-base"), args.hubert_repeats),
+    ]
+
+    rows, export_seconds = [], {}
+    with tempfile.TemporaryDirectory(prefix="talkrt-bench-") as tmp:
+        built = []
+        for label, spec, repeats in models:
+            module = spec.build_module(None, seed=0)
+            path = Path(tmp) / f"{spec.name}.onnx"
+            console.print(f"exporting {label} ...")
+            report = export_onnx(spec, module, path)
+            export_seconds[spec.name] = round(report.seconds, 2)
+            built.append((label, spec, module, path, repeats))
+
+        providers = []
+        for label, spec, module, path, repeats in built:
+            input_name, output_name = spec.inputs[0].name, spec.outputs[0].name
+            eager_module = module.to(device).eval()
+            eager_input = torch.from_numpy(waveform).to(device)
+            # Factories, not runners: each backend is created just before it is timed and
+            # released right after, so an idle ONNX Runtime thread pool never shares the
+            # cores with a PyTorch run (its spinning workers slow PyTorch by several x).
+            variants: list[tuple[str, Callable[[], tuple[Callable[[], object], str]], bool]] = []
+
+            def eager_factory(m=eager_module, x=eager_input):
+                def run():
+                    with torch.inference_mode():
+                        return m(x)
+
+                return run, EAGER if spec.family != "mel" else f"{EAGER} (Wav2LipMel: Conv STFT, as exported)"
+
+            variants.append(("eager", eager_factory, True))
+            if spec.family == "mel":
+                # The runtime's own path (torch.stft); the exported module computes the STFT as a Conv.
+                from talkrt.runtime.audio import wav2lip_mel
+
+                def stft_factory(x=eager_input):
+                    def run():
+                        with torch.inference_mode():
+                            return wav2lip_mel(x)
+
+                    return run, f"{EAGER} (wav2lip_mel: torch.stft, the runtime path)"
+
+                variants.append(("eager-stft", stft_factory, True))
+
+            def ort_factory(path=path, names=(input_name, output_name)):
+                run, provider = ort_runner(path, names[0], names[1], waveform, device)
+                providers.append(provider)
+                return run, f"ONNX Runtime ({provider.removesuffix('ExecutionProvider')})"
+
+            variants.append(("ONNX Runtime", ort_factory, False))
+
+            outputs = {}
+            reference = None
+            for kind, factory, eager in variants:
+                run, backend = factory()
+                console.print(f"timing {label}: {backend} ({repeats} runs after one warm-up) ...")
+                load_before = os.getloadavg()[0]
+                cpu_before = cpu_counters()
+                times, result = time_runs(run, repeats, device, eager)
+                other_cpu = other_cpu_share(cpu_before, cpu_counters())
+                if isinstance(result, torch.Tensor):
+                    outputs[backend] = result.detach().cpu().numpy()
+                else:
+                    outputs[backend] = result.numpy() if hasattr(result, "numpy") else np.asarray(result)
+                del run, result
+                gc.collect()  # releases an ONNX Runtime session and its threads
+                median = statistics.median(times)
+                rows.append(
+                    {
+                        "feature": label,
+                        "graph": spec.name,
+                        "backend": backend,
+                        "repeats": repeats,
+                        "ms_median": round(median, 2),
+                        "ms_runs": [round(t, 2) for t in times],
+                        "rtf": round(median / 1000.0 / audio_seconds, 5),
+                        "output_shape": list(outputs[backend].shape),
+                        "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+                        "other_processes_cpu_share": other_cpu,
+                    }
+                )
+                if kind == "eager":
+                    reference = backend
+            eager_row = next(r for r in rows if r["graph"] == spec.name and r["backend"] == reference)
+            for row in rows:
+                if row["graph"] != spec.name:
+                    continue
+                row["max_abs_diff_vs_eager"] = float(np.abs(outputs[row["backend"]] - outputs[reference]).max())
+                row["speed_vs_eager"] = round(eager_row["ms_median"] / row["ms_median"], 2)
+
+    result = {
+        "benchmark": "audio features",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **git_commit(),
+        "machine": machine_info(device, sorted(set(providers))),
+        "audio_seconds": audio_seconds,
+        "samples": len(wav),
+        "signal": "synthetic speech-like: 39 harmonics of a gliding 120 Hz pitch with 5.5 Hz vibrato, syllable and phrase envelope, noise",
+        "export_seconds": export_seconds,
+        "note": (
+            "speed_vs_eager = eager ms / this row's ms, eager being the PyTorch module that was exported; "
+            "other_processes_cpu_share: busy CPU time of other processes / all busy CPU time during the block (0 = the machine was ours)"
+        ),
+        "results": rows,
+    }
+
+    table = Table(
+        title=f"Audio features, {audio_seconds:g} s of audio, {device} ({result['machine']['device_name']})",
+        caption="speed vs eager: eager ms / this row's ms, eager = the exported PyTorch module; RTF = compute time / audio duration",
+    )
+    for column, justify in (("feature", "left"), ("backend", "left"), ("ms / run (median)", "right"), ("runs", "right"), ("RTF", "right"), ("speed vs eager", "right"), ("max |diff| vs eager", "right"), ("others' CPU", "right")):
+        table.add_column(column, justify=justify)
+    for row in rows:
+        table.add_row(
+            row["feature"],
+            row["backend"],
+            f"{row['ms_median']:.1f}",
+            str(row["repeats"]),
+            f"{row['rtf']:.4f}",
+            f"{row['speed_vs_eager']:.2f}x",
+            f"{row['max_abs_diff_vs_eager']:.1e}",
+            "n/a" if row["other_processes_cpu_share"] is None else f"{100 * row['other_processes_cpu_share']:.0f}%",
+        )
+    out = Console(width=max(Console().width, 180))  # a file or pipe gets the whole table, unwrapped
+    out.print(table)
+    exports = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in export_seconds.items())
+    out.print(f"export (with validation), not timed above: {exports}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        tmp_json = args.json.with_name(args.json.name + ".tmp")
+        tmp_json.write_text(json.dumps(result, indent=2) + "\n")
+        tmp_json.replace(args.json)
+        out.print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
