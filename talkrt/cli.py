@@ -303,7 +303,7 @@ def _run_pipeline(audio: Optional[Path], text: Optional[str], avatar: Path, boxe
     options = PipelineOptions(fps=fps, batch_size=batch_size)
     pipeline = pipeline_from_files(prepared, renderer, backend, model_path, choose_device(device), options)
     with console.status(f"rendering {len(samples) / rate:.1f} s of speech with {renderer} ({backend}, {pipeline.device})"):
-        return pipeline.write_video(samples, rate, out, streaming_chunk_ms=stream_chunk_ms), pipeline
+        return pipeline.write_video(samples, rate, out, streaming_chunk_ms=stream_chunk_ms)
 
 
 AudioOpt = Annotated[Optional[Path], typer.Option("--audio", help="Speech: any common audio format and rate, or a video's audio track.")]
@@ -338,7 +338,7 @@ def run(
     stream_chunk_ms: ChunkOpt = None,
 ) -> None:
     """Speech in, lip-synced video out: one pipeline on one device."""
-    report, _ = _run_pipeline(audio, text, avatar, boxes, renderer, backend, model, engines, device, fps, batch_size, stream_chunk_ms, out)
+    report = _run_pipeline(audio, text, avatar, boxes, renderer, backend, model, engines, device, fps, batch_size, stream_chunk_ms, out)
     console.print(f"[green]wrote[/] {out}: {report.frames} frames, {report.render_fps:.1f} fps, real-time factor {report.real_time_factor:.2f}, first frame after {report.time_to_first_frame_ms:.0f} ms", highlight=False)
 
 
@@ -363,7 +363,7 @@ def profile(
     """Run the pipeline and report per-stage, per-frame latency: table, JSON, Markdown and a PNG plot."""
     from talkrt.demo import save_report
 
-    result, _ = _run_pipeline(audio, text, avatar, boxes, renderer, backend, model, engines, device, fps, batch_size, stream_chunk_ms, out)
+    result = _run_pipeline(audio, text, avatar, boxes, renderer, backend, model, engines, device, fps, batch_size, stream_chunk_ms, out)
     console.print(result.rich_table())
     paths = save_report(result, report)
     console.print("[green]wrote[/] " + ", ".join(str(p) for p in paths), highlight=False)

@@ -25,7 +25,7 @@ from typing import Protocol
 import onnx
 
 import talkrt
-from talkrt.engines.profiles import Profile, ProfileOverride, graph_inputs, resolve_profile, spec_dims
+from talkrt.engines.profiles import ProfileOverride, graph_inputs, resolve_profile, spec_dims
 from talkrt.errors import MissingDependency, TalkrtError
 from talkrt.fileio import atomic_path, sha256_file, write_text_atomic
 from talkrt.optional import available, require
