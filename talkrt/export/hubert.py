@@ -7,7 +7,7 @@ from functools import partial
 from pathlib import Path
 
 from talkrt.errors import TalkrtError
-from talkrt.export.spec import Dim, ExportSpec, TensorSpec, Tolerance
+from talkrt.export.spec import Dim, ExportSpec, Gate, TensorSpec, Tolerance
 from talkrt.models.hubert import HOP, NORMALIZE_EPS, PRESETS, RECEPTIVE_FIELD, SAMPLE_RATE, EncoderPreset
 
 # FP16 overflows in these: LayerNorm / InstanceNorm statistics over long sequences and
@@ -95,6 +95,7 @@ def encoder_spec(
         # 400 samples is the shortest input with one frame; 12345 is odd and not a multiple of the hop.
         validation_points=({"batch": 1, "samples": RECEPTIVE_FIELD}, {"batch": 3, "samples": 12345}),
         keep_fp32_ops=_KEEP_FP32,
+        gates=(Gate("features", "cosine", 0.995, description="cosine similarity of every feature frame to FP32 (minimum over frames)"),),
         keep_fp32_reason="normalisation statistics and softmax overflow or lose precision in FP16",
         metadata={
             "preset": preset_name,

@@ -8,7 +8,7 @@ Conv kernels and the mel filterbank (talkrt.runtime.audio.Wav2LipMel).
 from __future__ import annotations
 
 from talkrt.errors import TalkrtError
-from talkrt.export.spec import Dim, ExportSpec, TensorSpec, Tolerance
+from talkrt.export.spec import Dim, ExportSpec, Gate, TensorSpec, Tolerance
 from talkrt.runtime.audio import WAV2LIP_MEL_CONFIG
 
 _CONFIG = WAV2LIP_MEL_CONFIG
@@ -66,6 +66,7 @@ def mel_spec() -> ExportSpec:
         # The shortest input the reflect pad takes, and an odd batch and length off the hop grid.
         validation_points=({"batch": 1, "samples": MIN_SAMPLES}, {"batch": 3, "samples": 12345}),
         keep_fp32_ops=("Conv", "ReduceL2", "Log", "MatMul"),
+        gates=(Gate("mel", "max_abs", 0.05, description="largest mel difference from FP32 (values span [-4, 4])"),),
         keep_fp32_reason=(
             "the whole graph is a handful of cheap ops: FP16 would cost the STFT (Conv) and the magnitude (ReduceL2) "
             "their dynamic range and turn the 1e-5 amplitude floor and the log into visible steps in the [-4, 4] output"

@@ -62,6 +62,35 @@ class Tolerance:
     rtol: float
 
 
+@dataclass(frozen=True)
+class Gate:
+    """A task-level check of a reduced-precision graph or engine against the FP32 graph.
+
+    ``metric``: "psnr" (dB, images, ``peak`` is the value range), "cosine" (per row of
+    the last axis, e.g. per feature frame; the gate holds on the minimum), "snr"
+    (dB, waveforms) or "max_abs". ``region`` crops the output before the metric, one
+    (start, stop) pair per axis after the batch axis (None: the whole axis), e.g.
+    the mouth rows of a face.
+    """
+
+    output: str
+    metric: Literal["psnr", "cosine", "snr", "max_abs"]
+    threshold: float
+    region: tuple[tuple[int | None, int | None], ...] = ()
+    peak: float = 1.0
+    description: str = ""
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.metric != "max_abs"
+
+    def passes(self, value: float) -> bool:
+        return value >= self.threshold if self.higher_is_better else value <= self.threshold
+
+    def to_json(self) -> dict:
+        return {"output": self.output, "metric": self.metric, "threshold": self.threshold, "region": [list(r) for r in self.region], "peak": self.peak, "description": self.description}
+
+
 ModuleFactory = Callable[..., "object"]  # (checkpoint path | None, trust: bool) -> eval-mode nn.Module
 
 
@@ -84,6 +113,7 @@ class ExportSpec:
     derived_dims: Mapping[str, str] = field(default_factory=dict)
     keep_fp32_ops: tuple[str, ...] = ()  # op types an FP16 build keeps in FP32, and why, in keep_fp32_reason
     keep_fp32_reason: str = ""
+    gates: tuple[Gate, ...] = ()  # what "as good as FP32" means for this graph's task
     metadata: Mapping[str, str] = field(default_factory=dict)  # sample rate, fps, alignment contract, ...
     description: str = ""
 
@@ -149,6 +179,7 @@ class ExportSpec:
             "derived_dims": dict(self.derived_dims),
             "tolerance": {"atol": self.tolerance.atol, "rtol": self.tolerance.rtol},
             "keep_fp32_ops": list(self.keep_fp32_ops),
+            "gates": [g.to_json() for g in self.gates],
         }
 
     def onnx_metadata(self) -> dict[str, str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from talkrt.export.spec import Dim, ExportSpec, TensorSpec, Tolerance
+from talkrt.export.spec import Dim, ExportSpec, Gate, TensorSpec, Tolerance
 from talkrt.models.wav2lip import FACE_SIZE, MEL_BINS, MEL_WINDOW
 
 
@@ -44,5 +44,10 @@ def wav2lip_spec() -> ExportSpec:
         exporter_reason="torch's default exporter; it folds every BatchNorm, including those after ConvTranspose that the legacy exporter keeps",
         tolerance=Tolerance(atol=1e-4, rtol=1e-3),
         validation_points=({"batch": 1}, {"batch": 5}),
+        # Lip motion lives in the lower half of the crop: that is where FP16 must not lose detail.
+        gates=(
+            Gate("generated_faces", "psnr", 40.0, region=((None, None), (FACE_SIZE // 2, None), (None, None)), description="PSNR of the mouth region (rows 48:96) against FP32"),
+            Gate("generated_faces", "psnr", 35.0, description="PSNR of the whole face against FP32"),
+        ),
         metadata={"face_size": str(FACE_SIZE), "sample_rate": "16000", "feature": "wav2lip-mel-80hz", "fps": "any (windows from the alignment contract)"},
     )
