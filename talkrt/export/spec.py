@@ -197,4 +197,4 @@ class ExportSpec:
 
 
 def _tensor_json(tensor: TensorSpec) -> dict:
-    return {"name": tensor.name, "shape": list(tensor.shape), "dtype": tensor.dtype, "convention": tensor.convention}
+    return {"name": tensor.name, "shape": list(tensor.shape), "dtype": tensor.dtype, "convention": tensor.convention, "value_range": list(tensor.value_range)}
