@@ -201,13 +201,22 @@ def build(
         Optional[list[str]],
         typer.Option("--profile", help="NAME:MIN,OPT,MAX for a dynamic dim or input (e.g. batch:1,8,32 or face_sequences:1x6x96x96,...); repeatable."),
     ] = None,
-    precision: Annotated[str, typer.Option(help="Engine precision (fp32 in this version).")] = "fp32",
+    add_profile: Annotated[
+        Optional[list[str]],
+        typer.Option("--add-profile", help="Another optimization profile: overrides separated by ';', e.g. 'samples:3200,16000,32000'; repeatable."),
+    ] = None,
+    precision: Annotated[str, typer.Option(help="fp32, fp16 (the spec's FP32 ops kept) or auto (FP16, with nodes moved back to FP32 until the spec's gates hold).")] = "fp32",
+    calibration: Annotated[Optional[Path], typer.Option(help="Inputs for --precision auto (.npz keyed by input name; default: drawn from the spec).")] = None,
     compute_capability: Annotated[
         Optional[list[str]], typer.Option("--compute-capability", "--cc", help="TensorRT-RTX targets, e.g. 8.6,12.0 (default: 8.0,8.6,8.9,12.0, or the RTX GPU present).")
     ] = None,
     opt_level: Annotated[int, typer.Option(min=0, max=5, help="Builder optimization level.")] = 3,
+    timing_cache: Annotated[Optional[Path], typer.Option(help="TensorRT timing cache: used if present, updated after the build.")] = None,
+    hardware_compat: Annotated[str, typer.Option(help="TensorRT: none, ampere_plus or same_compute_capability.")] = "none",
+    version_compatible: Annotated[bool, typer.Option(help="TensorRT: an engine later TensorRT versions can load (with the lean runtime).")] = False,
+    cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Reuse and store engines in the engine cache ($TALKRT_CACHE, default ~/.cache/talkrt/engines).")] = True,
 ) -> None:
-    """Build a serialized engine and its JSON sidecar from an ONNX file."""
+    """Build a serialized engine and its JSON sidecar from an ONNX file (reusing a matching one at once)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from talkrt.engines.build import BuildOptions, build_engine, compute_capability_list
@@ -218,20 +227,33 @@ def build(
         backend=backend,
         precision=precision,
         profile_overrides=tuple(parse_profile_override(p) for p in profile or ()),
+        extra_profiles=tuple(tuple(parse_profile_override(p) for p in extra.split(";") if p.strip()) for extra in add_profile or ()),
         compute_capabilities=compute_capability_list(compute_capability or ()),
         optimization_level=opt_level,
+        calibration=str(calibration) if calibration else None,
+        timing_cache=str(timing_cache) if timing_cache else None,
+        hardware_compat=hardware_compat,
+        version_compatible=version_compatible,
+        cache=cache,
     )
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console, transient=True) as bars:
         result = build_engine(onnx_file, out, options, _RichBuildProgress(bars))
     meta = result.metadata
     target = meta["target"]
     where = ", ".join("sm" + cc.replace(".", "") for cc in target["compute_capabilities"]) if "compute_capabilities" in target else f"{target['gpu']} (sm{target['compute_capability'].replace('.', '')})"
-    for name, shapes in meta["profiles"][0].items():
-        low, opt, high = ("x".join(map(str, shapes[k])) for k in ("min", "opt", "max"))
-        console.print(f"  profile {name}: min {low}  opt {opt}  max {high}", highlight=False)
+    for index, shapes_by_input in enumerate(meta["profiles"]):
+        for name, shapes in shapes_by_input.items():
+            low, opt, high = ("x".join(map(str, shapes[k])) for k in ("min", "opt", "max"))
+            console.print(f"  profile {index} {name}: min {low}  opt {opt}  max {high}", highlight=False)
+    plan = meta["precision"]
+    if plan["mode"] != "fp32":
+        fp32 = plan.get("fp32_nodes", {})
+        verdict = "gates hold" if plan.get("passed") else "[red]gates fail[/]"
+        console.print(f"  precision {plan['mode']}: {len(fp32)} nodes kept in FP32, {verdict}; {plan.get('applied_as', '')}", highlight=False)
+    done = f"reused ({result.reused})" if result.reused else f"in {meta['build_seconds']:.1f} s"
     console.print(
         f"[green]wrote[/] {result.engine} ({_mib(meta['engine_bytes'])}, {meta['backend']['name']} {meta['backend']['version']}, "
-        f"{meta['precision']['mode']}, for {where}) in {meta['build_seconds']:.1f} s; sidecar {result.sidecar.name}",
+        f"{plan['mode']}, for {where}) {done}; sidecar {result.sidecar.name}",
         highlight=False,
     )
 

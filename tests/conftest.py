@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TALKRT_SHARED", ROOT.parent / "shared"))
 CHECKPOINT_KEYS = SHARED / "fixtures" / "checkpoint-keys"
+# Engines built by the tests are cached away from the user's ~/.cache (one cache per test process).
+os.environ["TALKRT_CACHE"] = tempfile.mkdtemp(prefix="talkrt-test-cache-")
 
 
 def key_listing(name: str) -> dict[str, tuple[tuple[int, ...], str]]:

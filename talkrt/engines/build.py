@@ -1,18 +1,14 @@
-"""ONNX -> serialized engine with TensorRT-RTX or TensorRT, plus its JSON sidecar.
+"""ONNX -> serialized engine with TensorRT-RTX or TensorRT, plus its JSON sidecar and a cache entry.
 
-TensorRT-RTX builds ahead of time on a machine without a GPU for an explicit
-list of compute capabilities (kernels are specialised on the device when the
-engine is first loaded). Datacenter TensorRT needs the GPU it builds for.
-
-Precision: FP32 for now. The precision plan recorded in the sidecar is the seam
-for mixed FP16 (export/precision.py): TensorRT 11 and TensorRT-RTX take
-precision only from the graph's types (strongly typed networks), TensorRT 10
-from the FP16 flag plus per-layer constraints.
+Precision: ``fp32`` builds the graph as exported. ``fp16`` and ``auto`` first make
+a mixed-precision plan (export/precision.py): strongly typed builders (TensorRT
+11, TensorRT-RTX) parse the mixed graph; TensorRT 10 parses the FP32 graph with
+the FP16 flag and FP32 constraints on the plan's FP32 layers. Either way the
+sidecar records which nodes stay FP32 and why.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -20,38 +16,36 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Protocol
 
 import onnx
 
 import talkrt
-from talkrt.engines.profiles import ProfileOverride, graph_inputs, resolve_profile, spec_dims
-from talkrt.errors import MissingDependency, TalkrtError
-from talkrt.fileio import atomic_path, sha256_file, write_text_atomic
-from talkrt.optional import available, require
+from talkrt.engines.backends import BACKENDS, HARDWARE_COMPAT, BuildProgress, make_logger, make_monitor, parse_errors, select_backend
+from talkrt.engines.cache import EngineCache, engine_key
+from talkrt.engines.profiles import Profile, ProfileOverride, graph_inputs, resolve_profile, spec_dims
+from talkrt.errors import TalkrtError
+from talkrt.fileio import atomic_path, sha256_file, write_bytes_atomic, write_text_atomic
 
-BACKENDS = ("tensorrt-rtx", "tensorrt")
-PRECISIONS = ("fp32",)  # fp16 / auto arrive with the mixed-precision plan
-# TensorRT-RTX's own CPU-AOT default set, spelled out so the sidecar records what was built.
-DEFAULT_RTX_COMPUTE_CAPABILITIES = ("8.0", "8.6", "8.9", "12.0")
+PRECISIONS = ("fp32", "fp16", "auto")
 
-
-class BuildProgress(Protocol):
-    """What the builder reports while it works (the CLI shows it as progress bars)."""
-
-    def phase_start(self, name: str, parent: str | None, num_steps: int) -> None: ...
-    def step_complete(self, name: str, step: int) -> None: ...
-    def phase_finish(self, name: str) -> None: ...
+__all__ = ["BACKENDS", "PRECISIONS", "BuildOptions", "BuildResult", "build_engine", "read_sidecar", "sidecar_path", "compute_capability_list"]
 
 
 @dataclass(frozen=True)
 class BuildOptions:
     backend: str = "auto"  # auto | tensorrt-rtx | tensorrt
-    precision: str = "fp32"
-    profile_overrides: tuple[ProfileOverride, ...] = ()
+    precision: str = "fp32"  # fp32 | fp16 | auto
+    profile_overrides: tuple[ProfileOverride, ...] = ()  # the first (default) profile
+    extra_profiles: tuple[tuple[ProfileOverride, ...], ...] = ()  # more profiles, each from the spec's dims plus its overrides
     compute_capabilities: tuple[str, ...] = ()  # TensorRT-RTX targets, e.g. ("8.6", "12.0"); () = default
     optimization_level: int = 3
     workspace_mib: int | None = None
+    calibration: str | None = None  # .npz of inputs for --precision auto (default: drawn from the spec)
+    timing_cache: str | None = None  # TensorRT: loaded if present, saved after the build
+    hardware_compat: str = "none"  # TensorRT: none | ampere_plus | same_compute_capability
+    version_compatible: bool = False  # TensorRT: needs the lean runtime where the engine runs
+    cache: bool = True
+    cache_dir: str | None = None
 
 
 @dataclass
@@ -60,164 +54,24 @@ class BuildResult:
     sidecar: Path
     metadata: dict = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
+    reused: str | None = None  # why an existing engine was reused instead of building
 
 
 def sidecar_path(engine: str | os.PathLike) -> Path:
     return Path(f"{engine}.json")
 
 
-def cache_key(metadata: dict) -> str:
-    """Hash of everything that determines the engine: the same key means the same engine."""
-    keyed = {k: metadata[k] for k in ("onnx_sha256", "backend", "target", "precision", "profiles")}
-    return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()
+def _profiles_json(profiles: list[Profile]) -> list[dict]:
+    return [{name: {"min": list(s[0]), "opt": list(s[1]), "max": list(s[2])} for name, s in profile.items()} for profile in profiles]
 
 
-def select_backend(name: str) -> "Backend":
-    if name not in ("auto", *BACKENDS):
-        raise TalkrtError(f"unknown backend {name!r}; choose one of auto, {', '.join(BACKENDS)}")
-    if name == "auto":
-        if available("tensorrt") and _cuda_device() is not None:
-            name = "tensorrt"
-        elif available("tensorrt_rtx"):
-            name = "tensorrt-rtx"
-        else:
-            raise MissingDependency(
-                'no TensorRT backend is installed: pip install "talkrt[rtx]" (TensorRT-RTX, builds without a GPU) '
-                'or "talkrt[gpu]" (TensorRT, on a datacenter GPU)'
-            )
-    return RtxBackend() if name == "tensorrt-rtx" else TensorRTBackend()
-
-
-def _cuda_device() -> tuple[str, str] | None:
-    """(name, compute capability) of the current CUDA device, or None without one."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return None
-    major, minor = torch.cuda.get_device_capability()
-    return torch.cuda.get_device_name(), f"{major}.{minor}"
-
-
-class Backend:
-    name: str
-    module_name: str
-
-    def __init__(self) -> None:
-        self.trt = require(self.module_name)
-
-    @property
-    def version(self) -> str:
-        return self.trt.__version__
-
-    def target(self, options: BuildOptions) -> dict:
-        raise NotImplementedError
-
-    def configure(self, config, target: dict, options: BuildOptions) -> None:
-        """Backend-specific builder settings (targets, precision flags)."""
-
-    def network_flags(self) -> int:
-        return 0
-
-
-class RtxBackend(Backend):
-    name = "tensorrt-rtx"
-    module_name = "tensorrt_rtx"
-
-    def target(self, options: BuildOptions) -> dict:
-        ccs = options.compute_capabilities
-        if not ccs:
-            device = _cuda_device()
-            # On an RTX GPU build for it alone; elsewhere (no GPU, or a GPU TensorRT-RTX
-            # does not support, such as Hopper) build for the default set.
-            ccs = (device[1],) if device and self._enum(device[1], strict=False) else DEFAULT_RTX_COMPUTE_CAPABILITIES
-        for cc in ccs:
-            self._enum(cc)
-        return {"compute_capabilities": list(ccs)}
-
-    def _enum(self, cc: str, strict: bool = True):
-        member = getattr(self.trt.ComputeCapability, "SM" + cc.replace(".", ""), None)
-        if member is None and strict:
-            supported = [m[2:-1] + "." + m[-1] for m in self.trt.ComputeCapability.__members__ if m.startswith("SM")]
-            raise TalkrtError(f"TensorRT-RTX {self.version} cannot target compute capability {cc}; supported: {', '.join(supported)}")
-        return member
-
-    def network_flags(self) -> int:
-        return 1 << int(self.trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-
-    def configure(self, config, target: dict, options: BuildOptions) -> None:
-        ccs = target["compute_capabilities"]
-        # set_compute_capability silently returns False unless the count is set first.
-        config.num_compute_capabilities = len(ccs)
-        for index, cc in enumerate(ccs):
-            if not config.set_compute_capability(self._enum(cc), index):
-                raise TalkrtError(f"TensorRT-RTX refused compute capability {cc}")
-
-
-class TensorRTBackend(Backend):
-    name = "tensorrt"
-    module_name = "tensorrt"
-
-    @property
-    def major(self) -> int:
-        return int(self.version.split(".")[0])
-
-    def target(self, options: BuildOptions) -> dict:
-        device = _cuda_device()
-        if device is None:
-            raise TalkrtError("TensorRT builds engines on the GPU they run on and no CUDA GPU is visible; use --backend tensorrt-rtx for a CPU-only build")
-        if options.compute_capabilities and options.compute_capabilities != (device[1],):
-            raise TalkrtError(f"TensorRT builds for the GPU it runs on ({device[0]}, {device[1]}); --compute-capability is for TensorRT-RTX")
-        return {"gpu": device[0], "compute_capability": device[1]}
-
-    def configure(self, config, target: dict, options: BuildOptions) -> None:
-        # TensorRT 10 is weakly typed: FP32 unless the FP16 flag is set; TensorRT 11 is
-        # strongly typed by default and takes precision from the graph. Either way an
-        # FP32 graph with no flags builds FP32 (TF32 stays TensorRT's default).
-        return None
-
-
-def _precision_plan(options: BuildOptions, config, backend: Backend) -> dict:
-    tf32 = bool(getattr(backend.trt.BuilderFlag, "TF32", None) is not None and config.get_flag(backend.trt.BuilderFlag.TF32))
-    return {"mode": options.precision, "fp32_nodes": "all", "tf32": tf32, "reason": "FP32 build: every node keeps the graph's FP32 type"}
-
-
-def _make_logger(trt, lines: list[str]):
-    class CapturingLogger(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-
-        def log(self, severity, msg: str) -> None:  # noqa: D401 - TensorRT callback
-            if severity <= trt.ILogger.Severity.WARNING:
-                lines.append(f"[{str(severity).rsplit('.', 1)[-1]}] {msg}")
-
-    return CapturingLogger()
-
-
-def _make_monitor(trt, progress: BuildProgress):
-    class Monitor(trt.IProgressMonitor):
-        def __init__(self) -> None:
-            trt.IProgressMonitor.__init__(self)
-
-        def phase_start(self, phase_name, parent_phase, num_steps):
-            progress.phase_start(phase_name, parent_phase, num_steps)
-
-        def step_complete(self, phase_name, step):
-            progress.step_complete(phase_name, step)
-            return True  # False would cancel the build
-
-        def phase_finish(self, phase_name):
-            progress.phase_finish(phase_name)
-
-    return Monitor()
-
-
-def _parse_errors(parser) -> str:
-    messages = []
-    for index in range(parser.num_errors):
-        error = parser.get_error(index)
-        node = f" at node {error.node_name()!r} ({error.node_operator()})" if error.node() >= 0 else ""
-        messages.append(f"{error.desc()}{node}")
-    return "; ".join(messages) or "unknown parser error"
+def _load(onnx_path: Path) -> onnx.ModelProto:
+    if not onnx_path.is_file():
+        raise TalkrtError(f"ONNX file not found: {onnx_path}")
+    try:
+        return onnx.load(str(onnx_path), load_external_data=False)
+    except Exception as exc:
+        raise TalkrtError(f"{onnx_path} is not an ONNX model ({type(exc).__name__})") from exc
 
 
 def build_engine(
@@ -226,72 +80,143 @@ def build_engine(
     options: BuildOptions = BuildOptions(),
     progress: BuildProgress | None = None,
 ) -> BuildResult:
-    """Build ``onnx_path`` into ``out`` and write ``out.json``; both appear only if the build succeeds."""
-    onnx_path = Path(onnx_path)
-    if not onnx_path.is_file():
-        raise TalkrtError(f"ONNX file not found: {onnx_path}")
+    """Build ``onnx_path`` into ``out`` and write ``out.json``; both appear only if the build succeeds.
+
+    A matching engine (same build inputs) at ``out`` or in the cache is reused at once.
+    """
+    onnx_path, out = Path(onnx_path), Path(out)
     if options.precision not in PRECISIONS:
-        raise TalkrtError(f"precision {options.precision!r} is not available yet; this version builds: {', '.join(PRECISIONS)}")
-    try:
-        model = onnx.load(str(onnx_path), load_external_data=False)
-    except Exception as exc:
-        raise TalkrtError(f"{onnx_path} is not an ONNX model ({type(exc).__name__})") from exc
+        raise TalkrtError(f"unknown precision {options.precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if options.hardware_compat not in HARDWARE_COMPAT:
+        raise TalkrtError(f"unknown hardware compatibility {options.hardware_compat!r}; choose one of {', '.join(HARDWARE_COMPAT)}")
+    if options.calibration and options.precision != "auto":
+        raise TalkrtError("--calibration is for --precision auto")
+    model = _load(onnx_path)
     inputs = graph_inputs(model)
-    profile = resolve_profile(inputs, spec_dims(model), options.profile_overrides)
+    dims = spec_dims(model)
+    profiles = [resolve_profile(inputs, dims, overrides) for overrides in (options.profile_overrides, *options.extra_profiles)]
     backend = select_backend(options.backend)
-    target = backend.target(options)
-    trt = backend.trt
+    target = backend.target(options.compute_capabilities)
+
+    build_inputs = {
+        "onnx_sha256": sha256_file(onnx_path),
+        "backend": {"name": backend.name, "version": backend.version},
+        "target": target,
+        "precision": {"mode": options.precision, "calibration_sha256": sha256_file(options.calibration) if options.calibration else None},
+        "profiles": _profiles_json(profiles),
+        "options": {"optimization_level": options.optimization_level, "hardware_compat": options.hardware_compat, "version_compatible": options.version_compatible},
+    }
+    key = engine_key(build_inputs)
+    cache = EngineCache(options.cache_dir) if options.cache else None
+    reused = _reuse(out, key, build_inputs, cache)
+    if reused is not None:
+        return reused
 
     log: list[str] = []
-    logger = _make_logger(trt, log)
+    trt = backend.trt
+    logger = make_logger(trt, log)
     start = time.perf_counter()
-    builder = trt.Builder(logger)
-    network = builder.create_network(backend.network_flags())
-    parser = trt.OnnxParser(network, logger)
-    # parse_from_file (not bytes) so an external .onnx.data sidecar resolves.
-    if not parser.parse_from_file(str(onnx_path)):
-        raise TalkrtError(f"{backend.name} cannot parse {onnx_path.name}: {_parse_errors(parser)}")
+    plan, parse_path, cleanup = _precision(model, onnx_path, out, options, backend)
+    try:
+        builder = trt.Builder(logger)
+        network = builder.create_network(backend.network_flags())
+        parser = trt.OnnxParser(network, logger)
+        # parse_from_file (not bytes) so an external .onnx.data sidecar resolves.
+        if not parser.parse_from_file(str(parse_path)):
+            raise TalkrtError(f"{backend.name} cannot parse {onnx_path.name}: {parse_errors(parser)}")
+    finally:
+        if cleanup is not None:
+            cleanup.unlink(missing_ok=True)
     config = builder.create_builder_config()
     config.builder_optimization_level = options.optimization_level
     if options.workspace_mib:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mib << 20)
-    backend.configure(config, target, options)
-    trt_profile = builder.create_optimization_profile()
-    for name, (low, opt, high) in profile.items():
-        trt_profile.set_shape(name, low, opt, high)
-    config.add_optimization_profile(trt_profile)
+    backend.configure(config, target, options.hardware_compat, options.version_compatible)
+    if plan["mode"] != "fp32" and not backend.strongly_typed:
+        plan["applied_as"] = f"FP16 builder flag with FP32 constraints on {backend.apply_fp16_constraints(network, config, plan['fp32_nodes'])} layers"
+    if options.timing_cache and Path(options.timing_cache).is_file():
+        if backend.load_timing_cache(config, Path(options.timing_cache).read_bytes()) is None:
+            log.append(f"[INFO] {backend.name} has no timing cache; {options.timing_cache} was not used")
+    for profile in profiles:
+        trt_profile = builder.create_optimization_profile()
+        for name, (low, opt, high) in profile.items():
+            trt_profile.set_shape(name, low, opt, high)
+        config.add_optimization_profile(trt_profile)
     if progress is not None:
-        config.progress_monitor = _make_monitor(trt, progress)
+        config.progress_monitor = make_monitor(trt, progress)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         errors = [line for line in log if line.startswith(("[ERROR]", "[INTERNAL_ERROR]"))]
         raise TalkrtError(f"{backend.name} could not build {onnx_path.name}: {errors[-1] if errors else 'no error reported'}")
     seconds = time.perf_counter() - start
+    if options.timing_cache:
+        data = backend.save_timing_cache(config)
+        if data:
+            write_bytes_atomic(options.timing_cache, data)
 
     props = {p.key: p.value for p in model.metadata_props}
+    with atomic_path(out) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(memoryview(serialized))
     metadata = {
         "talkrt_version": talkrt.__version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "onnx": str(onnx_path),
-        "onnx_sha256": sha256_file(onnx_path),
+        "onnx_sha256": build_inputs["onnx_sha256"],
         "family": props.get("talkrt.family"),
         "graph": props.get("talkrt.graph"),
-        "backend": {"name": backend.name, "version": backend.version},
+        "backend": build_inputs["backend"],
         "target": target,
-        "precision": _precision_plan(options, config, backend),
-        "profiles": [{name: {"min": list(s[0]), "opt": list(s[1]), "max": list(s[2])} for name, s in profile.items()}],
+        "precision": plan,
+        "profiles": build_inputs["profiles"],
         "inputs": [{"name": i.name, "dtype": i.dtype, "shape": list(i.shape)} for i in inputs],
         "outputs": [{"name": o.name, "dims": [d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim]} for o in model.graph.output],
         "builder_optimization_level": options.optimization_level,
         "build_seconds": round(seconds, 3),
+        "build_inputs": build_inputs,
+        "cache_key": key,
+        "engine_bytes": out.stat().st_size,
+        "engine_sha256": sha256_file(out),
     }
-    metadata["cache_key"] = cache_key(metadata)
-    with atomic_path(out) as tmp:
-        with open(tmp, "wb") as handle:
-            handle.write(memoryview(serialized))
-    metadata["engine_bytes"] = Path(out).stat().st_size
     write_text_atomic(sidecar_path(out), json.dumps(metadata, indent=2) + "\n")
-    return BuildResult(Path(out), sidecar_path(out), metadata, log)
+    if cache is not None:
+        cache.store(key, out, metadata)
+    return BuildResult(out, sidecar_path(out), metadata, log)
+
+
+def _reuse(out: Path, key: str, build_inputs: dict, cache: EngineCache | None) -> BuildResult | None:
+    """An engine built from the same inputs, already at ``out`` or in the cache."""
+    if out.is_file() and sidecar_path(out).is_file():
+        try:
+            existing = json.loads(sidecar_path(out).read_text())
+        except json.JSONDecodeError:
+            existing = {}
+        if existing.get("cache_key") == key and existing.get("engine_sha256") == sha256_file(out):
+            return BuildResult(out, sidecar_path(out), existing, reused=f"{out} was already built from the same inputs")
+    if cache is None:
+        return None
+    lookup = cache.lookup(key, build_inputs)
+    if lookup.engine is None:
+        return None
+    metadata = cache.copy_out(key, out)
+    return BuildResult(out, sidecar_path(out), metadata, reused=lookup.reason)
+
+
+def _precision(model: onnx.ModelProto, onnx_path: Path, out: Path, options: BuildOptions, backend) -> tuple[dict, Path, Path | None]:
+    """The precision plan, the file to parse, and a temporary file to delete after parsing."""
+    if options.precision == "fp32":
+        return {"mode": "fp32", "fp32_nodes": "all", "reason": "FP32 build: every node keeps the graph's FP32 type"}, onnx_path, None
+    from talkrt.export.precision import plan_precision
+
+    mixed, report = plan_precision(model, options.precision, options.calibration)
+    plan = report.to_json()
+    if not backend.strongly_typed:
+        return plan, onnx_path, None  # TensorRT 10: FP32 graph, FP16 flag and layer constraints
+    plan["applied_as"] = "strongly typed network from the mixed FP16 graph"
+    mixed_path = out.with_name(f".{out.name}.mixed.onnx")
+    onnx.save(mixed, str(mixed_path))
+    plan["mixed_onnx_sha256"] = sha256_file(mixed_path)
+    return plan, mixed_path, mixed_path
 
 
 def read_sidecar(engine: str | os.PathLike) -> dict:

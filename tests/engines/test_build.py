@@ -8,7 +8,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from talkrt.engines.build import BuildOptions, build_engine, cache_key, compute_capability_list, read_sidecar
+from talkrt.engines.build import BuildOptions, build_engine, compute_capability_list, read_sidecar
+from talkrt.engines.cache import engine_key
 from talkrt.engines.profiles import parse_profile_override
 from talkrt.errors import TalkrtError
 from talkrt.fileio import sha256_file
@@ -55,7 +56,7 @@ def test_rtx_build_writes_engine_and_sidecar(wav2lip_engine, wav2lip_onnx) -> No
             "face_sequences": {"min": [1, 6, 96, 96], "opt": [8, 6, 96, 96], "max": [128, 6, 96, 96]},
         }
     ]
-    assert sidecar["cache_key"] == cache_key(sidecar)
+    assert sidecar["cache_key"] == engine_key(sidecar["build_inputs"])
     assert sidecar["build_seconds"] > 0 and sidecar["engine_bytes"] == result.engine.stat().st_size
 
 
@@ -102,12 +103,13 @@ def test_unsupported_op_names_the_node(tmp_path) -> None:
     "options, message",
     [
         (BuildOptions(backend="tensorrt-rtx", compute_capabilities=("9.0",)), "cannot target compute capability 9.0"),
-        (BuildOptions(backend="tensorrt-rtx", precision="fp16"), "precision 'fp16' is not available yet"),
+        (BuildOptions(backend="tensorrt-rtx", precision="int4"), "unknown precision 'int4'"),
+        (BuildOptions(backend="tensorrt-rtx", hardware_compat="ampere_plus"), "are TensorRT options"),
         (BuildOptions(backend="vulkan"), "unknown backend 'vulkan'"),
         (BuildOptions(backend="tensorrt-rtx", profile_overrides=(parse_profile_override("batch:4,2,1"),)), "need 1 <= min <= opt <= max"),
         (BuildOptions(backend="tensorrt-rtx", profile_overrides=(parse_profile_override("frames:1,2,4"),)), "no input or dynamic dim of that name"),
     ],
-    ids=["hopper-on-rtx", "fp16", "backend", "profile-order", "profile-name"],
+    ids=["hopper-on-rtx", "precision", "rtx-compat", "backend", "profile-order", "profile-name"],
 )
 def test_bad_requests_fail_before_writing(wav2lip_onnx, tmp_path, options, message) -> None:
     with pytest.raises(TalkrtError, match=message):
