@@ -462,6 +462,33 @@ def inspect(
 
 @app.command()
 @user_errors
+def check(
+    onnx_file: Annotated[Path, typer.Argument(help="The FP32 ONNX graph (the reference).")],
+    candidate: Annotated[str, typer.Option("--candidate", help="fp16 or auto (the plan `talkrt build --precision` would use), an .onnx file, or an engine (run on the GPU).")] = "fp16",
+    engine: Annotated[Optional[Path], typer.Option("--engine", help="Shorthand for --candidate ENGINE.")] = None,
+    calibration: Annotated[Optional[Path], typer.Option(help="Inputs (.npz keyed by input name; default: drawn from the spec).")] = None,
+) -> None:
+    """Verdict table: the candidate against FP32 on the model's task-level gates (PSNR, cosine, SNR, max abs)."""
+    from talkrt.errors import ValidationFailed
+    from talkrt.export.check import check as run_check
+
+    with console.status(f"checking {engine or candidate} against {onnx_file}"):
+        result = run_check(onnx_file, str(engine) if engine else candidate, str(calibration) if calibration else None)
+    table = Table(title=f"{result.candidate} vs FP32 {onnx_file.name}")
+    for column in ("gate", "metric", "threshold", "value", "verdict"):
+        table.add_column(column)
+    for row in result.rows:
+        value = row["value"]
+        shown = value if isinstance(value, str) else f"{value:.6g}"
+        table.add_row(row["gate"], row["metric"], f"{row['threshold']:g}", shown, "[green]pass[/]" if row["passed"] else "[red]FAIL[/]")
+    console.print(table)
+    if not result.passed:
+        raise ValidationFailed(f"{result.candidate} fails {sum(not r['passed'] for r in result.rows)} of {len(result.rows)} gates against FP32")
+    console.print("[green]as good as FP32 on every gate[/]")
+
+
+@app.command()
+@user_errors
 def doctor() -> None:
     """What is installed (torch, CUDA, ONNX Runtime, TensorRT, TensorRT-RTX, PyAV) and what each enables."""
     from talkrt.doctor import run_checks

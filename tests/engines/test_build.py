@@ -154,3 +154,27 @@ def test_tensorrt_builds_for_the_gpu_present(wav2lip_onnx, tmp_path) -> None:
 
     assert result.metadata["target"]["gpu"] == torch.cuda.get_device_name()
     assert json.loads((tmp_path / "trt.engine.json").read_text())["backend"]["name"] == "tensorrt"
+
+
+def test_fp16_and_auto_builds_record_the_plan(wav2lip_onnx, tmp_path) -> None:
+    """Strongly typed TensorRT-RTX builds from the mixed graph; the sidecar says what stays FP32 and whether the gates hold."""
+    fp32 = build_engine(wav2lip_onnx, tmp_path / "fp32.engine", BuildOptions(backend="tensorrt-rtx", compute_capabilities=("8.6",)))
+    fp16 = build_engine(wav2lip_onnx, tmp_path / "fp16.engine", BuildOptions(backend="tensorrt-rtx", compute_capabilities=("8.6",), precision="fp16"))
+    plan = fp16.metadata["precision"]
+    assert plan["mode"] == "fp16" and plan["passed"] and plan["applied_as"] == "strongly typed network from the mixed FP16 graph"
+    assert {g["metric"] for g in plan["gates_after"]} == {"psnr"}
+    assert fp16.engine.stat().st_size < 0.6 * fp32.engine.stat().st_size  # FP16 weights
+    assert fp16.metadata["cache_key"] != fp32.metadata["cache_key"]
+    assert not list(tmp_path.glob(".*mixed.onnx"))  # the temporary mixed graph is gone
+
+
+def test_auto_build_of_an_encoder(tmp_path) -> None:
+    from talkrt.export import get_spec
+    from talkrt.export.onnx import export_onnx
+
+    spec = get_spec("wav2vec2", preset="tiny-wav2vec2")
+    export_onnx(spec, spec.build_module(None), tmp_path / "w2v.onnx")
+    result = build_engine(tmp_path / "w2v.onnx", tmp_path / "w2v.engine", BuildOptions(backend="tensorrt-rtx", compute_capabilities=("8.9",), precision="auto"))
+    plan = result.metadata["precision"]
+    assert plan["mode"] == "auto" and plan["passed"]
+    assert any("LayerNormalization" in reason for reason in plan["fp32_nodes"].values())
