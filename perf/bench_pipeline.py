@@ -60,6 +60,7 @@ from rich.table import Table
 from _machine import REPO, cpu_model, git_commit  # noqa: E402  (perf/ is on sys.path when run as a script)
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
+from talkrt.fileio import write_text_atomic  # noqa: E402
 from talkrt.demo import synthetic_speech  # noqa: E402
 from talkrt.export import get_spec  # noqa: E402
 from talkrt.runtime.align import num_video_frames  # noqa: E402
@@ -547,10 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     if not cuda:
         out.print("host<->device bytes are 0 on the CPU: there is no device to copy to")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp_json = args.json.with_name(args.json.name + ".tmp")
-        tmp_json.write_text(json.dumps(result, indent=2) + "\n")
-        tmp_json.replace(args.json)
+        write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
         out.print(f"wrote {args.json}")
     return 0
 
