@@ -28,6 +28,9 @@ __all__ = [
     "resample",
     "resampled_length",
     "to_mono",
+    "wav_bytes",
+    "wav_data_url",
+    "to_16k",
 ]
 
 
@@ -381,3 +384,51 @@ def resample(wav: torch.Tensor, orig_sr: int, target_sr: int = 16000) -> torch.T
     phases = F.conv1d(signal, weight, stride=down)  # (N, up, num_blocks)
     interleaved = phases.transpose(1, 2).reshape(signal.shape[0], num_blocks * up)
     return interleaved[:, :num_out].reshape(*wav.shape[:-1], num_out)
+
+
+# --------------------------------------------------------------------- WAV in memory
+
+WAV_FORMATS = ("pcm16", "float32")
+
+
+def wav_bytes(audio: np.ndarray | torch.Tensor, sample_rate: int, sample_format: str = "pcm16") -> bytes:
+    """A complete mono RIFF/WAVE file in memory: PCM16 (format 1) or IEEE float32 (format 3, with a fact chunk).
+
+    Samples outside [-1, 1] are clipped for PCM16 and kept for float32. A CUDA
+    tensor is copied to the host here, once.
+    """
+    import struct
+
+    if sample_format not in WAV_FORMATS:
+        raise ValueError(f"sample format {sample_format!r}: choose one of {', '.join(WAV_FORMATS)}")
+    if sample_rate <= 0:
+        raise ValueError(f"bad sample rate {sample_rate}")
+    samples = audio.detach().float().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio, dtype=np.float32)
+    if samples.ndim != 1:
+        raise ValueError(f"expected mono audio of shape (samples,), got {samples.shape}")
+    if sample_format == "pcm16":
+        data = (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
+        format_tag, bits, extra = 1, 16, b""
+    else:
+        data = samples.astype("<f4").tobytes()
+        # Non-PCM formats carry cbSize in fmt and a fact chunk with the sample count.
+        format_tag, bits, extra = 3, 32, struct.pack("<4sII", b"fact", 4, len(samples))
+    block_align = bits // 8
+    fmt = struct.pack("<HHIIHH", format_tag, 1, sample_rate, sample_rate * block_align, block_align, bits)
+    if format_tag != 1:
+        fmt += struct.pack("<H", 0)
+    chunks = struct.pack("<4sI", b"fmt ", len(fmt)) + fmt + extra + struct.pack("<4sI", b"data", len(data)) + data
+    return struct.pack("<4sI4s", b"RIFF", 4 + len(chunks), b"WAVE") + chunks
+
+
+def wav_data_url(audio: np.ndarray | torch.Tensor, sample_rate: int, sample_format: str = "pcm16") -> str:
+    """``data:audio/wav;base64,...`` for a web page's <audio> element, without touching a file."""
+    import base64
+
+    return "data:audio/wav;base64," + base64.b64encode(wav_bytes(audio, sample_rate, sample_format)).decode("ascii")
+
+
+def to_16k(audio: np.ndarray | torch.Tensor, sample_rate: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Mono audio at any rate -> 16 kHz on ``device`` (one host-to-device copy, then the polyphase resampler there)."""
+    wav = torch.as_tensor(np.asarray(audio, dtype=np.float32) if not isinstance(audio, torch.Tensor) else audio, dtype=torch.float32).to(device)
+    return resample(wav, sample_rate, 16000)

@@ -676,15 +676,10 @@ def probe(path: str | os.PathLike) -> dict:
     return info
 
 
-def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> Path:
-    """Mono float audio in [-1, 1] as a PCM16 WAV file, written atomically."""
-    import wave
+def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int, sample_format: str = "pcm16") -> Path:
+    """Mono float audio in [-1, 1] as a WAV file (PCM16 or float32), written atomically."""
+    from talkrt.fileio import write_bytes_atomic
+    from talkrt.runtime.audio import wav_bytes
 
-    pcm = (np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0) * 32767.0).round().astype("<i2")
-    with atomic_path(path) as tmp:
-        with wave.open(str(tmp), "wb") as handle:
-            handle.setnchannels(1)
-            handle.setsampwidth(2)
-            handle.setframerate(int(sample_rate))
-            handle.writeframes(pcm.tobytes())
+    write_bytes_atomic(path, wav_bytes(audio, sample_rate, sample_format))
     return Path(path)
