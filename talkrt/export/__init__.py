@@ -15,6 +15,7 @@ FAMILIES: dict[str, str] = {
     "hubert": "talkrt.export.hubert:hubert_spec",
     "wav2vec2": "talkrt.export.hubert:wav2vec2_spec",
     "mel": "talkrt.export.mel:mel_spec",
+    "vits": "talkrt.export.vits:vits_spec",
 }
 
 

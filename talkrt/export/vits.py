@@ -1,0 +1,692 @@
+"""VITS (transformers ``VitsModel``) export: encoder | length regulation | decoder, plus one full graph.
+
+A VITS utterance has a data-dependent length: the duration predictor decides how
+many spectrogram frames each token gets. A TensorRT engine wants every output
+shape to follow from its input shapes, so the model is cut where the length is
+decided (as airockchip's rknn MMS-TTS port does):
+
+* ``encoder`` graph: text encoder + duration predictor. ``(input_ids,
+  input_lengths, duration_noise, noise_scale_w, length_scale[, speaker_id])`` ->
+  ``durations`` (frames per token, already ceil'ed and masked), the prior
+  ``prior_means`` / ``prior_log_variances`` per token and ``input_mask``. Every
+  output is (batch, ..., tokens).
+* length regulation (``talkrt.runtime.tts.regulate_lengths``), not a graph: frame
+  counts, the output mask and the prior expanded to frames, by a gather on the
+  device.
+* ``decoder`` graph: prior sampling, flow (reverse) and HiFi-GAN.
+  ``(prior_means, prior_log_variances, latent_noise, noise_scale,
+  output_mask[, speaker_id])`` (all (batch, C, frames)) -> ``waveform`` (batch, 1,
+  frames * hop).
+* ``full`` graph for ONNX Runtime users: all of it in one graph, data-dependent
+  output length.
+
+Noise is always an input (``duration_noise`` for the stochastic duration
+predictor, ``latent_noise`` for the prior), never a random op in a graph:
+TensorRT ignores RandomNormalLike's seed, and with noise as an input every
+backend reproduces PyTorch exactly.
+
+Export-hostile code is isolated here: the stochastic duration predictor's reverse
+pass is rewritten around transformers' submodules with the noise as an input and
+the rational-quadratic spline without boolean-mask indexing (``torch.where`` and
+clamping; equal to transformers' spline), so no NonZero / ScatterND reach
+TensorRT; the text encoder gets an explicit 4-D attention mask (transformers
+drops an all-ones mask in Python, which a trace would bake in); the flow's
+WaveNet runs without transformers' all-zeros speaker conditioning, which
+TensorRT-RTX 1.7 cannot build.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from talkrt.errors import TalkrtError
+from talkrt.export.spec import Dim, ExportSpec, Gate, TensorSpec, Tolerance
+from talkrt.runtime.tts import expand_to_frames
+
+FAMILY = "vits"
+GRAPHS = ("encoder", "decoder", "full")
+MANIFEST = "manifest.json"
+OPSET = 17
+# The relative-position attention branches in Python on max(tokens - 5, 0): a
+# trace at 5 tokens or fewer fails at run time for longer inputs, a trace at 6 or
+# more works for every length (specs/models.md 5.3). Trace well above that.
+TRACE_TOKENS = 32
+MASKED_KEY_BIAS = -1e4
+
+# ----------------------------------------------------------------------------- spline
+
+
+def rational_quadratic_spline(
+    inputs: torch.Tensor,
+    unnormalized_widths: torch.Tensor,
+    unnormalized_heights: torch.Tensor,
+    unnormalized_derivatives: torch.Tensor,
+    reverse: bool = False,
+    tail_bound: float = 5.0,
+    min_bin_width: float = 1e-3,
+    min_bin_height: float = 1e-3,
+    min_derivative: float = 1e-3,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """transformers' ``_unconstrained_rational_quadratic_spline`` (linear tails), export-friendly.
+
+    The spline is evaluated on every element with the input clamped into the tail
+    bound and the identity is selected outside it (``torch.where``), instead of
+    boolean-mask indexing and a data-dependent domain check. Shapes stay static, so
+    the graph has no NonZero / ScatterND and the dynamo exporter has nothing to
+    guard on. Elementwise it performs the same arithmetic as transformers.
+    ``unnormalized_derivatives`` has ``num_bins - 1`` entries in the last axis.
+    """
+    inside = (inputs >= -tail_bound) & (inputs <= tail_bound)
+    x = inputs.clamp(-tail_bound, tail_bound)
+    num_bins = unnormalized_widths.shape[-1]
+    lower, upper = -tail_bound, tail_bound
+
+    constant = float(np.log(np.exp(1 - min_derivative) - 1))
+    edge = torch.full_like(unnormalized_derivatives[..., :1], constant)
+    derivatives = min_derivative + nn.functional.softplus(torch.cat([edge, unnormalized_derivatives, edge], dim=-1))
+
+    def knots(unnormalized: torch.Tensor, minimum: float) -> tuple[torch.Tensor, torch.Tensor]:
+        sizes = nn.functional.softmax(unnormalized, dim=-1)
+        sizes = minimum + (1 - minimum * num_bins) * sizes
+        cumulative = (upper - lower) * torch.cumsum(sizes, dim=-1) + lower
+        # transformers pads a 0 in front (-> lower) and overwrites the last knot with upper
+        first = torch.full_like(cumulative[..., :1], lower)
+        last = torch.full_like(cumulative[..., :1], upper)
+        cumulative = torch.cat([first, cumulative[..., :-1], last], dim=-1)
+        return cumulative, cumulative[..., 1:] - cumulative[..., :-1]
+
+    cumwidths, widths = knots(unnormalized_widths, min_bin_width)
+    cumheights, heights = knots(unnormalized_heights, min_bin_height)
+
+    locations = cumheights if reverse else cumwidths
+    locations = torch.cat([locations[..., :-1], locations[..., -1:] + 1e-6], dim=-1)
+    bin_idx = (torch.sum((x[..., None] >= locations).to(torch.int64), dim=-1) - 1).clamp(0, num_bins - 1)[..., None]
+
+    def pick(values: torch.Tensor) -> torch.Tensor:
+        return values.gather(-1, bin_idx)[..., 0]
+
+    input_cumwidths = pick(cumwidths)
+    input_bin_widths = pick(widths)
+    input_cumheights = pick(cumheights)
+    delta = heights / widths
+    input_delta = pick(delta)
+    input_derivatives = pick(derivatives)
+    input_derivatives_plus_one = pick(derivatives[..., 1:])
+    input_heights = pick(heights)
+
+    intermediate1 = input_derivatives + input_derivatives_plus_one - 2 * input_delta
+    if not reverse:
+        theta = (x - input_cumwidths) / input_bin_widths
+        theta_one_minus_theta = theta * (1 - theta)
+        numerator = input_heights * (input_delta * theta.pow(2) + input_derivatives * theta_one_minus_theta)
+        denominator = input_delta + intermediate1 * theta_one_minus_theta
+        outputs = input_cumheights + numerator / denominator
+        derivative_numerator = input_delta.pow(2) * (
+            input_derivatives_plus_one * theta.pow(2) + 2 * input_delta * theta_one_minus_theta + input_derivatives * (1 - theta).pow(2)
+        )
+        log_abs_det = torch.log(derivative_numerator) - 2 * torch.log(denominator)
+    else:
+        intermediate2 = x - input_cumheights
+        intermediate3 = intermediate2 * intermediate1
+        a = input_heights * (input_delta - input_derivatives) + intermediate3
+        b = input_heights * input_derivatives - intermediate3
+        c = -input_delta * intermediate2
+        discriminant = b.pow(2) - 4 * a * c
+        root = (2 * c) / (-b - torch.sqrt(discriminant))
+        outputs = root * input_bin_widths + input_cumwidths
+        theta_one_minus_theta = root * (1 - root)
+        denominator = input_delta + intermediate1 * theta_one_minus_theta
+        derivative_numerator = input_delta.pow(2) * (
+            input_derivatives_plus_one * root.pow(2) + 2 * input_delta * theta_one_minus_theta + input_derivatives * (1 - root).pow(2)
+        )
+        log_abs_det = -(torch.log(derivative_numerator) - 2 * torch.log(denominator))
+    outputs = torch.where(inside, outputs, inputs)
+    log_abs_det = torch.where(inside, log_abs_det, torch.zeros_like(log_abs_det))
+    return outputs, log_abs_det
+
+
+def _conv_flow_reverse(flow: nn.Module, inputs: torch.Tensor, padding_mask: torch.Tensor, conditioning: torch.Tensor) -> torch.Tensor:
+    """``VitsConvFlow.forward(reverse=True)`` with the export-friendly spline, on the flow's own submodules."""
+    first_half, second_half = torch.split(inputs, [flow.half_channels] * 2, dim=1)
+    hidden_states = flow.conv_pre(first_half)
+    hidden_states = flow.conv_dds(hidden_states, padding_mask, conditioning)
+    hidden_states = flow.conv_proj(hidden_states) * padding_mask
+    batch_size, channels, length = first_half.shape
+    hidden_states = hidden_states.reshape(batch_size, channels, -1, length).permute(0, 1, 3, 2)
+    bins = flow.num_bins
+    scale = math.sqrt(flow.filter_channels)
+    second_half, _ = rational_quadratic_spline(
+        second_half,
+        hidden_states[..., :bins] / scale,
+        hidden_states[..., bins : 2 * bins] / scale,
+        hidden_states[..., 2 * bins :],
+        reverse=True,
+        tail_bound=flow.tail_bound,
+    )
+    return torch.cat([first_half, second_half], dim=1) * padding_mask
+
+
+def _wavenet(wavenet: nn.Module, inputs: torch.Tensor, padding_mask: torch.Tensor, conditioning: torch.Tensor | None) -> torch.Tensor:
+    """``VitsWaveNet.forward`` on its own submodules, without the all-zeros conditioning.
+
+    transformers adds ``zeros_like(hidden_states)`` when there is no speaker; TensorRT-RTX
+    1.7 fuses that Add into the convolution as a 3-D bias and fails to build
+    (``MyelinCheckException: CHECK(nbdims_bias == 4 || nbdims_bias == 5)``). Adding
+    nothing is the same number.
+    """
+    hidden_size = wavenet.hidden_size
+    outputs = None
+    if conditioning is not None:
+        conditioning = wavenet.cond_layer(conditioning)
+    for i in range(wavenet.num_layers):
+        hidden_states = wavenet.in_layers[i](inputs)
+        if conditioning is not None:
+            offset = i * 2 * hidden_size
+            hidden_states = hidden_states + conditioning[:, offset : offset + 2 * hidden_size, :]
+        acts = torch.tanh(hidden_states[:, :hidden_size, :]) * torch.sigmoid(hidden_states[:, hidden_size:, :])
+        res_skip_acts = wavenet.res_skip_layers[i](acts)
+        if i < wavenet.num_layers - 1:
+            inputs = (inputs + res_skip_acts[:, :hidden_size, :]) * padding_mask
+            skip = res_skip_acts[:, hidden_size:, :]
+        else:
+            skip = res_skip_acts
+        outputs = skip if outputs is None else outputs + skip
+    return outputs * padding_mask
+
+
+def _flow_reverse(block: nn.Module, inputs: torch.Tensor, padding_mask: torch.Tensor, conditioning: torch.Tensor | None) -> torch.Tensor:
+    """``VitsResidualCouplingBlock.forward(reverse=True)`` (mean-only coupling layers) with ``_wavenet``."""
+    for flow in reversed(block.flows):
+        inputs = torch.flip(inputs, [1])
+        first_half, second_half = torch.split(inputs, [flow.half_channels] * 2, dim=1)
+        hidden_states = flow.conv_pre(first_half) * padding_mask
+        hidden_states = _wavenet(flow.wavenet, hidden_states, padding_mask, conditioning)
+        mean = flow.conv_post(hidden_states) * padding_mask
+        # transformers: (second_half - mean) * exp(-log_stddev) with log_stddev == 0
+        second_half = (second_half - mean) * padding_mask
+        inputs = torch.cat([first_half, second_half], dim=1)
+    return inputs
+
+
+# ----------------------------------------------------------------------------- graph modules
+
+
+def _speaker_embedding(model: nn.Module, speaker_id: torch.Tensor | None) -> torch.Tensor | None:
+    if speaker_id is None:
+        return None
+    return model.embed_speaker(speaker_id).unsqueeze(-1)  # (batch, E, 1)
+
+
+def sequence_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
+    """(batch, size) float mask: 1 where position < length."""
+    positions = torch.arange(size, device=lengths.device)
+    return (positions.unsqueeze(0) < lengths.unsqueeze(1)).to(torch.float32)
+
+
+class VitsEncoderGraph(nn.Module):
+    """Text encoder + duration predictor (stochastic: reverse pass with the noise as an input)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.text_encoder = model.text_encoder
+        self.duration_predictor = model.duration_predictor
+        self.stochastic = bool(model.config.use_stochastic_duration_prediction)
+        self.multi_speaker = model.config.num_speakers > 1
+        if self.multi_speaker:
+            self.embed_speaker = model.embed_speaker
+
+    def forward(self, input_ids: torch.Tensor, input_lengths: torch.Tensor, *rest: torch.Tensor):
+        rest = list(rest)
+        duration_noise = rest.pop(0) if self.stochastic else None
+        noise_scale_w = rest.pop(0) if self.stochastic else None
+        length_scale = rest.pop(0)
+        speaker_id = rest.pop(0) if self.multi_speaker else None
+        conditioning = _speaker_embedding(self, speaker_id)
+
+        tokens = input_ids.shape[1]
+        mask = (torch.arange(tokens, device=input_ids.device).unsqueeze(0) < input_lengths.unsqueeze(1)).to(torch.float32)
+        # Keys beyond the length get a large negative bias. Built here as a 4-D mask,
+        # which transformers uses as is (it turns an all-ones 2-D mask into None in
+        # Python, which a trace would bake in). transformers' own bias is the float32
+        # minimum; -1e4 also fits FP16, and softmax gives those keys exactly 0 either way.
+        key_mask = mask[:, None, None, :] > 0
+        attention_mask = torch.where(key_mask, torch.zeros((), dtype=torch.float32), torch.full((), MASKED_KEY_BIAS))
+        attention_mask = attention_mask.expand(-1, 1, tokens, tokens)
+        hidden, prior_means, prior_log_variances = self.text_encoder(
+            input_ids=input_ids, padding_mask=mask.unsqueeze(-1), attention_mask=attention_mask, return_dict=False
+        )[:3]
+        hidden = hidden.transpose(1, 2)
+        input_mask = mask.unsqueeze(1)  # (batch, 1, tokens)
+
+        if self.stochastic:
+            log_duration = self._stochastic_durations(hidden, input_mask, conditioning, duration_noise * noise_scale_w)
+        else:
+            log_duration = self.duration_predictor(hidden, input_mask, conditioning)
+        durations = torch.ceil(torch.exp(log_duration) * input_mask * length_scale)
+        return durations[:, 0, :], prior_means.transpose(1, 2), prior_log_variances.transpose(1, 2), input_mask
+
+    def _stochastic_durations(self, hidden, padding_mask, conditioning, latents):
+        """``VitsStochasticDurationPredictor.forward(reverse=True)`` with ``latents`` = noise * noise_scale_w."""
+        predictor = self.duration_predictor
+        inputs = predictor.conv_pre(hidden)
+        if conditioning is not None:
+            inputs = inputs + predictor.cond(conditioning)
+        inputs = predictor.conv_dds(inputs, padding_mask)
+        inputs = predictor.conv_proj(inputs) * padding_mask
+        flows = list(reversed(predictor.flows))
+        flows = flows[:-2] + [flows[-1]]  # transformers drops a useless flow in reverse
+        for flow in flows:
+            latents = torch.flip(latents, [1])
+            if hasattr(flow, "conv_proj"):  # VitsConvFlow
+                latents = _conv_flow_reverse(flow, latents, padding_mask, inputs)
+            else:  # VitsElementwiseAffine
+                latents, _ = flow(latents, padding_mask, global_conditioning=inputs, reverse=True)
+        return latents[:, :1, :]
+
+
+class VitsDecoderGraph(nn.Module):
+    """Prior sampling with the noise as an input, flow (reverse) and HiFi-GAN."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.flow = model.flow
+        self.decoder = model.decoder
+        self.multi_speaker = model.config.num_speakers > 1
+        if self.multi_speaker:
+            self.embed_speaker = model.embed_speaker
+
+    def forward(self, prior_means, prior_log_variances, latent_noise, noise_scale, output_mask, speaker_id=None):
+        conditioning = _speaker_embedding(self, speaker_id)
+        prior_latents = prior_means + latent_noise * torch.exp(prior_log_variances) * noise_scale
+        latents = _flow_reverse(self.flow, prior_latents, output_mask, conditioning)
+        return self.decoder(latents * output_mask, conditioning)
+
+
+def token_index(durations: torch.Tensor, frames: int | torch.Tensor) -> torch.Tensor:
+    """(batch, frames) index of the token each output frame belongs to; ``tokens`` where none does.
+
+    Frame f belongs to the first token whose cumulative duration exceeds f, i.e. the
+    number of cumulative durations <= f. This is the comparison form (graph
+    friendly); the runtime uses searchsorted.
+    """
+    cumulative = torch.cumsum(durations, dim=-1)  # (batch, tokens)
+    positions = torch.arange(frames, device=durations.device).to(durations.dtype)
+    return torch.sum((cumulative.unsqueeze(1) <= positions[None, :, None]).to(torch.int64), dim=-1)
+
+
+class VitsFullGraph(nn.Module):
+    """The whole synthesis in one graph (ONNX Runtime): variable output length, noise as inputs.
+
+    ``latent_noise`` has its own length (``noise_frames``): frame f uses column f,
+    and frames beyond the columns given get no noise. Pass at least as many columns
+    as the utterance has frames (e.g. 20 per token).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.encoder = VitsEncoderGraph(model)
+        self.decoder = VitsDecoderGraph(model)
+        self.stochastic = self.encoder.stochastic
+        self.multi_speaker = self.encoder.multi_speaker
+        self.hop = int(math.prod(model.config.upsample_rates))
+
+    def forward(self, input_ids, input_lengths, *rest):
+        rest = list(rest)
+        duration_noise = rest.pop(0) if self.stochastic else None
+        latent_noise = rest.pop(0)
+        noise_scale = rest.pop(0)
+        noise_scale_w = rest.pop(0) if self.stochastic else None
+        length_scale = rest.pop(0)
+        speaker_id = rest.pop(0) if self.multi_speaker else None
+        encoder_inputs = [duration_noise, noise_scale_w] if self.stochastic else []
+        encoder_inputs.append(length_scale)
+        if self.multi_speaker:
+            encoder_inputs.append(speaker_id)
+        durations, prior_means, prior_log_variances, input_mask = self.encoder(input_ids, input_lengths, *encoder_inputs)
+
+        frame_lengths = torch.clamp_min(torch.sum(durations, dim=-1), 1).to(torch.int64)
+        frames = frame_lengths.max()
+        index = token_index(durations, frames)  # (batch, frames), == tokens where no token
+        output_mask = (torch.arange(frames, device=durations.device).unsqueeze(0) < frame_lengths.unsqueeze(1)).to(torch.float32)
+        means = expand_to_frames(prior_means, index) * output_mask.unsqueeze(1)
+        log_variances = expand_to_frames(prior_log_variances, index) * output_mask.unsqueeze(1)
+        # frames beyond the noise given get none: append zeros, then cut to the frame count
+        noise = torch.cat([latent_noise, torch.zeros_like(means)], dim=2)[:, :, : means.shape[2]]
+        decoder_inputs = [means, log_variances, noise, noise_scale, output_mask.unsqueeze(1)]
+        if self.multi_speaker:
+            decoder_inputs.append(speaker_id)
+        waveform = self.decoder(*decoder_inputs)
+        return waveform, frame_lengths * self.hop
+
+
+# ----------------------------------------------------------------------------- receptive field
+
+
+def decoder_receptive_field(config) -> int:
+    """One-sided receptive field of the decoder graph in frames (flow + HiFi-GAN), rounded up.
+
+    Output samples of frame f depend only on input frames within this many frames
+    of f, so decoding a chunk with this margin on each side and keeping its middle
+    equals decoding the whole utterance.
+    """
+    kernel, rate = config.wavenet_kernel_size, config.wavenet_dilation_rate
+    wavenet = sum((kernel * rate**i - rate**i) // 2 for i in range(config.prior_encoder_num_wavenet_layers))
+    frames = config.prior_encoder_num_flows * wavenet  # each coupling layer: 1x1 convs around the WaveNet
+    frames += 3  # HiFi-GAN conv_pre, kernel 7
+    scale = 1  # samples per frame at the current stage
+    for upsample_rate, upsample_kernel in zip(config.upsample_rates, config.upsample_kernel_sizes):
+        frames += math.ceil(upsample_kernel / upsample_rate) / scale  # transposed conv, in its input's units
+        scale *= upsample_rate
+        resblock = max(
+            sum((k * d - d) // 2 + (k - 1) // 2 for d in dilations)
+            for k, dilations in zip(config.resblock_kernel_sizes, config.resblock_dilation_sizes)
+        )
+        frames += resblock / scale
+    frames += 3 / scale  # conv_post, kernel 7
+    return int(math.ceil(frames)) + 1
+
+
+# ----------------------------------------------------------------------------- specs
+
+
+class VitsExportSpec(ExportSpec):
+    """ExportSpec whose example inputs are what VITS graphs see: valid lengths and masks, Gaussian noise."""
+
+    def example_inputs(self, point=None, seed: int = 0):
+        point = self.trace_point if point is None else {**self.trace_point, **point}
+        generator = torch.Generator().manual_seed(seed)
+        tensors = {}
+        batch = point["batch"]
+        lengths = None
+        frame_lengths = None
+        for tensor in self.inputs:
+            shape = self.shape(tensor, point)
+            low, high = tensor.value_range
+            name = tensor.name
+            if name == "input_lengths":
+                tokens = point["tokens"]
+                lengths = torch.randint(1, tokens + 1, (batch,), generator=generator)
+                lengths[0] = tokens  # the longest item fills the padded width
+                tensors[name] = lengths
+            elif name == "output_mask":
+                frames = point["frames"]
+                frame_lengths = torch.randint(1, frames + 1, (batch,), generator=generator)
+                frame_lengths[0] = frames
+                tensors[name] = sequence_mask(frame_lengths, frames).unsqueeze(1)
+            elif tensor.dtype.startswith("int"):
+                tensors[name] = torch.randint(int(low), int(high) + 1, shape, generator=generator, dtype=getattr(torch, tensor.dtype))
+            elif name.endswith("noise"):
+                tensors[name] = torch.randn(shape, generator=generator)
+            else:
+                tensors[name] = torch.rand(shape, generator=generator) * (high - low) + low
+        if frame_lengths is not None:
+            # the expanded prior is zero beyond each item's frames, as length regulation leaves it
+            mask = tensors["output_mask"]
+            for name in ("prior_means", "prior_log_variances"):
+                if name in tensors:
+                    tensors[name] = tensors[name] * mask
+        return tensors
+
+
+def _model_facts(preset: str | None, checkpoint: str | None) -> tuple[str, dict]:
+    """(preset or checkpoint name, facts the specs need): from the preset's config, or by loading the checkpoint."""
+    from talkrt.models.vits import VITS_PRESETS, load_vits, make_config
+
+    if checkpoint is not None:
+        if preset is not None:
+            raise TalkrtError("give a VITS preset or a checkpoint, not both")
+        model, info = load_vits(checkpoint, trust=False)
+        return Path(checkpoint).name, _facts(model.config, info.add_blank)
+    name = preset or "mms-tts-eng"
+    if name not in VITS_PRESETS:
+        raise TalkrtError(f"unknown VITS preset {name!r}; known: {', '.join(VITS_PRESETS)}")
+    return name, _facts(make_config(name), add_blank=True)
+
+
+def _facts(config, add_blank: bool) -> dict:
+    return {
+        "vocab_size": int(config.vocab_size),
+        "channels": int(config.flow_size),
+        "hop": int(math.prod(config.upsample_rates)),
+        "sample_rate": int(config.sampling_rate),
+        "num_speakers": int(config.num_speakers),
+        "stochastic": bool(config.use_stochastic_duration_prediction),
+        "add_blank": bool(add_blank),
+        "receptive_field": decoder_receptive_field(config),
+    }
+
+
+def build_vits_graph(checkpoint: str | None = None, trust: bool = False, seed: int = 0, *, graph: str, preset: str | None = None, model=None):
+    """The eval-mode export module of one graph, around a fresh (or the given) ``VitsModel``."""
+    if model is None:
+        from talkrt.models.vits import build_random_vits, load_vits
+
+        model = build_random_vits(preset or "mms-tts-eng", seed=seed) if checkpoint is None else load_vits(checkpoint, trust=trust)[0]
+    wrapper = {"encoder": VitsEncoderGraph, "decoder": VitsDecoderGraph, "full": VitsFullGraph}[graph](model)
+    return wrapper.eval()  # export restores the wrapper's mode recursively: keep it in eval
+
+
+_KEEP_FP32_ENCODER = ("LayerNormalization", "Softmax", "Exp", "Log", "Softplus", "Pow", "Sqrt", "Div", "CumSum", "ReduceSum", "Ceil")
+_KEEP_FP32_DECODER = ("Exp", "Pow", "ReduceSum", "Tanh")
+
+
+def vits_specs(preset: str | None = None, checkpoint: str | None = None) -> dict[str, ExportSpec]:
+    """The three VITS specs, keyed "encoder", "decoder", "full"."""
+    name, facts = _model_facts(preset, checkpoint)
+    return {graph: _spec(graph, name, facts, preset, checkpoint) for graph in GRAPHS}
+
+
+def vits_specs_for_model(model, preset: str | None = None, checkpoint: str | None = None) -> dict[str, ExportSpec]:
+    """The three specs of an already built ``VitsModel`` (its config decides the inputs)."""
+    from talkrt.models.vits import vits_info
+
+    name = preset or (Path(checkpoint).name if checkpoint else "vits")
+    facts = _facts(model.config, vits_info(model).add_blank)
+    return {graph: _spec(graph, name, facts, preset, checkpoint) for graph in GRAPHS}
+
+
+def vits_spec(graph: str = "encoder", preset: str | None = None, checkpoint: str | None = None) -> ExportSpec:
+    """One VITS spec (``talkrt.export.get_spec("vits", graph="decoder", preset="tiny")``)."""
+    if graph not in GRAPHS:
+        raise TalkrtError(f"VITS has graphs {', '.join(GRAPHS)}, not {graph!r}")
+    name, facts = _model_facts(preset, checkpoint)
+    return _spec(graph, name, facts, preset, checkpoint)
+
+
+def _spec(graph: str, name: str, facts: dict, preset: str | None, checkpoint: str | None) -> ExportSpec:
+    channels, hop, rate = facts["channels"], facts["hop"], facts["sample_rate"]
+    stochastic, speakers = facts["stochastic"], facts["num_speakers"]
+    batch = Dim("batch", 1, 1, 4, trace=2)
+    tokens = Dim("tokens", 1, 64, 400, trace=TRACE_TOKENS)
+    frames = Dim("frames", 1, 256, 4096, trace=200)
+    noise_frames = Dim("noise_frames", 1, 1024, 16384, trace=600)
+    ids = TensorSpec("input_ids", ("batch", "tokens"), "int64", "token ids, padded with 0 to the longest item" + (" (id 0 interspersed: add_blank)" if facts["add_blank"] else ""), (0, facts["vocab_size"] - 1))
+    lengths = TensorSpec("input_lengths", ("batch",), "int64", "number of valid tokens per item (1..tokens); the mask is built inside the graph", (1, 64))
+    duration_noise = TensorSpec("duration_noise", ("batch", 2, "tokens"), convention="standard normal noise for the stochastic duration predictor (scaled by noise_scale_w inside)", value_range=(-3.0, 3.0))
+    noise_scale_w = TensorSpec("noise_scale_w", (1,), convention="duration noise scale (0.8 in the VITS notebooks)", value_range=(0.0, 1.0))
+    length_scale = TensorSpec("length_scale", (1,), convention="duration multiplier (1 / speaking rate)", value_range=(0.8, 1.5))
+    noise_scale = TensorSpec("noise_scale", (1,), convention="prior noise scale (0.667 in the VITS notebooks)", value_range=(0.0, 1.0))
+    speaker = (TensorSpec("speaker_id", ("batch",), "int64", "speaker index per item", (0, speakers - 1)),) if speakers > 1 else ()
+    metadata = {
+        "preset": name if checkpoint is None else "",
+        "source": "random" if checkpoint is None else str(checkpoint),
+        "sample_rate": str(rate),
+        "hop": str(hop),
+        "add_blank": str(facts["add_blank"]).lower(),
+        "n_speakers": str(speakers),
+        "channels": str(channels),
+        "stochastic_duration_predictor": str(stochastic).lower(),
+        "decoder_receptive_field_frames": str(facts["receptive_field"]),
+    }
+    build = partial(build_vits_graph, graph=graph, preset=preset)
+    legacy_reason = (
+        "TorchScript exporter at opset 17 (LayerNormalization stays one op), traced at "
+        f"{TRACE_TOKENS} tokens: the relative-position attention branches in Python on max(tokens - 5, 0), and a trace "
+        "at 6 or more tokens serves every length (validated from 1 token up). With the where-based spline the dynamo "
+        "exporter also exports the encoder and decoder with the same parity, but takes 10-40 s per graph on a CPU "
+        "against 1-6 s; one exporter serves all three graphs, including the full graph's data-dependent frame count"
+    )
+    if graph == "encoder":
+        inputs = (ids, lengths, *((duration_noise, noise_scale_w) if stochastic else ()), length_scale, *speaker)
+        return VitsExportSpec(
+            family=FAMILY,
+            graph="encoder",
+            description=f"{name} VITS text encoder + {'stochastic ' if stochastic else ''}duration predictor: tokens -> durations and prior",
+            build_module=build,
+            inputs=inputs,
+            outputs=(
+                TensorSpec("durations", ("batch", "tokens"), convention="frames per token: ceil(exp(log_duration) * length_scale), 0 on padding", value_range=(0.0, 50.0)),
+                TensorSpec("prior_means", ("batch", channels, "tokens"), convention="prior mean per token, 0 on padding"),
+                TensorSpec("prior_log_variances", ("batch", channels, "tokens"), convention="prior log standard deviation per token (transformers calls it log variance), 0 on padding"),
+                TensorSpec("input_mask", ("batch", 1, "tokens"), convention="1 on valid tokens, 0 on padding"),
+            ),
+            dims=(batch, tokens),
+            opset=OPSET,
+            exporter="legacy",
+            exporter_reason=legacy_reason,
+            tolerance=Tolerance(atol=1e-4, rtol=1e-4),
+            validation_points=({"batch": 1, "tokens": 1}, {"batch": 1, "tokens": 5}, {"batch": 3, "tokens": 37}),
+            keep_fp32_ops=_KEEP_FP32_ENCODER,
+            keep_fp32_reason="LayerNorm statistics, softmax logits, exp(log-duration), the spline's softplus/log/sqrt and the duration sums lose range or resolution in FP16; a one-ulp change before ceil moves a whole frame",
+            gates=(
+                Gate("prior_means", "cosine", 0.999, description="cosine similarity to FP32 of each prior-mean channel over the tokens (minimum over channels)"),
+                Gate("durations", "max_abs", 1.0, description="no token gains or loses more than one frame"),
+            ),
+            metadata=metadata,
+        )
+    if graph == "decoder":
+        return VitsExportSpec(
+            family=FAMILY,
+            graph="decoder",
+            description=f"{name} VITS prior sampling + flow (reverse) + HiFi-GAN: expanded prior -> {rate} Hz waveform",
+            build_module=build,
+            inputs=(
+                TensorSpec("prior_means", ("batch", channels, "frames"), convention="prior mean expanded to frames (talkrt.runtime.tts.regulate_lengths), 0 beyond each item", value_range=(-1.0, 1.0)),
+                TensorSpec("prior_log_variances", ("batch", channels, "frames"), convention="prior log standard deviation expanded to frames, 0 beyond each item", value_range=(-1.0, 0.5)),
+                TensorSpec("latent_noise", ("batch", channels, "frames"), convention="standard normal noise, scaled by exp(prior_log_variances) * noise_scale inside", value_range=(-3.0, 3.0)),
+                noise_scale,
+                TensorSpec("output_mask", ("batch", 1, "frames"), convention="1 on each item's frames, 0 beyond"),
+                *speaker,
+            ),
+            outputs=(TensorSpec("waveform", ("batch", 1, "samples"), convention=f"mono waveform at {rate} Hz in [-1, 1], {hop} samples per frame; trim each item to frames * {hop}", value_range=(-1.0, 1.0)),),
+            dims=(batch, frames),
+            derived_dims={"samples": f"frames * {hop}"},
+            opset=OPSET,
+            exporter="legacy",
+            exporter_reason=legacy_reason + "; weight norm is folded before export",
+            tolerance=Tolerance(atol=2e-4, rtol=1e-3),
+            validation_points=({"batch": 1, "frames": 1}, {"batch": 1, "frames": 7}, {"batch": 3, "frames": 123}),
+            keep_fp32_ops=_KEEP_FP32_DECODER,
+            keep_fp32_reason="exp of the prior's log-scale and the flow's sums; tanh of the waveform saturates late in FP16",
+            gates=(Gate("waveform", "snr", 30.0, description="waveform SNR against FP32 in dB (TTS waveform gate)"),),
+            metadata=metadata,
+        )
+    if graph == "full":
+        inputs = (
+            ids,
+            lengths,
+            *((duration_noise,) if stochastic else ()),
+            TensorSpec("latent_noise", ("batch", channels, "noise_frames"), convention="standard normal prior noise; frame f uses column f, frames beyond the columns given get none (give about 20 per token)", value_range=(-3.0, 3.0)),
+            noise_scale,
+            *((noise_scale_w,) if stochastic else ()),
+            length_scale,
+            *speaker,
+        )
+        return VitsExportSpec(
+            family=FAMILY,
+            graph="full",
+            description=f"{name} VITS in one graph for ONNX Runtime: tokens -> waveform (data-dependent length)",
+            build_module=build,
+            inputs=inputs,
+            outputs=(
+                TensorSpec("waveform", ("batch", 1, "samples"), convention=f"mono waveform at {rate} Hz, padded to the longest item; trim each to sample_lengths", value_range=(-1.0, 1.0)),
+                TensorSpec("sample_lengths", ("batch",), "int64", f"valid samples per item (frames * {hop})"),
+            ),
+            dims=(batch, tokens, noise_frames),
+            derived_dims={"samples": f"data-dependent: {hop} * max over items of the summed durations"},
+            opset=OPSET,
+            exporter="legacy",
+            exporter_reason=legacy_reason + "; the output length is data-dependent (for ONNX Runtime: TensorRT would need an output allocator)",
+            tolerance=Tolerance(atol=2e-4, rtol=1e-3),
+            validation_points=({"batch": 1, "tokens": 2, "noise_frames": 100}, {"batch": 2, "tokens": 37, "noise_frames": 900}),
+            keep_fp32_ops=_KEEP_FP32_ENCODER + _KEEP_FP32_DECODER,
+            keep_fp32_reason="as the encoder and decoder graphs",
+            gates=(Gate("waveform", "snr", 30.0, description="waveform SNR against FP32 in dB"),),
+            metadata=metadata,
+        )
+    raise TalkrtError(f"VITS has graphs {', '.join(GRAPHS)}, not {graph!r}")
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def export_vits(
+    out_dir: str | os.PathLike,
+    preset: str | None = None,
+    checkpoint: str | None = None,
+    trust: bool = False,
+    seed: int = 0,
+    *,
+    graphs: tuple[str, ...] = GRAPHS,
+    validate: bool = True,
+    step=lambda _: None,
+) -> dict:
+    """Export the VITS graphs into ``out_dir`` (validated against PyTorch) and write ``manifest.json``.
+
+    Returns the manifest: file names per graph, sample_rate, hop, add_blank,
+    num_speakers, vocab (when known), channels, the decoder's receptive field and
+    where the weights came from (preset + seed, or checkpoint).
+    """
+    from talkrt.export.onnx import export_onnx
+    from talkrt.fileio import write_text_atomic
+    from talkrt.models.vits import build_random_vits, load_vits, vits_info
+
+    unknown = set(graphs) - set(GRAPHS)
+    if unknown:
+        raise TalkrtError(f"VITS has graphs {', '.join(GRAPHS)}, not {', '.join(sorted(unknown))}")
+    if checkpoint is not None and preset is not None:
+        raise TalkrtError("give a VITS preset or a checkpoint, not both")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if checkpoint is None:
+        preset = preset or "mms-tts-eng"
+        model = build_random_vits(preset, seed=seed)
+    else:
+        model = load_vits(checkpoint, trust=trust)[0]
+    info = vits_info(model)
+    specs = vits_specs_for_model(model, preset, None if checkpoint is None else str(checkpoint))
+    files = {}
+    for graph in graphs:
+        spec = specs[graph]
+        module = build_vits_graph(graph=graph, model=model)
+        path = out_dir / f"{graph}.onnx"
+        export_onnx(spec, module, path, validate=validate, step=step)
+        files[graph] = path.name
+    manifest = {
+        "family": FAMILY,
+        "files": files,
+        "sample_rate": info.sample_rate,
+        "hop": info.hop_length,
+        "add_blank": info.add_blank,
+        "num_speakers": info.num_speakers,
+        "channels": int(model.config.flow_size),
+        "stochastic_duration_predictor": bool(model.config.use_stochastic_duration_prediction),
+        "decoder_receptive_field_frames": decoder_receptive_field(model.config),
+        "vocab": info.vocab,
+        "phonemes": info.phonemes,
+        "source": info.source,
+        "preset": preset,
+        "checkpoint": str(checkpoint) if checkpoint is not None else None,
+        "seed": seed if checkpoint is None else None,
+        "opset": OPSET,
+    }
+    write_text_atomic(out_dir / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    return manifest
