@@ -167,6 +167,27 @@ _encoder_command("hubert", "Hubert")
 _encoder_command("wav2vec2", "Wav2Vec2")
 
 
+@export_app.command("vits")
+@user_errors
+def export_vits_command(
+    out_dir: Annotated[Path, typer.Option("--out-dir", "-o", help="Directory for encoder.onnx, decoder.onnx, full.onnx and manifest.json.")],
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="An MMS (transformers) directory, or an original VITS generator checkpoint (pretrained_ljs.pth, G_*.pth).")] = None,
+    random_init: RandomInitOpt = False,
+    preset: Annotated[Optional[str], typer.Option(help="mms-tts-eng, ljs-base, ljs-nosdp, vctk-base or tiny (random weights).")] = None,
+    trust_checkpoint: TrustOpt = False,
+    seed: SeedOpt = 0,
+    validate: ValidateOpt = True,
+) -> None:
+    """VITS text to speech as three graphs: encoder | length regulation (runtime) | decoder, plus one graph for ONNX Runtime."""
+    from talkrt.export.vits import export_vits
+
+    source = _weights_source(checkpoint, random_init)
+    with console.status("exporting VITS") as status:
+        manifest = export_vits(out_dir, preset=preset, checkpoint=source, trust=trust_checkpoint, seed=seed, validate=validate, step=lambda text: status.update(text))
+    files = ", ".join(manifest["files"].values())
+    console.print(f"[green]wrote[/] {out_dir}: {files} and manifest.json ({manifest['sample_rate']} Hz, {manifest['num_speakers']} speaker(s), {manifest['source']})", highlight=False)
+
+
 # --------------------------------------------------------------------------- build
 
 
@@ -222,7 +243,6 @@ def build(
     from talkrt.engines.build import BuildOptions, build_engine, compute_capability_list
     from talkrt.engines.profiles import parse_profile_override
 
-    out = out or onnx_file.with_suffix(".engine")
     options = BuildOptions(
         backend=backend,
         precision=precision,
@@ -236,6 +256,14 @@ def build(
         version_compatible=version_compatible,
         cache=cache,
     )
+    if onnx_file.is_dir():  # an exported VITS directory: its encoder and decoder
+        from talkrt.runtime.tts import build_vits_engines
+
+        with console.status(f"building the VITS engines in {onnx_file}"):
+            manifest = build_vits_engines(onnx_file, options)
+        console.print(f"[green]wrote[/] {', '.join(str(onnx_file / e) for e in manifest['engines'].values())} and updated {onnx_file / 'manifest.json'}", highlight=False)
+        return
+    out = out or onnx_file.with_suffix(".engine")
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console, transient=True) as bars:
         result = build_engine(onnx_file, out, options, _RichBuildProgress(bars))
     meta = result.metadata
@@ -256,6 +284,56 @@ def build(
         f"{plan['mode']}, for {where}) {done}; sidecar {result.sidecar.name}",
         highlight=False,
     )
+
+
+# --------------------------------------------------------------------------- tts
+
+
+def _synthesizer(onnx_dir: Optional[Path], engines: Optional[Path], torch_dir: Optional[Path], device: str):
+    from talkrt.demo import choose_device
+    from talkrt.runtime.tts import VitsSynthesizer, read_manifest
+
+    chosen = [(d, b) for d, b in ((engines, "trt"), (onnx_dir, "ort"), (torch_dir, "torch")) if d is not None]
+    if len(chosen) != 1:
+        raise TalkrtError("give exactly one of --engines DIR, --onnx DIR or --torch DIR (a directory from `talkrt export vits`)")
+    directory, backend = chosen[0]
+    return VitsSynthesizer.from_manifest(directory, backend=backend, device=choose_device(device)), read_manifest(directory)
+
+
+def _speak(text: str, synthesizer, manifest: dict, speaker: Optional[int], seed: int):
+    """Text -> (float32 waveform on the host, sample rate, seconds it took)."""
+    import time
+
+    from talkrt.models.vits_text import text_to_ids
+
+    ids = text_to_ids(text, manifest)
+    if not ids:
+        raise TalkrtError("the text has no characters this voice can speak")
+    start = time.perf_counter()
+    waveform = synthesizer.synthesize(ids, speaker_id=speaker, seed=seed)
+    return waveform.float().cpu().numpy(), manifest["sample_rate"], time.perf_counter() - start
+
+
+@app.command()
+@user_errors
+def tts(
+    text: Annotated[str, typer.Argument(help="What to say (IPA phonemes for original VITS checkpoints).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="WAV file to write.")] = Path("speech.wav"),
+    engines: Annotated[Optional[Path], typer.Option("--engines", help="Exported VITS directory with engines (`talkrt build DIR`).")] = None,
+    onnx_dir: Annotated[Optional[Path], typer.Option("--onnx", help="Exported VITS directory, run with ONNX Runtime.")] = None,
+    torch_dir: Annotated[Optional[Path], typer.Option("--torch", help="Exported VITS directory, run in PyTorch.")] = None,
+    speaker: Annotated[Optional[int], typer.Option(help="Speaker id of a multi-speaker model.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the sampling noise.")] = 0,
+    sample_format: Annotated[str, typer.Option("--format", help="pcm16 or float32.")] = "pcm16",
+    device: DeviceOpt = "auto",
+) -> None:
+    """Speak TEXT with an exported VITS model and write a WAV file."""
+    from talkrt.runtime.media import write_wav
+
+    synthesizer, manifest = _synthesizer(onnx_dir, engines, torch_dir, device)
+    waveform, rate, seconds = _speak(text, synthesizer, manifest, speaker, seed)
+    write_wav(out, waveform, rate, sample_format)
+    console.print(f"[green]wrote[/] {out}: {len(waveform) / rate:.2f} s at {rate} Hz in {seconds * 1000:.0f} ms", highlight=False)
 
 
 # --------------------------------------------------------------------------- avatar / run / profile / demo
@@ -306,21 +384,27 @@ def _model_for(backend: str, renderer: str, model: Optional[Path], engines: Opti
     return candidate
 
 
-def _run_pipeline(audio: Optional[Path], text: Optional[str], avatar: Path, boxes: Optional[Path], renderer: str, backend: str, model: Optional[Path], engines: Optional[Path], device: str, fps: str, batch_size: int, stream_chunk_ms: Optional[float], out: Path):
+def _run_pipeline(audio: Optional[Path], text: Optional[str], avatar: Path, boxes: Optional[Path], renderer: str, backend: str, model: Optional[Path], engines: Optional[Path], device: str, fps: str, batch_size: int, stream_chunk_ms: Optional[float], out: Path, tts_dir: Optional[Path] = None):
     from talkrt.demo import choose_device
     from talkrt.runtime.media import read_audio
     from talkrt.runtime.pipeline import PipelineOptions, pipeline_from_files
 
     if (audio is None) == (text is None):
         raise TalkrtError("give exactly one of --audio FILE or --text TEXT")
-    if text is not None:
-        raise TalkrtError("--text needs the VITS text-to-speech stage, which is not available yet; give --audio FILE")
+    if text is not None and tts_dir is None:
+        raise TalkrtError("--text needs a voice: --tts DIR, a directory from `talkrt export vits`")
     if renderer not in RENDERER_CHOICES:
         raise TalkrtError(f"renderer {renderer!r} is not available yet; available: {', '.join(RENDERER_CHOICES)}")
     if backend not in ("trt", "ort", "torch"):
         raise TalkrtError(f"unknown backend {backend!r}; choose trt, ort or torch")
     model_path = _model_for(backend, renderer, model, engines)
-    samples, rate = read_audio(audio)
+    if text is not None:
+        voice = {"trt": "engines", "ort": "onnx_dir", "torch": "torch_dir"}[backend]
+        synthesizer, manifest = _synthesizer(**{"onnx_dir": None, "engines": None, "torch_dir": None, voice: tts_dir}, device=device)
+        samples, rate, seconds = _speak(text, synthesizer, manifest, None, 0)
+        console.print(f"tts: {len(samples) / rate:.2f} s of speech in {seconds * 1000:.0f} ms", highlight=False)
+    else:
+        samples, rate = read_audio(audio)
     prepared = _load_avatar(avatar, boxes)
     options = PipelineOptions(fps=fps, batch_size=batch_size)
     pipeline = pipeline_from_files(prepared, renderer, backend, model_path, choose_device(device), options)
@@ -329,7 +413,8 @@ def _run_pipeline(audio: Optional[Path], text: Optional[str], avatar: Path, boxe
 
 
 AudioOpt = Annotated[Optional[Path], typer.Option("--audio", help="Speech: any common audio format and rate, or a video's audio track.")]
-TextOpt = Annotated[Optional[str], typer.Option("--text", help="Text to speak (needs the VITS stage).")]
+TextOpt = Annotated[Optional[str], typer.Option("--text", help="Text to speak with the VITS voice in --tts.")]
+TtsOpt = Annotated[Optional[Path], typer.Option("--tts", help="VITS directory from `talkrt export vits` (run with the same --backend).")]
 AvatarOpt = Annotated[Path, typer.Option("--avatar", help="Avatar file from `talkrt avatar prepare`, or an image or video to prepare now.")]
 BoxesOpt = Annotated[Optional[Path], typer.Option("--boxes", help="Face boxes for an --avatar image or video.")]
 RendererOpt = Annotated[str, typer.Option("--renderer", help="wav2lip (dinet and dhlive as they land).")]
@@ -358,9 +443,10 @@ def run(
     fps: FpsOpt = "25",
     batch_size: BatchOpt = 8,
     stream_chunk_ms: ChunkOpt = None,
+    tts_dir: TtsOpt = None,
 ) -> None:
     """Speech in, lip-synced video out: one pipeline on one device."""
-    report = _run_pipeline(audio, text, avatar, boxes, renderer, backend, model, engines, device, fps, batch_size, stream_chunk_ms, out)
+    report = _run_pipeline(audio, text, avatar, boxes, renderer, backend, model, engines, device, fps, batch_size, stream_chunk_ms, out, tts_dir)
     console.print(f"[green]wrote[/] {out}: {report.frames} frames, {report.render_fps:.1f} fps, real-time factor {report.real_time_factor:.2f}, first frame after {report.time_to_first_frame_ms:.0f} ms", highlight=False)
 
 
@@ -381,11 +467,12 @@ def profile(
     stream_chunk_ms: ChunkOpt = None,
     report: Annotated[Path, typer.Option("--report", help="Report stem: writes STEM.json, STEM.md and STEM.png.")] = Path("profile"),
     out: Annotated[Path, typer.Option("--out", "-o", help="MP4 to write along the way.")] = Path("profile.mp4"),
+    tts_dir: TtsOpt = None,
 ) -> None:
     """Run the pipeline and report per-stage, per-frame latency: table, JSON, Markdown and a PNG plot."""
     from talkrt.demo import save_report
 
-    result = _run_pipeline(audio, text, avatar, boxes, renderer, backend, model, engines, device, fps, batch_size, stream_chunk_ms, out)
+    result = _run_pipeline(audio, text, avatar, boxes, renderer, backend, model, engines, device, fps, batch_size, stream_chunk_ms, out, tts_dir)
     console.print(result.rich_table())
     paths = save_report(result, report)
     console.print("[green]wrote[/] " + ", ".join(str(p) for p in paths), highlight=False)

@@ -203,7 +203,7 @@ def test_avatar_prepare_then_run_and_profile(tmp_path, wav2lip_onnx) -> None:
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--text", "hello"], "--text needs the VITS text-to-speech stage"),
+        (["--text", "hello"], "--text needs a voice: --tts DIR"),
         (["--audio", "speech.wav", "--backend", "ort"], "the ort backend needs --model FILE or --engines DIR"),
         (["--audio", "speech.wav", "--renderer", "dinet"], "renderer 'dinet' is not available yet"),
         (["--audio", "speech.wav", "--backend", "ort", "--engines", "."], "wav2lip.onnx not found"),
@@ -219,3 +219,37 @@ def test_run_mistakes(tmp_path, extra, message) -> None:
     result = talkrt("run", "--avatar", "a.npz", *extra, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_vits_export_tts_build_and_run_with_text(tmp_path, wav2lip_onnx) -> None:
+    """`talkrt export vits` -> `talkrt tts` -> `talkrt build DIR` -> `talkrt run --text`."""
+    import wave
+
+    from talkrt.runtime.avatar import synthetic_avatar
+    from talkrt.runtime.media import probe
+
+    voice = tmp_path / "voice"
+    result = runner.invoke(app, ["export", "vits", "--random-init", "--preset", "tiny", "--out-dir", str(voice)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((voice / "manifest.json").read_text())
+    assert manifest["files"] == {"encoder": "encoder.onnx", "decoder": "decoder.onnx", "full": "full.onnx"}
+
+    result = runner.invoke(app, ["tts", "hello there, how are you today?", "--onnx", str(voice), "--out", str(tmp_path / "speech.wav")])
+    assert result.exit_code == 0, result.output
+    with wave.open(str(tmp_path / "speech.wav")) as handle:
+        assert handle.getframerate() == manifest["sample_rate"] and handle.getnframes() > 0
+        seconds = handle.getnframes() / handle.getframerate()
+
+    result = runner.invoke(app, ["build", str(voice), "--cc", "8.6"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((voice / "manifest.json").read_text())["engines"] == {"encoder": "encoder.engine", "decoder": "decoder.engine"}
+
+    synthetic_avatar(num_frames=3).save(tmp_path / "a.npz")
+    args = ["run", "--avatar", str(tmp_path / "a.npz"), "--text", "hello there, how are you today?", "--tts", str(voice), "--backend", "ort", "--model", str(wav2lip_onnx), "--out", str(tmp_path / "talk.mp4")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    info = probe(tmp_path / "talk.mp4")
+    assert info["num_frames"] == int(np.ceil(seconds * 25 - 1e-9)) and abs(info["audio_duration"] - seconds) < 1e-3
+
+    result = runner.invoke(app, args[:5] + ["--backend", "ort", "--model", str(wav2lip_onnx)])
+    assert result.exit_code == 2 and "--text needs a voice" in result.output

@@ -681,6 +681,7 @@ def export_vits(
         "stochastic_duration_predictor": bool(model.config.use_stochastic_duration_prediction),
         "decoder_receptive_field_frames": decoder_receptive_field(model.config),
         "vocab": info.vocab,
+        "vocab_size": int(model.config.vocab_size),
         "phonemes": info.phonemes,
         "source": info.source,
         "preset": preset,

@@ -147,3 +147,24 @@ class VitsTokenizer:
 def original_vocab() -> dict[str, int]:
     """The original symbol table as symbol -> id."""
     return dict(ORIGINAL_SYMBOL_TO_ID)
+
+
+# For random-weight models, which have no vocabulary: letters, space and punctuation
+# on ids 1.. (0 stays the blank), wrapped into the model's vocabulary size.
+DEMO_CHARACTERS = " abcdefghijklmnopqrstuvwxyz'.,?!-"
+
+
+def text_to_ids(text: str, manifest: dict) -> list[int]:
+    """Token ids for ``text`` as the exported model expects them (see the VITS manifest).
+
+    MMS models carry their character vocabulary; original VITS checkpoints take IPA
+    phonemes (phonemize outside talkrt); random-weight models use DEMO_CHARACTERS.
+    """
+    add_blank = bool(manifest.get("add_blank", True))
+    if manifest.get("vocab"):
+        return VitsTokenizer(manifest["vocab"], add_blank=add_blank).encode(text)
+    if manifest.get("phonemes"):
+        return encode_phonemes(text, add_blank=add_blank)
+    size = int(manifest.get("vocab_size") or len(DEMO_CHARACTERS) + 1)
+    ids = [1 + DEMO_CHARACTERS.index(c) % (size - 1) for c in text.lower() if c in DEMO_CHARACTERS]
+    return intersperse(ids) if add_blank else ids

@@ -196,7 +196,7 @@ class VitsSynthesizer:
             if missing:
                 raise TalkrtError(
                     f"{directory} has no {' or '.join(missing)} engine; build them with "
-                    f"talkrt.runtime.tts.build_vits_engines({str(directory)!r}) (or use backend='ort')"
+                    f"`talkrt build {directory}` (or use the ort backend)"
                 )
             paths = {graph: directory / engines[graph] for graph in ("encoder", "decoder")}
         else:
