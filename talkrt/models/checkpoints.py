@@ -194,3 +194,20 @@ def load_strict(
             state_dict[key] = value
     module.load_state_dict(state_dict, strict=True)
     return module.eval()
+
+
+def read_transformers_weights(directory: str | os.PathLike, trust: bool = False) -> dict[str, torch.Tensor]:
+    """The state_dict of a transformers checkpoint directory: model.safetensors, else pytorch_model.bin."""
+    directory = Path(directory)
+    safetensors_file = directory / "model.safetensors"
+    if safetensors_file.is_file():
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(safetensors_file))
+        except Exception as exc:
+            raise TalkrtError(f"{safetensors_file} is not a readable safetensors file ({str(exc)[:120]})") from exc
+    for name in ("pytorch_model.bin", "model.pt", "model.pth"):
+        if (directory / name).is_file():
+            return extract_state_dict(read_checkpoint(directory / name, trust), str(directory / name))
+    raise TalkrtError(f"{directory} has no model.safetensors or pytorch_model.bin")

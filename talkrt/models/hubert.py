@@ -86,23 +86,6 @@ def build_random(preset: EncoderPreset, seed: int = 0) -> nn.Module:
     return random_model(lambda: model_class(config), seed)
 
 
-def _read_weights(directory: Path, trust: bool) -> dict[str, torch.Tensor]:
-    from talkrt.models.checkpoints import extract_state_dict, read_checkpoint
-
-    safetensors_file = directory / "model.safetensors"
-    if safetensors_file.is_file():
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(safetensors_file))
-        except Exception as exc:
-            raise TalkrtError(f"{safetensors_file} is not a readable safetensors file ({str(exc)[:120]})") from exc
-    for name in ("pytorch_model.bin", "model.pt", "model.pth"):
-        if (directory / name).is_file():
-            return extract_state_dict(read_checkpoint(directory / name, trust), str(directory / name))
-    raise TalkrtError(f"{directory} has no model.safetensors or pytorch_model.bin")
-
-
 def read_do_normalize(directory: Path) -> bool | None:
     """``do_normalize`` from the directory's preprocessor_config.json, or None without one."""
     path = directory / "preprocessor_config.json"
@@ -117,7 +100,7 @@ def load_pretrained(directory: str | Path, architecture: str | None = None, trus
     Unlike ``from_pretrained``, which initialises missing weights at random with a
     warning, every encoder weight must be in the file.
     """
-    from talkrt.models.checkpoints import load_strict
+    from talkrt.models.checkpoints import load_strict, read_transformers_weights
 
     directory = Path(directory)
     config_path = directory / "config.json"
@@ -131,7 +114,7 @@ def load_pretrained(directory: str | Path, architecture: str | None = None, trus
     config = config_class.from_dict(config_dict)
     config._attn_implementation = "eager"
     model = model_class(config)
-    state = _read_weights(directory, trust)
+    state = read_transformers_weights(directory, trust)
     # ForCTC / ForPreTraining checkpoints nest the encoder under its model type.
     prefix = f"{model_type}."
     if any(k.startswith(prefix) for k in state):

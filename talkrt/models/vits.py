@@ -207,23 +207,6 @@ def load_vits(path: str | os.PathLike, trust: bool = False, config: str | os.Pat
     return model, vits_info(model)
 
 
-def _read_weights(directory: Path, trust: bool) -> dict[str, torch.Tensor]:
-    from talkrt.models.checkpoints import extract_state_dict, read_checkpoint
-
-    safetensors_file = directory / "model.safetensors"
-    if safetensors_file.is_file():
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(safetensors_file))
-        except Exception as exc:
-            raise TalkrtError(f"{safetensors_file} is not a readable safetensors file ({str(exc)[:120]})") from exc
-    for name in ("pytorch_model.bin", "model.pt", "model.pth"):
-        if (directory / name).is_file():
-            return extract_state_dict(read_checkpoint(directory / name, trust), str(directory / name))
-    raise TalkrtError(f"{directory} has no model.safetensors or pytorch_model.bin")
-
-
 def _read_json(path: Path) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -235,7 +218,7 @@ def _read_json(path: Path) -> dict:
 
 
 def _load_transformers_dir(directory: Path, trust: bool):
-    from talkrt.models.checkpoints import load_strict
+    from talkrt.models.checkpoints import load_strict, read_transformers_weights
 
     config_path = directory / "config.json"
     if not config_path.is_file():
@@ -250,7 +233,7 @@ def _load_transformers_dir(directory: Path, trust: bool):
         raise TalkrtError(f"{config_path} is not a valid VITS config ({str(exc).splitlines()[0][:160]})") from exc
     config._attn_implementation = "eager"
     model = _empty_model(config)
-    state = _read_weights(directory, trust)
+    state = read_transformers_weights(directory, trust)
     load_strict(model, state, FAMILY, trust, source=str(directory))
 
     vocab = None
