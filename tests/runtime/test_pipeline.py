@@ -126,3 +126,19 @@ def test_no_host_device_copies_between_stages(avatar) -> None:
     copies = [e.name for e in trace.events() if "Memcpy HtoD" in e.name or "Memcpy DtoH" in e.name]
     assert copies == []
     assert pipeline.cuda_graph_used
+
+
+def test_streaming_tts_feeds_the_streaming_pipeline(ort_pipeline) -> None:
+    """Text -> VITS chunks -> frames as soon as their windows are complete: the same frames as offline."""
+    from talkrt.models.vits import build_random_vits
+    from talkrt.runtime.tts import VitsSynthesizer
+
+    synthesizer = VitsSynthesizer.from_model(build_random_vits("tiny", seed=1), "cpu")
+    ids = list(range(1, 30)) * 3
+    whole = synthesizer.synthesize(ids, seed=5).numpy()
+    chunks = [np.asarray(chunk, dtype=np.float32) for chunk in synthesizer.stream(ids, seed=5, first_chunk_frames=4, chunk_frames=8)]
+    assert len(chunks) > 2 and np.abs(np.concatenate(chunks) - whole).max() < 1e-4
+    rate = synthesizer.sample_rate
+    offline = ort_pipeline.frames(whole, rate)
+    streamed = torch.cat([batch.frames.clone() for batch in ort_pipeline.stream_chunks(iter(chunks), rate)])
+    assert streamed.shape == offline.shape and (streamed.int() - offline.int()).abs().max() <= 1
