@@ -16,6 +16,10 @@ FAMILIES: dict[str, str] = {
     "wav2vec2": "talkrt.export.hubert:wav2vec2_spec",
     "mel": "talkrt.export.mel:mel_spec",
     "vits": "talkrt.export.vits:vits_spec",
+    "dinet": "talkrt.export.dinet:dinet_spec",
+    "dinet-mapper": "talkrt.export.dinet:mapper_spec",
+    "dhlive-render": "talkrt.export.dhlive:render_spec",
+    "dhlive-audio": "talkrt.export.dhlive:audio_spec",
 }
 
 
