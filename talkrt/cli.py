@@ -115,18 +115,44 @@ def run_export(family: str, weights: Optional[str], out: Path, trust: bool, seed
     )
 
 
-@export_app.command("wav2lip")
+def _model_command(family: str, doc: str) -> None:
+    """Register `talkrt export <family>` for a one-graph family: a checkpoint or random weights in, one ONNX file out."""
+
+    def command(
+        out: Annotated[Path, typer.Option("--out", "-o", help="ONNX file to write.")],
+        checkpoint: CheckpointOpt = None,
+        random_init: RandomInitOpt = False,
+        trust_checkpoint: TrustOpt = False,
+        seed: SeedOpt = 0,
+        validate: ValidateOpt = True,
+    ) -> None:
+        run_export(family, _weights_source(checkpoint, random_init), out, trust_checkpoint, seed, validate)
+
+    command.__doc__ = doc
+    export_app.command(family)(user_errors(command))
+
+
+_model_command("wav2lip", "Wav2Lip generator (wav2lip.pth / wav2lip_gan.pth), 96x96, dynamic batch.")
+_model_command("dinet", "DINet(3, 15, 29) renderer (clip_training_DINet_256mouth.pth), 416x320 face, exact 4-D AdaAT.")
+_model_command("dinet-mapper", "DINet_optimized's audio mapping MLP (wav2vecDS.pt): 25 Hz CTC emissions -> DeepSpeech-like features.")
+_model_command("dhlive-audio", "DH_live Audio2Feature (audio.pkl), one video frame per call with the LSTM state as inputs and outputs.")
+
+
+@export_app.command("dhlive-render")
 @user_errors
-def export_wav2lip(
+def export_dhlive_render(
     out: Annotated[Path, typer.Option("--out", "-o", help="ONNX file to write.")],
+    graph: Annotated[str, typer.Option(help="generator (per frame) or reference (once per avatar).")] = "generator",
     checkpoint: CheckpointOpt = None,
     random_init: RandomInitOpt = False,
     trust_checkpoint: TrustOpt = False,
     seed: SeedOpt = 0,
     validate: ValidateOpt = True,
 ) -> None:
-    """Wav2Lip generator (wav2lip.pth / wav2lip_gan.pth), 96x96, dynamic batch."""
-    run_export("wav2lip", _weights_source(checkpoint, random_init), out, trust_checkpoint, seed, validate)
+    """DH_live renderer DINet_five_Ref(6, 30) (render.pth), 256x256, as reference encoder and per-frame generator."""
+    if graph not in ("generator", "reference"):
+        raise TalkrtError(f"--graph {graph!r}: choose generator or reference")
+    run_export("dhlive-render", _weights_source(checkpoint, random_init), out, trust_checkpoint, seed, validate, graph=graph)
 
 
 def _export_encoder(architecture: str, out: Path, preset: Optional[str], checkpoint: Optional[Path], random_init: bool, layer: Optional[int], normalize: Optional[bool], trust: bool, seed: int, validate: bool) -> None:

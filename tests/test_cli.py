@@ -253,3 +253,25 @@ def test_vits_export_tts_build_and_run_with_text(tmp_path, wav2lip_onnx) -> None
 
     result = runner.invoke(app, args[:5] + ["--backend", "ort", "--model", str(wav2lip_onnx)])
     assert result.exit_code == 2 and "--text needs a voice" in result.output
+
+
+@pytest.mark.parametrize(
+    "command, inputs",
+    [
+        (["dinet-mapper"], ["emissions"]),
+        (["dhlive-audio"], ["fbank", "h0", "c0"]),
+        (["dhlive-render", "--graph", "reference"], ["reference"]),
+    ],
+)
+def test_export_dinet_and_dhlive_graphs(tmp_path, command, inputs) -> None:
+    out = tmp_path / "graph.onnx"
+    result = runner.invoke(app, ["export", *command, "--random-init", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    info = json.loads(runner.invoke(app, ["inspect", str(out), "--json"]).output)
+    assert [i["name"] for i in info["inputs"]] == inputs
+    assert info["metadata"]["talkrt.family"] == command[0]
+
+
+def test_dhlive_render_graph_name_is_checked(tmp_path) -> None:
+    result = runner.invoke(app, ["export", "dhlive-render", "--graph", "middle", "--random-init", "--out", str(tmp_path / "x.onnx")])
+    assert result.exit_code == 2 and "choose generator or reference" in result.output
