@@ -31,7 +31,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from _machine import REPO, cpu_model, git_commit  # noqa: E402  (perf/ is on sys.path when run as a script)
+from _machine import REPO, cpu_counters, cpu_model, git_commit, other_cpu_share  # noqa: E402  (perf/ is on sys.path when run as a script)
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from talkrt.fileio import write_text_atomic  # noqa: E402
@@ -64,24 +64,8 @@ def speech_like_signal(seconds: float, seed: int = 0) -> np.ndarray:
 EAGER = "PyTorch eager"
 
 
-def cpu_counters() -> tuple[int, int] | None:
-    """(busy jiffies of the whole machine, jiffies of this process), from /proc; None elsewhere."""
-    try:
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[:8])
-        own = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        return user + nice + system + irq + softirq + steal, int(own[11]) + int(own[12])  # utime + stime
-    except (OSError, ValueError, IndexError):
-        return None
 
 
-def other_cpu_share(before, after) -> float | None:
-    """Share of all busy CPU time during a timed block that went to other processes:
-    near 0 on an idle machine, large when something else competed for the cores."""
-    if before is None or after is None:
-        return None
-    total, own = after[0] - before[0], after[1] - before[1]
-    return round(max(total - own, 0) / total, 3) if total > 0 else 0.0
 
 
 

@@ -1,0 +1,283 @@
+"""DINet per-frame latency: PyTorch eager against ONNX Runtime at several batch sizes, in one run.
+
+    python perf/bench_dinet.py [--batches 1 8] [--repeats 5] [--batch-repeats 8=3] [--device cpu|cuda] [--json out.json]
+
+DINet(3, 15, 29) at the released size (416x320 face, 5 references, 29-dim
+DeepSpeech window) is built with seeded random weights (speed does not depend on
+the values) and exported once to a temporary directory with the project's
+exporter (export time, with parity validation, is reported on its own).
+
+Inputs for every batch size are drawn once (``spec.example_inputs``, seed 0) and
+shared by both backends. Each backend (``torch``: the eval-mode module that was
+exported; ``ort``: ONNX Runtime on the exported graph, CPU provider, or CUDA with
+``--device cuda``) is created just before it is timed and released right after,
+so an idle ONNX Runtime thread pool does not share the cores with PyTorch. Per
+batch: one warm-up, then ``--repeats`` timed runs (``--batch-repeats B=N``
+overrides it for batch B); medians are reported.
+
+Reported per batch: ms per batch, ms per frame (batch ms / batch), frames per
+second, ONNX Runtime speed vs eager (eager ms / ort ms), and max |diff| between
+the two backends' outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from _machine import REPO, cpu_counters, cpu_model, git_commit, other_cpu_share  # noqa: E402  (perf/ is on sys.path when run as a script)
+
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
+
+from talkrt.export.dinet import dinet_spec  # noqa: E402
+from talkrt.export.onnx import export_onnx  # noqa: E402
+from talkrt.fileio import write_text_atomic  # noqa: E402
+
+console = Console(stderr=True)
+
+BACKENDS = {"torch": "PyTorch eager", "ort": "ONNX Runtime"}
+INPUT_SEED = 0
+
+
+# ----------------------------------------------------------------------------- machine and load
+
+
+
+
+
+
+def machine_info(device: str, providers: list[str]) -> dict:
+    import onnxruntime
+
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "onnxruntime": onnxruntime.__version__,
+        "onnxruntime_providers": providers,
+        "device": device,
+        "device_name": torch.cuda.get_device_name() if device == "cuda" else cpu_model(),
+    }
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+# ----------------------------------------------------------------------------- backends
+
+
+class TorchRunner:
+    def __init__(self, module: torch.nn.Module, device: str) -> None:
+        self.module = module.to(device).eval()
+        self.device = device
+        self.label = BACKENDS["torch"]
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        with torch.inference_mode():
+            args = [torch.from_numpy(v).to(self.device) for v in inputs.values()]
+            out = self.module(*args)
+            out = out[0] if isinstance(out, (tuple, list)) else out
+            result = out.float().cpu().numpy()  # the copy back to the host synchronizes
+        return result
+
+
+class OrtRunner:
+    def __init__(self, path: Path, device: str) -> None:
+        import onnxruntime as ort
+
+        providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(path), providers=providers)
+        self.provider = self.session.get_providers()[0]
+        self.label = f"{BACKENDS['ort']} ({self.provider.removesuffix('ExecutionProvider')})"
+
+    def __call__(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        return self.session.run(None, inputs)[0]  # host in, host out (as eager above)
+
+
+def time_runner(runner, inputs: dict[str, np.ndarray], repeats: int) -> tuple[list[float], float | None, np.ndarray]:
+    runner(inputs)  # warm-up
+    times, out = [], None
+    cpu_before = cpu_counters()
+    for _ in range(repeats):
+        begin = time.perf_counter()
+        out = runner(inputs)
+        times.append((time.perf_counter() - begin) * 1000.0)
+    return times, other_cpu_share(cpu_before, cpu_counters()), out
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def parse_batch_repeats(items: list[str]) -> dict[int, int]:
+    result = {}
+    for item in items:
+        batch, _, repeats = item.partition("=")
+        result[int(batch)] = int(repeats)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="batch sizes (default 1 8)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per batch after one warm-up (default 5)")
+    parser.add_argument("--batch-repeats", nargs="*", default=[], metavar="B=N", help="timed runs for batch B instead of --repeats")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args(argv)
+    try:
+        batch_repeats = parse_batch_repeats(args.batch_repeats)
+    except ValueError:
+        parser.error("--batch-repeats takes B=N items, e.g. 8=3")
+    if args.repeats < 1 or any(n < 1 for n in batch_repeats.values()):
+        parser.error("repeats must be at least 1")
+    if any(b < 1 for b in args.batches):
+        parser.error("batch sizes must be at least 1")
+
+    import onnxruntime as ort
+
+    device = args.device
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            console.print("[red]--device cuda: no CUDA GPU visible to torch[/red]")
+            return 2
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            console.print('[red]--device cuda: this onnxruntime has no CUDAExecutionProvider; pip install "talkrt[gpu]"[/red]')
+            return 2
+
+    spec = dinet_spec()
+    batch_dim = next(d for d in spec.dims if d.name == "batch")
+    for batch in args.batches:
+        if not batch_dim.min <= batch <= batch_dim.max:
+            console.print(f"[yellow]batch {batch} is outside the graph's profile {batch_dim.min}..{batch_dim.max} (ONNX Runtime still runs it)[/yellow]")
+    inputs = {b: {name: t.numpy() for name, t in spec.example_inputs({"batch": b}, seed=INPUT_SEED).items()} for b in args.batches}
+    repeats = {b: batch_repeats.get(b, args.repeats) for b in args.batches}
+
+    timings: dict[str, dict[int, dict]] = {}
+    outputs: dict[str, dict[int, np.ndarray]] = {}
+    labels, providers = {}, []
+    with tempfile.TemporaryDirectory(prefix="talkrt-bench-dinet-") as tmp:
+        onnx_path = Path(tmp) / "dinet.onnx"
+        console.print("exporting DINet(3, 15, 29) (random weights, seed 0) with validation ...")
+        module = spec.build_module(None, seed=0)
+        begin = time.perf_counter()
+        report = export_onnx(spec, module, onnx_path)
+        export_seconds = round(time.perf_counter() - begin, 2)
+        parameters = sum(p.numel() for p in module.parameters())
+        onnx_mb = round(onnx_path.stat().st_size / 2**20, 1)
+
+        for backend in BACKENDS:
+            runner = TorchRunner(module, device) if backend == "torch" else OrtRunner(onnx_path, device)
+            if backend == "ort":
+                providers.append(runner.provider)
+            labels[backend] = runner.label
+            timings[backend], outputs[backend] = {}, {}
+            for batch in args.batches:
+                console.print(f"timing {runner.label}, batch {batch}: {repeats[batch]} runs after one warm-up ...")
+                load_before = os.getloadavg()[0]
+                times, other, out = time_runner(runner, inputs[batch], repeats[batch])
+                timings[backend][batch] = {"ms": times, "other_cpu": other, "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
+                outputs[backend][batch] = out
+            del runner
+            gc.collect()  # releases the ONNX Runtime session and its threads
+            if device == "cuda":
+                torch.cuda.empty_cache()
+
+    rows = []
+    for batch in args.batches:
+        diff = float(np.abs(outputs["ort"][batch] - outputs["torch"][batch]).max())
+        eager_ms = statistics.median(timings["torch"][batch]["ms"])
+        for backend in BACKENDS:
+            t = timings[backend][batch]
+            ms = statistics.median(t["ms"])
+            rows.append(
+                {
+                    "backend": backend,
+                    "label": labels[backend],
+                    "batch": batch,
+                    "repeats": repeats[batch],
+                    "batch_ms_median": round(ms, 2),
+                    "frame_ms": round(ms / batch, 2),
+                    "fps": round(1000.0 * batch / ms, 2),
+                    "speed_vs_eager": round(eager_ms / ms, 2),
+                    "max_abs_diff_vs_eager": 0.0 if backend == "torch" else diff,
+                    "runs_ms": [round(v, 2) for v in t["ms"]],
+                    "other_cpu": t["other_cpu"],
+                    "load_average_1min": t["load_average_1min"],
+                }
+            )
+
+    result = {
+        "benchmark": "DINet per-frame latency",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **git_commit(),
+        "machine": machine_info(device, sorted(set(providers))),
+        "model": "DINet(3, 15, 29), 416x320 face, 5 reference frames, DeepSpeech window 29x5",
+        "weights": "random (dinet_spec().build_module(None, seed=0))",
+        "parameters": parameters,
+        "onnx_mb": onnx_mb,
+        "opset": spec.opset,
+        "exporter": spec.exporter,
+        "input_seed": INPUT_SEED,
+        "input_shapes": {b: {k: list(v.shape) for k, v in inputs[b].items()} for b in args.batches},
+        "export_seconds": export_seconds,
+        "export_note": "export_onnx with parity validation at the spec's validation points; not part of the timings",
+        "export_validation": [str(v) for v in report.validation],
+        "note": (
+            "medians over the repeats after one warm-up, host arrays in and out for both backends; frame ms = batch ms / "
+            "batch; fps = batch * 1000 / batch ms; speed_vs_eager = eager ms / this row's ms; other_cpu: busy CPU time of "
+            "other processes / all busy CPU time during the timed block"
+        ),
+        "results": rows,
+    }
+
+    table = Table(
+        title=f"DINet(3, 15, 29) 416x320 (random weights, {parameters / 1e6:.1f} M parameters), {device} ({result['machine']['device_name']})",
+        caption="medians after one warm-up; speed vs eager = eager ms / this row's ms",
+    )
+    columns = (
+        ("backend", "left"), ("batch", "right"), ("ms / batch", "right"), ("ms / frame", "right"), ("frames/s", "right"),
+        ("speed vs eager", "right"), ("max |diff| vs eager", "right"), ("runs", "right"), ("others' CPU", "right"),
+    )
+    for column, justify in columns:
+        table.add_column(column, justify=justify)
+
+    def share(value):
+        return "n/a" if value is None else f"{100 * value:.0f}%"
+
+    for row in rows:
+        table.add_row(
+            row["label"], str(row["batch"]), f"{row['batch_ms_median']:.1f}", f"{row['frame_ms']:.1f}", f"{row['fps']:.2f}",
+            f"{row['speed_vs_eager']:.2f}x", f"{row['max_abs_diff_vs_eager']:.1e}", str(row["repeats"]), share(row["other_cpu"]),
+        )
+    out = Console(width=max(Console().width, 160))
+    out.print(table)
+    for row in rows:
+        out.print(f"{row['label']} batch {row['batch']} runs (ms): {', '.join(str(v) for v in row['runs_ms'])}")
+    out.print(f"export (with validation), not timed above: {export_seconds:.1f} s; ONNX file {onnx_mb} MB")
+    if args.json:
+        write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
+        out.print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
