@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -46,3 +47,23 @@ def other_cpu_share(before, after) -> float | None:
         return None
     total, own = after[0] - before[0], after[1] - before[1]
     return round(max(total - own, 0) / total, 3) if total > 0 else 0.0
+
+
+def machine_info(device: str, providers: list[str], **extra: str) -> dict:
+    """Platform, CPU, torch and ONNX Runtime versions, and the device a benchmark ran on."""
+    import onnxruntime
+    import torch
+
+    return {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "onnxruntime": onnxruntime.__version__,
+        "onnxruntime_providers": providers,
+        **extra,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if str(device).startswith("cuda") else cpu_model(),
+    }

@@ -26,7 +26,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -39,7 +38,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from _machine import REPO, cpu_counters, cpu_model, git_commit, other_cpu_share  # noqa: E402  (perf/ is on sys.path when run as a script)
+from _machine import REPO, cpu_counters, git_commit, machine_info, other_cpu_share  # noqa: E402  (perf/ is on sys.path when run as a script)
 
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
@@ -60,21 +59,6 @@ INPUT_SEED = 0
 
 
 
-def machine_info(device: str, providers: list[str]) -> dict:
-    import onnxruntime
-
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "onnxruntime": onnxruntime.__version__,
-        "onnxruntime_providers": providers,
-        "device": device,
-        "device_name": torch.cuda.get_device_name() if device == "cuda" else cpu_model(),
-    }
 
 
 def sync(device: str) -> None:

@@ -43,7 +43,6 @@ import argparse
 import gc
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -57,7 +56,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from _machine import REPO, cpu_model, git_commit  # noqa: E402  (perf/ is on sys.path when run as a script)
+from _machine import REPO, git_commit, machine_info  # noqa: E402  (perf/ is on sys.path when run as a script)
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from talkrt.fileio import write_text_atomic  # noqa: E402
@@ -82,22 +81,12 @@ log = Console(stderr=True)
 
 
 
-def machine_info(device: torch.device) -> dict:
+
+
+def ort_providers() -> list[str]:
     import onnxruntime
 
-    return {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_model": cpu_model(),
-        "cpu_cores": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "onnxruntime": onnxruntime.__version__,
-        "onnxruntime_providers": onnxruntime.get_available_providers(),
-        "opencv": _cv2().__version__,
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
-    }
+    return onnxruntime.get_available_providers()
 
 
 def _cv2():
@@ -490,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "pipeline vs naive host-copy baseline",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **git_commit(),
-        "machine": machine_info(device),
+        "machine": machine_info(device, ort_providers(), opencv=_cv2().__version__),
         "settings": {
             "backend": args.backend,
             "device": str(device),
