@@ -14,6 +14,7 @@ FAMILIES: dict[str, str] = {
     "wav2lip": "talkrt.export.wav2lip:wav2lip_spec",
     "hubert": "talkrt.export.hubert:hubert_spec",
     "wav2vec2": "talkrt.export.hubert:wav2vec2_spec",
+    "hubert-asr": "talkrt.export.hubert:asr_spec",
     "mel": "talkrt.export.mel:mel_spec",
     "vits": "talkrt.export.vits:vits_spec",
     "dinet": "talkrt.export.dinet:dinet_spec",
