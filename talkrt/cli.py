@@ -193,6 +193,26 @@ _encoder_command("hubert", "Hubert")
 _encoder_command("wav2vec2", "Wav2Vec2")
 
 
+AsrPresetOpt = Annotated[Optional[str], typer.Option(help="hubert-large-ls960-ft (default) or tiny-hubert-asr (tests).")]
+
+
+@export_app.command("hubert-asr")
+@user_errors
+def export_hubert_asr(
+    out: Annotated[Path, typer.Option("--out", "-o", help="ONNX file to write.")],
+    preset: AsrPresetOpt = None,
+    checkpoint: EncoderCheckpointOpt = None,
+    random_init: RandomInitOpt = False,
+    normalize: NormalizeOpt = None,
+    trust_checkpoint: TrustOpt = False,
+    seed: SeedOpt = 0,
+    validate: ValidateOpt = True,
+) -> None:
+    """HuBERT CTC recognizer (transformers HubertForCTC, e.g. facebook/hubert-large-ls960-ft): 50 Hz emissions over torchaudio HUBERT_ASR_LARGE's 29 labels."""
+    source = _weights_source(checkpoint, random_init)
+    run_export("hubert-asr", source, out, trust_checkpoint, seed, validate, preset=preset, normalize=normalize, checkpoint=source)
+
+
 @export_app.command("vits")
 @user_errors
 def export_vits_command(
@@ -375,42 +395,81 @@ def avatar_prepare(
     out: Annotated[Path, typer.Option("--out", "-o", help="Avatar file to write (.npz).")],
     boxes: Annotated[Optional[Path], typer.Option(help="Face boxes (JSON, CSV or text: x1 y1 x2 y2 per frame); default: the bundled OpenCV detector.")] = None,
     max_frames: Annotated[Optional[int], typer.Option(help="Use at most this many frames of a video.")] = None,
+    renderer: Annotated[str, typer.Option("--renderer", help="wav2lip (96x96 boxes), dinet (416x320 around landmarks) or dhlive (256x256 around landmarks).")] = "wav2lip",
+    landmarks: Annotated[Optional[Path], typer.Option(help="68-point landmarks for dinet / dhlive: OpenFace CSV, .npy or .json; default: a template in the face boxes.")] = None,
 ) -> None:
-    """Detect (or read) face boxes, smooth them, crop the faces and save everything in one file."""
+    """Detect (or read) faces, crop them for a renderer and save everything in one file."""
     from talkrt.runtime.avatar import prepare_avatar
 
-    with console.status(f"preparing the avatar from {source}"):
-        avatar = prepare_avatar(source, boxes=boxes, max_frames=max_frames)
+    with console.status(f"preparing the {renderer} avatar from {source}"):
+        avatar = prepare_avatar(source, boxes=boxes, max_frames=max_frames, renderer=renderer, landmarks=landmarks)
         avatar.save(out)
     height, width = avatar.frame_size
-    console.print(f"[green]wrote[/] {out}: {avatar.num_frames} frames of {width}x{height} at {avatar.fps} fps, {avatar.face_size}px faces", highlight=False)
+    crop_h, crop_w = avatar.crop_size
+    console.print(f"[green]wrote[/] {out}: {avatar.num_frames} frames of {width}x{height} at {avatar.fps} fps, {renderer} crops {crop_w}x{crop_h}", highlight=False)
 
 
-RENDERER_CHOICES = ("wav2lip",)
+RENDERER_CHOICES = ("wav2lip", "dinet", "dhlive")
 
 
-def _load_avatar(path: Path, boxes: Optional[Path]):
+def _load_avatar(path: Path, boxes: Optional[Path], renderer: str, landmarks: Optional[Path]):
     from talkrt.runtime.avatar import Avatar, prepare_avatar
 
     if path.suffix == ".npz":
         return Avatar.load(path)
-    return prepare_avatar(path, boxes=boxes)
+    return prepare_avatar(path, boxes=boxes, renderer=renderer, landmarks=landmarks)
 
 
-def _model_for(backend: str, renderer: str, model: Optional[Path], engines: Optional[Path]) -> Optional[Path]:
-    if model is not None:
-        return model
-    if backend == "torch":
-        return None
-    if engines is None:
-        raise TalkrtError(f"the {backend} backend needs --model FILE or --engines DIR (holding {renderer}.engine / {renderer}.onnx)")
-    candidate = engines / f"{renderer}.{'engine' if backend == 'trt' else 'onnx'}"
-    if not candidate.is_file():
-        raise TalkrtError(f"{candidate} not found; build it with `talkrt export {renderer}` and `talkrt build`")
-    return candidate
+def _models_for(backend: str, renderer: str, model: Optional[Path], engines: Optional[Path]) -> dict[str, Optional[Path]]:
+    """Role -> file for each of the renderer's graphs: --model is the generator; --engines DIR holds <stem>.engine / .onnx."""
+    from talkrt.runtime.renderers import RENDERER_GRAPHS
+
+    graphs = RENDERER_GRAPHS[renderer]
+    models: dict[str, Optional[Path]] = {role: None for role in graphs}
+    models["generator"] = model
+    if engines is not None:
+        if not engines.is_dir():
+            raise TalkrtError(f"--engines {engines} is not a directory")
+        suffix = "engine" if backend == "trt" else "onnx"
+        for role, (_, _, stem) in graphs.items():
+            candidate = engines / f"{stem}.{suffix}"
+            if models[role] is None and candidate.is_file():
+                models[role] = candidate
+    if backend != "torch" and models["generator"] is None:
+        stem = graphs["generator"][2]
+        where = f"{engines / stem}.{'engine' if backend == 'trt' else 'onnx'} not found" if engines else f"the {backend} backend needs --model FILE or --engines DIR"
+        raise TalkrtError(f"{where}; export it with `talkrt export {graphs['generator'][0]}` (and `talkrt build` for trt)")
+    return models
 
 
-def _run_pipeline(audio: Optional[Path], text: Optional[str], avatar: Path, boxes: Optional[Path], renderer: str, backend: str, model: Optional[Path], engines: Optional[Path], device: str, fps: str, batch_size: int, stream_chunk_ms: Optional[float], out: Path, tts_dir: Optional[Path] = None):
+def _renderer_options(renderer: str, features: Optional[Path], pca: Optional[Path], trust: bool) -> dict:
+    if features is not None and renderer != "dinet":
+        raise TalkrtError("--features is for --renderer dinet (25 Hz DeepSpeech features)")
+    if pca is not None and renderer != "dhlive":
+        raise TalkrtError("--pca is for --renderer dhlive (DH_live's pca.pkl)")
+    options: dict = {}
+    if features is not None:
+        options["features"] = _read_features(features)
+    if renderer == "dhlive":
+        from talkrt.models.dhlive import MouthPCA
+
+        options["pca"] = MouthPCA.load(pca, trust) if pca is not None else MouthPCA.random()
+    return options
+
+
+def _read_features(path: Path):
+    import numpy as np
+
+    if not path.is_file():
+        raise TalkrtError(f"features file {path} does not exist")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as error:
+        raise TalkrtError(f"features file {path} is not a .npy array: {error}") from None
+    return array
+
+
+def _run_pipeline(audio: Optional[Path], text: Optional[str], avatar: Path, boxes: Optional[Path], renderer: str, backend: str, model: Optional[Path], engines: Optional[Path], device: str, fps: str, batch_size: int, stream_chunk_ms: Optional[float], out: Path, tts_dir: Optional[Path] = None, *, landmarks: Optional[Path] = None, features: Optional[Path] = None, pca: Optional[Path] = None, trust: bool = False):
     from talkrt.demo import choose_device
     from talkrt.runtime.media import read_audio
     from talkrt.runtime.pipeline import PipelineOptions, pipeline_from_files
@@ -420,10 +479,11 @@ def _run_pipeline(audio: Optional[Path], text: Optional[str], avatar: Path, boxe
     if text is not None and tts_dir is None:
         raise TalkrtError("--text needs a voice: --tts DIR, a directory from `talkrt export vits`")
     if renderer not in RENDERER_CHOICES:
-        raise TalkrtError(f"renderer {renderer!r} is not available yet; available: {', '.join(RENDERER_CHOICES)}")
+        raise TalkrtError(f"unknown renderer {renderer!r}; available: {', '.join(RENDERER_CHOICES)}")
     if backend not in ("trt", "ort", "torch"):
         raise TalkrtError(f"unknown backend {backend!r}; choose trt, ort or torch")
-    model_path = _model_for(backend, renderer, model, engines)
+    models = _models_for(backend, renderer, model, engines)
+    renderer_options = _renderer_options(renderer, features, pca, trust)
     if text is not None:
         voice = {"trt": "engines", "ort": "onnx_dir", "torch": "torch_dir"}[backend]
         synthesizer, manifest = _synthesizer(**{"onnx_dir": None, "engines": None, "torch_dir": None, voice: tts_dir}, device=device)
@@ -431,9 +491,9 @@ def _run_pipeline(audio: Optional[Path], text: Optional[str], avatar: Path, boxe
         console.print(f"tts: {len(samples) / rate:.2f} s of speech in {seconds * 1000:.0f} ms", highlight=False)
     else:
         samples, rate = read_audio(audio)
-    prepared = _load_avatar(avatar, boxes)
+    prepared = _load_avatar(avatar, boxes, renderer, landmarks)
     options = PipelineOptions(fps=fps, batch_size=batch_size)
-    pipeline = pipeline_from_files(prepared, renderer, backend, model_path, choose_device(device), options)
+    pipeline = pipeline_from_files(prepared, renderer, backend, models, choose_device(device), options, **renderer_options)
     with console.status(f"rendering {len(samples) / rate:.1f} s of speech with {renderer} ({backend}, {pipeline.device})"):
         return pipeline.write_video(samples, rate, out, streaming_chunk_ms=stream_chunk_ms)
 
@@ -443,10 +503,14 @@ TextOpt = Annotated[Optional[str], typer.Option("--text", help="Text to speak wi
 TtsOpt = Annotated[Optional[Path], typer.Option("--tts", help="VITS directory from `talkrt export vits` (run with the same --backend).")]
 AvatarOpt = Annotated[Path, typer.Option("--avatar", help="Avatar file from `talkrt avatar prepare`, or an image or video to prepare now.")]
 BoxesOpt = Annotated[Optional[Path], typer.Option("--boxes", help="Face boxes for an --avatar image or video.")]
-RendererOpt = Annotated[str, typer.Option("--renderer", help="wav2lip (dinet and dhlive as they land).")]
+RendererOpt = Annotated[str, typer.Option("--renderer", help="wav2lip, dinet or dhlive.")]
+LandmarksOpt = Annotated[Optional[Path], typer.Option("--landmarks", help="68-point landmarks for an --avatar video (dinet, dhlive): OpenFace CSV, .npy or .json.")]
+FeaturesOpt = Annotated[Optional[Path], typer.Option("--features", help="dinet: precomputed 25 Hz DeepSpeech features, (frames, 29) .npy; default: the hubert-asr + dinet-mapper graphs.")]
+PcaOpt = Annotated[Optional[Path], typer.Option("--pca", help="dhlive: DH_live's mouth PCA (pca.pkl with --trust-checkpoint, or .npz mean/components); default: a random stand-in.")]
+RunTrustOpt = Annotated[bool, typer.Option("--trust-checkpoint", help="Allow unpickling files that need it (DH_live's pca.pkl).")]
 BackendOpt = Annotated[str, typer.Option("--backend", help="trt (engine), ort (ONNX Runtime) or torch.")]
-ModelOpt = Annotated[Optional[Path], typer.Option("--model", help="The renderer's engine (trt), ONNX file (ort) or checkpoint (torch; default random weights).")]
-EnginesOpt = Annotated[Optional[Path], typer.Option("--engines", help="Directory with <renderer>.engine / <renderer>.onnx.")]
+ModelOpt = Annotated[Optional[Path], typer.Option("--model", help="The renderer's generator: engine (trt), ONNX file (ort) or checkpoint (torch; default random weights).")]
+EnginesOpt = Annotated[Optional[Path], typer.Option("--engines", help="Directory with the renderer's graphs as <name>.engine / <name>.onnx: wav2lip; dinet, hubert-asr, dinet-mapper; dhlive-render-generator, dhlive-render-reference, dhlive-audio.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cuda or cpu.")]
 FpsOpt = Annotated[str, typer.Option("--fps", help="Output frame rate: 25, 30, 29.97, 30000/1001, ...")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Frames rendered per batch.")]
@@ -470,9 +534,14 @@ def run(
     batch_size: BatchOpt = 8,
     stream_chunk_ms: ChunkOpt = None,
     tts_dir: TtsOpt = None,
+    landmarks: LandmarksOpt = None,
+    features: FeaturesOpt = None,
+    pca: PcaOpt = None,
+    trust_checkpoint: RunTrustOpt = False,
 ) -> None:
     """Speech in, lip-synced video out: one pipeline on one device."""
-    report = _run_pipeline(audio, text, avatar, boxes, renderer, backend, model, engines, device, fps, batch_size, stream_chunk_ms, out, tts_dir)
+    report = _run_pipeline(audio, text, avatar, boxes, renderer, backend, model, engines, device, fps, batch_size, stream_chunk_ms, out, tts_dir,
+                           landmarks=landmarks, features=features, pca=pca, trust=trust_checkpoint)
     console.print(f"[green]wrote[/] {out}: {report.frames} frames, {report.render_fps:.1f} fps, real-time factor {report.real_time_factor:.2f}, first frame after {report.time_to_first_frame_ms:.0f} ms", highlight=False)
 
 
@@ -494,11 +563,16 @@ def profile(
     report: Annotated[Path, typer.Option("--report", help="Report stem: writes STEM.json, STEM.md and STEM.png.")] = Path("profile"),
     out: Annotated[Path, typer.Option("--out", "-o", help="MP4 to write along the way.")] = Path("profile.mp4"),
     tts_dir: TtsOpt = None,
+    landmarks: LandmarksOpt = None,
+    features: FeaturesOpt = None,
+    pca: PcaOpt = None,
+    trust_checkpoint: RunTrustOpt = False,
 ) -> None:
     """Run the pipeline and report per-stage, per-frame latency: table, JSON, Markdown and a PNG plot."""
     from talkrt.demo import save_report
 
-    result = _run_pipeline(audio, text, avatar, boxes, renderer, backend, model, engines, device, fps, batch_size, stream_chunk_ms, out, tts_dir)
+    result = _run_pipeline(audio, text, avatar, boxes, renderer, backend, model, engines, device, fps, batch_size, stream_chunk_ms, out, tts_dir,
+                           landmarks=landmarks, features=features, pca=pca, trust=trust_checkpoint)
     console.print(result.rich_table())
     paths = save_report(result, report)
     console.print("[green]wrote[/] " + ", ".join(str(p) for p in paths), highlight=False)

@@ -41,6 +41,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -278,3 +279,72 @@ def load_dhlive_render(checkpoint: str | os.PathLike | Mapping, trust: bool = Fa
     state_dict = read_dhlive_state_dict(checkpoint, trust, source)
     _refuse_mini(state_dict, source)
     return load_strict(DINetFiveRef(), state_dict, "dhlive-render", source=source)
+
+
+# ----------------------------------------------------------------------------- mouth PCA
+
+MOUTH_PIXELS = 15 * 30 * 3  # the PCA mouth image, 15x30 BGR
+
+
+def symmetrize_mouth(vector: np.ndarray) -> np.ndarray:
+    """DH_live's ``pca_process``: average each row with its mirror image, so the mouth is left-right symmetric."""
+    image = np.asarray(vector, dtype=np.float64).reshape(15, 30, 3).copy()
+    left = (image[:, :15] + image[:, 15:][:, ::-1]) / 2
+    image[:, :15] = left
+    image[:, 15:] = left[:, ::-1]
+    return image.reshape(-1)
+
+
+class MouthPCA:
+    """The mouth-image basis of ``data/pca.pkl``: image = coefficients . components[:6] + mean, symmetrised."""
+
+    def __init__(self, mean: np.ndarray, components: np.ndarray, source: str = "") -> None:
+        mean, components = np.asarray(mean, dtype=np.float64), np.asarray(components, dtype=np.float64)
+        if mean.shape != (MOUTH_PIXELS,) or components.ndim != 2 or components.shape[0] < N_COEFFS or components.shape[1] != MOUTH_PIXELS:
+            raise TalkrtError(
+                f"{source or 'mouth PCA'}: expected mean ({MOUTH_PIXELS},) and components (>= {N_COEFFS}, {MOUTH_PIXELS}), "
+                f"got {mean.shape} and {components.shape}"
+            )
+        self.mean = symmetrize_mouth(mean).astype(np.float32)
+        self.components = np.stack([symmetrize_mouth(c) for c in components[:N_COEFFS]]).astype(np.float32)
+        self.source = source
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, trust: bool = False) -> "MouthPCA":
+        """``pca.pkl`` (a pickled scikit-learn PCA: needs ``trust`` and scikit-learn) or an ``.npz`` with ``mean`` and ``components``."""
+        import pickle
+        from pathlib import Path
+
+        path = Path(path)
+        if not path.is_file():
+            raise TalkrtError(f"mouth PCA file {path} does not exist")
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as npz:
+                if not {"mean", "components"} <= set(npz.files):
+                    raise TalkrtError(f"{path}: an .npz mouth PCA needs arrays 'mean' and 'components'")
+                return cls(npz["mean"], npz["components"], str(path))
+        if not trust:
+            raise TalkrtError(
+                f"{path} is a pickle (DH_live's pca.pkl holds a scikit-learn PCA object); unpickling runs code from the file: "
+                "pass --trust-checkpoint if you trust it (needs scikit-learn), or convert it once to an .npz with mean_ and components_"
+            )
+        try:
+            with open(path, "rb") as handle:
+                pca = pickle.load(handle)
+        except ModuleNotFoundError as error:
+            raise TalkrtError(f"{path}: unpickling needs {error.name}: pip install scikit-learn") from None
+        except (pickle.UnpicklingError, EOFError, AttributeError) as error:
+            raise TalkrtError(f"{path} is not a readable pickle: {error}") from None
+        if not (hasattr(pca, "mean_") and hasattr(pca, "components_")):
+            raise TalkrtError(f"{path} does not hold a PCA (no mean_ / components_)")
+        return cls(pca.mean_, pca.components_, str(path))
+
+    @classmethod
+    def random(cls, seed: int = 0) -> "MouthPCA":
+        """A stand-in basis: a drawn mouth (dark lips on skin) and random components, for random-weight runs."""
+        rng = np.random.default_rng(seed)
+        rows, cols = np.meshgrid(np.linspace(-1, 1, 15), np.linspace(-1, 1, 30), indexing="ij")
+        lips = np.exp(-((rows / 0.35) ** 2 + (cols / 0.7) ** 2))
+        mean = np.stack([120 - 60 * lips, 150 - 90 * lips, 200 - 80 * lips], axis=-1).reshape(-1)
+        components = rng.normal(0.0, 10.0, size=(N_COEFFS, MOUTH_PIXELS))  # a coefficient of 1 moves pixels ~10 levels
+        return cls(mean, components, f"random:seed={seed}")

@@ -36,6 +36,8 @@ __all__ = [
     "WAV2VEC2",
     "DEEPSPEECH",
     "FBANK",
+    "CTC_25HZ",
+    "DHLIVE_LSTM",
     "PRESETS",
     "gather_windows",
 ]
@@ -345,7 +347,40 @@ FBANK = FeatureAlignment(
     signal_padding="symmetric",
 )
 
-PRESETS = {preset.name: preset for preset in (WAV2LIP_MEL, HUBERT, WAV2VEC2, DEEPSPEECH, FBANK)}
+# DINet_optimized: HuBERT-ASR CTC emissions taken every second frame (25 Hz), mapped
+# to DeepSpeech-like features; frame j reads samples [640j, 640j + 400). The
+# transformer and the utterance normalisation see the whole utterance, so it is
+# not streamable. DINet's window: frames t-2..t+2, edge padded.
+CTC_25HZ = FeatureAlignment(
+    name="ctc_25hz",
+    hop=640,
+    receptive_field=400,
+    left_pad=0,
+    right_pad=0,
+    window=5,
+    offset=-2,
+    padding="edge",
+    signal_padding="none",
+    streamable=False,
+)
+
+# DH_live: Audio2Feature steps once per two fbank frames (40 ms); step j reads fbank
+# frames 2j and 2j+1, i.e. samples [640j - 240, 640j + 880), and (causally) all
+# before. interface_wav drops the first 4 outputs, so video frame k shows step
+# k + 4; frames past the last step repeat it. T = (S + 160) // 640.
+DHLIVE_LSTM = FeatureAlignment(
+    name="dhlive_lstm",
+    hop=640,
+    receptive_field=1120,
+    left_pad=240,
+    right_pad=400,
+    window=1,
+    offset=4,
+    padding="edge",
+    signal_padding="symmetric",
+)
+
+PRESETS = {preset.name: preset for preset in (WAV2LIP_MEL, HUBERT, WAV2VEC2, DEEPSPEECH, FBANK, CTC_25HZ, DHLIVE_LSTM)}
 
 
 def gather_windows(

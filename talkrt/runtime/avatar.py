@@ -23,6 +23,12 @@ File format (one ``.npz``, no pickles; see :meth:`Avatar.save`)::
     face_size   int64    S
     fps         str      exact frame rate, e.g. "25" or "30000/1001"
     source      str      the image or video the avatar was prepared from
+    renderer    str      the renderer the crops are for: wav2lip, dinet, dhlive (version 2)
+    extra.NAME  arrays   the renderer's own per-avatar inputs (version 2; see avatar_dinet / avatar_dhlive)
+
+Wav2Lip crops are square (S x S). DINet's and DH_live's crops have their own
+size (416x320, 256x256): ``crops`` is then (N,H,W,3), ``blend_mask`` (H,W) and
+``face_size`` = H. Version-1 files (before DINet and DH_live) load as wav2lip.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import math
 import os
 import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -49,6 +55,7 @@ __all__ = [
     "BoxDetector",
     "blend_mask",
     "crop_faces",
+    "resize_crops",
     "detect_faces",
     "haar_detector",
     "ping_pong_indices",
@@ -60,7 +67,9 @@ __all__ = [
     "wav2lip_boxes",
 ]
 
-AVATAR_VERSION = 1
+AVATAR_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+RENDERER_NAMES = ("wav2lip", "dinet", "dhlive")
 FORMAT_NAME = "talkrt-avatar"
 WAV2LIP_PADS = (0, 10, 0, 0)  # top, bottom, left, right (inference.py --pads default)
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
@@ -309,10 +318,16 @@ def crop_faces(frames: np.ndarray, boxes: np.ndarray, face_size: int = 96) -> np
     crops identical to the ones the released checkpoints were run on, even though area
     averaging would alias less when a large face is shrunk to 96x96.
     """
+    return resize_crops(frames, boxes, (face_size, face_size))
+
+
+def resize_crops(frames: np.ndarray, boxes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``cv2.resize(frame[y1:y2, x1:x2], (W, H))`` per frame (INTER_LINEAR), (N,H,W,3) uint8; ``size`` is (H, W)."""
     cv2 = _cv2()
-    crops = np.empty((len(frames), face_size, face_size, 3), dtype=np.uint8)
+    height, width = size
+    crops = np.empty((len(frames), height, width, 3), dtype=np.uint8)
     for i, (x1, y1, x2, y2) in enumerate(np.asarray(boxes).tolist()):
-        crops[i] = cv2.resize(frames[i][y1:y2, x1:x2], (face_size, face_size), interpolation=cv2.INTER_LINEAR)
+        crops[i] = cv2.resize(frames[i][y1:y2, x1:x2], (width, height), interpolation=cv2.INTER_LINEAR)
     return crops
 
 
@@ -347,10 +362,17 @@ class Avatar:
     face_size: int = 96
     source: str = ""
     version: int = AVATAR_VERSION
+    renderer: str = "wav2lip"
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def num_frames(self) -> int:
         return int(self.frames.shape[0])
+
+    @property
+    def crop_size(self) -> tuple[int, int]:
+        """(height, width) of the face crops."""
+        return int(self.crops.shape[1]), int(self.crops.shape[2])
 
     @property
     def frame_size(self) -> tuple[int, int]:
@@ -383,6 +405,8 @@ class Avatar:
             "face_size": np.array(self.face_size, dtype=np.int64),
             "fps": np.array(str(as_fps(self.fps))),
             "source": np.array(str(self.source)),
+            "renderer": np.array(str(self.renderer)),
+            **{f"extra.{name}": np.ascontiguousarray(value) for name, value in self.extras.items()},
         }
         writer = np.savez_compressed if compress else np.savez
         with atomic_path(path) as tmp:
@@ -406,15 +430,17 @@ class Avatar:
                 version = npz["version"]
                 if version.shape != () or not np.issubdtype(version.dtype, np.integer):
                     raise TalkrtError(f"{what} has a malformed version field")
-                if int(version) != AVATAR_VERSION:
+                if int(version) not in READABLE_VERSIONS:
                     raise TalkrtError(
-                        f"{what} has version {int(version)}, this talkrt reads version {AVATAR_VERSION}: "
+                        f"{what} has version {int(version)}, this talkrt reads versions {', '.join(map(str, READABLE_VERSIONS))}: "
                         "prepare the avatar again"
                     )
                 missing = [key for key in _KEYS if key not in names]
                 if missing:
                     raise TalkrtError(f"{what} lacks {', '.join(missing)}: prepare the avatar again")
                 fields = {key: npz[key] for key in _KEYS}
+                renderer = str(npz["renderer"]) if "renderer" in names else "wav2lip"
+                extras = {name[len("extra."):]: npz[name] for name in names if name.startswith("extra.")}
         except TalkrtError:
             raise
         except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as error:
@@ -441,6 +467,8 @@ class Avatar:
             face_size=int(fields["face_size"]),
             source=str(fields["source"]),
             version=int(fields["version"]),
+            renderer=renderer,
+            extras=extras,
         )
         _validate(avatar.__dict__, what)
         return avatar
@@ -460,7 +488,10 @@ def _validate(fields: dict, what: str) -> None:
     count, height, width = frames.shape[:3]
     if not isinstance(size, (int, np.integer)) or size < 1:
         raise TalkrtError(f"{what}: face_size must be a positive integer, got {size!r}")
-    expected = {"boxes": (count, 4), "crops": (count, size, size, 3), "blend_mask": (size, size)}
+    if fields.get("renderer", "wav2lip") not in RENDERER_NAMES:
+        raise TalkrtError(f"{what}: unknown renderer {fields.get('renderer')!r}; known: {', '.join(RENDERER_NAMES)}")
+    crop_w = crops.shape[2] if crops.ndim == 4 else size
+    expected = {"boxes": (count, 4), "crops": (count, size, crop_w, 3), "blend_mask": (size, crop_w)}
     for name, array in (("boxes", boxes), ("crops", crops), ("blend_mask", mask)):
         if array.shape != expected[name]:
             raise TalkrtError(f"{what}: {name} has shape {array.shape}, expected {expected[name]} for {count} frames")
@@ -509,20 +540,29 @@ def prepare_avatar(
     pads: Sequence[int] = WAV2LIP_PADS,
     smooth_window: int = 5,
     detector: BoxDetector | None = None,
+    renderer: str = "wav2lip",
+    landmarks: str | os.PathLike | None = None,
 ) -> Avatar:
-    """Prepare an avatar from an image or a video, once.
+    """Prepare an avatar for ``renderer`` from an image or a video, once.
 
-    Raw boxes come from ``boxes`` (see :func:`read_boxes`) or, without it, from the
-    detector (OpenCV's Haar cascade by default); then Wav2Lip's pads, clipping and
-    5-frame smoothing (:func:`wav2lip_boxes`), INTER_LINEAR crops to
+    Wav2Lip: raw boxes come from ``boxes`` (see :func:`read_boxes`) or, without
+    it, from the detector (OpenCV's Haar cascade by default); then Wav2Lip's pads,
+    clipping and 5-frame smoothing (:func:`wav2lip_boxes`), INTER_LINEAR crops to
     ``face_size`` and the shared blend mask.
+
+    DINet and DH_live crop around 68-point landmarks: from ``landmarks`` (an
+    OpenFace CSV, .npy or .json), else a template placed in the smoothed face
+    boxes (see :mod:`talkrt.runtime.landmarks`).
     """
+    if renderer not in RENDERER_NAMES:
+        raise TalkrtError(f"unknown renderer {renderer!r}; choose one of {', '.join(RENDERER_NAMES)}")
     frames, rate = read_source(source, max_frames=max_frames, fps=fps)
-    if boxes is not None:
-        raw = read_boxes(boxes, len(frames), allow_extra=max_frames is not None)
-    else:
-        raw = detect_faces(frames, detector)
-    final = wav2lip_boxes(raw, frames.shape[1:3], pads=pads, smooth_window=smooth_window)
+    if renderer != "wav2lip":
+        points = _landmarks_for(frames, boxes, landmarks, max_frames is not None, detector, smooth_window)
+        return landmark_avatar(frames, points, renderer, rate, str(source))
+    if landmarks is not None:
+        raise TalkrtError("--landmarks is for the dinet and dhlive renderers; wav2lip crops face boxes")
+    final = wav2lip_boxes(_raw_boxes(frames, boxes, max_frames is not None, detector), frames.shape[1:3], pads=pads, smooth_window=smooth_window)
     return Avatar(
         frames=frames,
         boxes=final,
@@ -532,6 +572,32 @@ def prepare_avatar(
         face_size=int(face_size),
         source=str(source),
     )
+
+
+def _raw_boxes(frames: np.ndarray, boxes, allow_extra: bool, detector: BoxDetector | None) -> np.ndarray:
+    if boxes is not None:
+        return read_boxes(boxes, len(frames), allow_extra=allow_extra)
+    return detect_faces(frames, detector)
+
+
+def _landmarks_for(frames, boxes, landmarks, allow_extra: bool, detector, smooth_window: int) -> np.ndarray:
+    from talkrt.runtime.landmarks import read_landmarks, template_landmarks
+
+    if landmarks is not None:
+        return read_landmarks(landmarks, len(frames), allow_extra=allow_extra)
+    raw = _raw_boxes(frames, boxes, allow_extra, detector)
+    return template_landmarks(wav2lip_boxes(raw, frames.shape[1:3], pads=(0, 0, 0, 0), smooth_window=smooth_window))
+
+
+def landmark_avatar(frames: np.ndarray, landmarks: np.ndarray, renderer: str, fps, source: str) -> Avatar:
+    """A DINet or DH_live avatar from BGR frames and (N,68,2) landmarks."""
+    if renderer == "dinet":
+        from talkrt.runtime.avatar_dinet import prepare_dinet as prepare
+    elif renderer == "dhlive":
+        from talkrt.runtime.avatar_dhlive import prepare_dhlive as prepare
+    else:
+        raise TalkrtError(f"renderer {renderer!r} does not crop around landmarks")
+    return Avatar(frames=frames, fps=as_fps(fps), source=source, **prepare(frames, landmarks))
 
 
 # --------------------------------------------------------------------------- synthetic
@@ -595,14 +661,20 @@ def synthetic_frames(
 
 
 def synthetic_avatar(
-    num_frames: int = 8, size: tuple[int, int] = (256, 256), seed: int = 0, face_size: int = 96, fps=25
+    num_frames: int = 8, size: tuple[int, int] = (256, 256), seed: int = 0, face_size: int = 96, fps=25, renderer: str = "wav2lip"
 ) -> Avatar:
     """An avatar of a drawn face with known boxes, for the demo and tests; no detector.
 
     Its boxes are the drawn face boxes with Wav2Lip's pads and no smoothing (the
-    geometry is exact, so there is no detector jitter to smooth).
+    geometry is exact, so there is no detector jitter to smooth). DINet and
+    DH_live avatars place the landmark template in the drawn face boxes.
     """
     frames, raw = synthetic_frames(num_frames, size, seed)
+    source = f"synthetic:{num_frames}x{size[0]}x{size[1]}:seed={seed}"
+    if renderer != "wav2lip":
+        from talkrt.runtime.landmarks import template_landmarks
+
+        return landmark_avatar(frames, template_landmarks(raw), renderer, fps, source)
     final = wav2lip_boxes(raw, frames.shape[1:3], smooth_window=1)
     return Avatar(
         frames=frames,
@@ -611,5 +683,5 @@ def synthetic_avatar(
         blend_mask=blend_mask(face_size),
         fps=as_fps(fps),
         face_size=int(face_size),
-        source=f"synthetic:{num_frames}x{size[0]}x{size[1]}:seed={seed}",
+        source=source,
     )

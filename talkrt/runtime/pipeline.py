@@ -53,8 +53,7 @@ class Pipeline:
     def __init__(self, avatar: Avatar, renderer, options: PipelineOptions = PipelineOptions(), stream: torch.cuda.Stream | None = None) -> None:
         if options.batch_size < 1:
             raise TalkrtError("batch size must be at least 1")
-        if avatar.face_size != renderer.face_size:
-            raise TalkrtError(f"the avatar was prepared with {avatar.face_size}px faces; {renderer.name} needs {renderer.face_size}px: prepare it again")
+        _check_avatar_for(avatar, renderer.name, tuple(renderer.crop_size))
         self.avatar = avatar
         self.renderer = renderer
         self.options = options
@@ -67,7 +66,7 @@ class Pipeline:
         self.profiler = Profiler(self.device, enabled=options.profile)
         with self._on_stream():
             self.compositor = Compositor(avatar.frames, avatar.boxes, avatar.blend_mask, self.device)
-            renderer.bind(avatar.crops, options.batch_size)
+            renderer.bind(avatar, options.batch_size)
             batch = options.batch_size
             window = renderer.alignment.window
             self._frame_out = torch.empty(batch, *self.compositor.frame_shape, dtype=torch.uint8, device=self.device)
@@ -139,6 +138,7 @@ class Pipeline:
     def run(self, audio: np.ndarray, sample_rate: int) -> Iterator[FrameBatch]:
         """All frames for ``audio`` (float32 mono at ``sample_rate``), batch by batch."""
         audio = _check_audio(audio, sample_rate)
+        self.renderer.reset()
         self.profiler.start()
         self.profiler.audio_available(samples=resampled_length(len(audio), sample_rate, SAMPLE_RATE))
         with self._on_stream():
@@ -175,6 +175,7 @@ class Pipeline:
         received: list[np.ndarray] = []
         received_samples = 0
         done = 0
+        self.renderer.reset()
         self.profiler.start()
         chunk_iter = iter(chunks)
         finished = False
@@ -235,6 +236,15 @@ class Pipeline:
         return torch.cat([batch.frames.to("cpu", copy=True) for batch in self.run(audio, sample_rate)])
 
 
+def _check_avatar_for(avatar: Avatar, renderer: str, crop_size: tuple[int, int] | None = None) -> None:
+    if avatar.renderer != renderer or (crop_size is not None and avatar.crop_size != crop_size):
+        height, width = avatar.crop_size
+        raise TalkrtError(
+            f"the avatar was prepared for {avatar.renderer} ({width}x{height} crops), not {renderer}: "
+            f"prepare it again with `talkrt avatar prepare --renderer {renderer}`"
+        )
+
+
 def _final_resampled(received: int, sample_rate: int) -> int:
     """16 kHz samples that no longer change as more input arrives (the resampling filter's support is inside)."""
     if sample_rate == SAMPLE_RATE:
@@ -267,22 +277,30 @@ class _NullContext:
         return False
 
 
-def pipeline_from_files(avatar_path: str | Path | Avatar, renderer_name: str, backend: str, model: str | Path | None, device: str, options: PipelineOptions) -> Pipeline:
-    """Build a pipeline from an avatar file and a model (engine, ONNX file, or random weights for torch)."""
-    from talkrt.engines.runners import make_runner
-    from talkrt.export import get_spec
-    from talkrt.runtime.renderers import RENDERERS
+def pipeline_from_files(
+    avatar_path: str | Path | Avatar,
+    renderer_name: str,
+    backend: str,
+    models: str | Path | dict | None,
+    device: str,
+    options: PipelineOptions,
+    **renderer_options,
+) -> Pipeline:
+    """Build a pipeline from an avatar file and the renderer's models.
 
-    if renderer_name not in RENDERERS:
-        raise TalkrtError(f"unknown renderer {renderer_name!r}; available: {', '.join(RENDERERS)}")
+    ``models`` is the generator's file (engine, ONNX file, or checkpoint for torch; None:
+    random weights with torch) or a dict role -> file (see renderers.RENDERER_GRAPHS).
+    ``renderer_options`` go to :func:`talkrt.runtime.renderers.build_renderer` (features, pca).
+    """
+    from talkrt.runtime.renderers import build_renderer
+
     avatar = avatar_path if isinstance(avatar_path, Avatar) else Avatar.load(avatar_path)
+    _check_avatar_for(avatar, renderer_name)
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise TalkrtError("--device cuda: no CUDA GPU is visible")
-    spec = get_spec(renderer_name)
-    module = None
-    if backend == "torch":
-        module = spec.build_module(str(model)) if model else spec.build_module(None, seed=0)
+    if not isinstance(models, dict):
+        models = {"generator": models}
     stream = torch.cuda.Stream(device) if device.type == "cuda" else None
-    runner = make_runner(backend, None if backend == "torch" else model, spec=spec, module=module, device=device, stream=stream)
-    return Pipeline(avatar, RENDERERS[renderer_name](runner), options, stream)
+    renderer = build_renderer(renderer_name, backend, models, device, stream, **renderer_options)
+    return Pipeline(avatar, renderer, options, stream)
