@@ -187,16 +187,22 @@ def read_boxes(path: str | os.PathLike, num_frames: int, allow_extra: bool = Fal
             raise TalkrtError(f"{what} holds no boxes")
         boxes = np.asarray(rows, dtype=np.float64)
 
-    boxes = _as_box_array(boxes, what)
-    if len(boxes) == 1:
-        boxes = np.repeat(boxes, num_frames, axis=0)
-    elif allow_extra and len(boxes) > num_frames:
-        boxes = boxes[:num_frames]
-    elif len(boxes) != num_frames:
-        raise TalkrtError(f"{what} has {len(boxes)} boxes for {num_frames} frames: give one per frame or one for all")
+    boxes = one_per_frame(_as_box_array(boxes, what), num_frames, allow_extra, f"{what} has {{count}} boxes for {num_frames} frames")
     boxes = np.rint(boxes).astype(np.int32)
     _check_box_order(boxes, what)
     return boxes
+
+
+def one_per_frame(values: np.ndarray, num_frames: int, allow_extra: bool, mismatch: str) -> np.ndarray:
+    """One entry per frame: a single entry is repeated, a longer file cut when ``allow_extra`` (a video read
+    with max_frames); otherwise the counts must agree (``mismatch`` is formatted with ``count``)."""
+    if len(values) == 1:
+        return np.repeat(values, num_frames, axis=0)
+    if allow_extra and len(values) > num_frames:
+        return values[:num_frames]
+    if len(values) != num_frames:
+        raise TalkrtError(mismatch.format(count=len(values)) + ": give one per frame or one for all")
+    return values
 
 
 def _is_number(value) -> bool:

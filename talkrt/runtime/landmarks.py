@@ -97,13 +97,9 @@ def read_landmarks(path: str | os.PathLike, num_frames: int, allow_extra: bool =
     points = points.astype(np.float64)
     if not np.all(np.isfinite(points)):
         raise TalkrtError(f"{what}: landmarks must be finite numbers")
-    if len(points) == 1:
-        points = np.repeat(points, num_frames, axis=0)
-    elif allow_extra and len(points) > num_frames:
-        points = points[:num_frames]
-    elif len(points) != num_frames:
-        raise TalkrtError(f"{what} has landmarks for {len(points)} frames, the video has {num_frames}: give one set per frame or one for all")
-    return points
+    from talkrt.runtime.avatar import one_per_frame
+
+    return one_per_frame(points, num_frames, allow_extra, f"{what} has landmarks for {{count}} frames, the video has {num_frames}")
 
 
 def _read_openface_csv(path: Path, what: str) -> np.ndarray:
