@@ -166,6 +166,36 @@ def test_onnx_parity_at_other_lengths(exported) -> None:
         np.testing.assert_allclose(actual, expected, atol=spec.tolerance.atol, rtol=spec.tolerance.rtol)
 
 
+def test_rtx_build(exported, tmp_path) -> None:
+    pytest.importorskip("tensorrt_rtx", reason="CI installs tensorrt-rtx-cu13; this skip is for partial installs only")
+    from talkrt.engines.build import BuildOptions, build_engine
+
+    _, _, path, _ = exported
+    result = build_engine(path, tmp_path / "hubert-asr.engine", BuildOptions(backend="tensorrt-rtx", compute_capabilities=("8.9",)))
+    assert result.engine.stat().st_size > 0
+    assert [t["name"] for t in result.metadata["outputs"]] == ["emissions"]
+
+
+def test_dinet_pipeline_runs_from_the_asr_and_mapper_graphs(exported, tmp_path) -> None:
+    """DINet_optimized's feature chain through ONNX Runtime: emissions -> every second frame -> mapper."""
+    from talkrt.engines.runners import make_runner
+    from talkrt.runtime.align import CTC_25HZ
+    from talkrt.runtime.renderers import CtcFeatures
+
+    _, asr_module, asr_path, _ = exported
+    mapper_spec = get_spec("dinet-mapper")
+    mapper_module = mapper_spec.build_module(None, seed=3)
+    mapper_path = tmp_path / "dinet-mapper.onnx"
+    export_onnx(mapper_spec, mapper_module, mapper_path, validate=False)
+    source = CtcFeatures(make_runner("ort", asr_path), make_runner("ort", mapper_path))
+    wav = torch.from_numpy(_speech(1, 8000, seed=1)[0])
+    features = source(wav)
+    assert features.shape == (29, CTC_25HZ.num_feature_frames(8000)) and source.alignment is CTC_25HZ
+    with torch.no_grad():
+        expected = mapper_module(asr_module(wav[None])[:, ::2])[0].T
+    torch.testing.assert_close(features, expected, atol=1e-4, rtol=1e-4)
+
+
 def test_graph_dims_and_metadata(exported) -> None:
     _, _, path, _ = exported
     model = onnx.load(str(path))
