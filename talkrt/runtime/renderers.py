@@ -217,24 +217,29 @@ class DHLiveRenderer:
         start = min(self._final_steps, total)
         coefficients = torch.empty(total, 6, device=self.device)
         coefficients[:start] = self._final_coefficients[:start]
-        state = self._final_state or self._zero_state()
+        # Two state buffers, read one and write the other each step: nothing is allocated per step.
+        entry = self._state_buffers()[start % 2]  # the buffer the first step reads
+        if self._final_state is None:
+            entry.zero_()
+        else:
+            entry.copy_(self._final_state)
+        states = self._states
         for step in range(start, total):
-            state = self._step(frames[2 * step : 2 * step + 2], state, coefficients[step : step + 1])
+            read, write = states[step % 2], states[(step + 1) % 2]
+            outputs = {"coefficients": coefficients[step : step + 1], "hn": write[0], "cn": write[1]}
+            self.audio_runner.run({"fbank": frames[2 * step : 2 * step + 2].unsqueeze(0), "h0": read[0], "c0": read[1]}, outputs, self.stream)
             if step + 1 == final:
-                self._final_steps, self._final_state = final, tuple(t.clone() for t in state)
+                self._final_steps, self._final_state = final, write.clone()
                 self._final_coefficients = coefficients[:final].clone()
         return coefficients.T
 
-    def _zero_state(self) -> tuple[torch.Tensor, torch.Tensor]:
-        from talkrt.models.dhlive import LSTM_HIDDEN, LSTM_LAYERS
+    def _state_buffers(self) -> torch.Tensor:
+        """(2 buffers, h/c, layers, 1, hidden), allocated once per renderer."""
+        if not hasattr(self, "_states"):
+            from talkrt.models.dhlive import LSTM_HIDDEN, LSTM_LAYERS
 
-        return (torch.zeros(LSTM_LAYERS, 1, LSTM_HIDDEN, device=self.device), torch.zeros(LSTM_LAYERS, 1, LSTM_HIDDEN, device=self.device))
-
-    def _step(self, fbank_pair: torch.Tensor, state, coefficients: torch.Tensor):
-        h, c = state
-        outputs = {"coefficients": coefficients, "hn": torch.empty_like(h), "cn": torch.empty_like(c)}
-        self.audio_runner.run({"fbank": fbank_pair.unsqueeze(0), "h0": h, "c0": c}, outputs, self.stream)
-        return outputs["hn"], outputs["cn"]
+            self._states = torch.empty(2, 2, LSTM_LAYERS, 1, LSTM_HIDDEN, device=self.device)
+        return self._states
 
     # -- video
 
