@@ -428,6 +428,8 @@ def _models_for(backend: str, renderer: str, model: Optional[Path], engines: Opt
     models: dict[str, Optional[Path]] = {role: None for role in graphs}
     models["generator"] = model
     if engines is not None:
+        if backend == "torch":
+            raise TalkrtError("--engines is for --backend trt or ort; --backend torch takes a checkpoint with --model")
         if not engines.is_dir():
             raise TalkrtError(f"--engines {engines} is not a directory")
         suffix = "engine" if backend == "trt" else "onnx"
@@ -484,6 +486,11 @@ def _run_pipeline(audio: Optional[Path], text: Optional[str], avatar: Path, boxe
         raise TalkrtError(f"unknown backend {backend!r}; choose trt, ort or torch")
     models = _models_for(backend, renderer, model, engines)
     renderer_options = _renderer_options(renderer, features, pca, trust)
+    if backend == "torch" and model is not None:
+        shared = {"reference"} if renderer == "dhlive" else set()
+        random_roles = [role for role in models if role not in {"generator", *shared} and not (role in ("asr", "mapper") and features is not None)]
+        if random_roles:
+            console.print(f"[yellow]note[/]: --model loads the generator; {', '.join(random_roles)} run with random weights in --backend torch (use exported graphs with ort/trt)", highlight=False)
     if text is not None:
         voice = {"trt": "engines", "ort": "onnx_dir", "torch": "torch_dir"}[backend]
         synthesizer, manifest = _synthesizer(**{"onnx_dir": None, "engines": None, "torch_dir": None, voice: tts_dir}, device=device)

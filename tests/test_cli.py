@@ -208,6 +208,7 @@ def test_avatar_prepare_then_run_and_profile(tmp_path, wav2lip_onnx) -> None:
         (["--audio", "speech.wav", "--renderer", "nope"], "unknown renderer 'nope'"),
         (["--audio", "speech.wav", "--renderer", "dinet", "--backend", "torch"], "the avatar was prepared for wav2lip (96x96 crops), not dinet"),
         (["--audio", "speech.wav", "--pca", "speech.wav"], "--pca is for --renderer dhlive"),
+        (["--audio", "speech.wav", "--backend", "torch", "--engines", "."], "--engines is for --backend trt or ort"),
         (["--audio", "speech.wav", "--backend", "ort", "--engines", "."], "wav2lip.onnx not found"),
     ],
 )

@@ -326,7 +326,7 @@ class MouthPCA:
         if not trust:
             raise TalkrtError(
                 f"{path} is a pickle (DH_live's pca.pkl holds a scikit-learn PCA object); unpickling runs code from the file: "
-                "pass --trust-checkpoint if you trust it (needs scikit-learn), or convert it once to an .npz with mean_ and components_"
+                "pass --trust-checkpoint if you trust it (needs scikit-learn), or convert it once to an .npz with arrays mean and components (pca.mean_, pca.components_)"
             )
         try:
             with open(path, "rb") as handle:

@@ -377,4 +377,6 @@ def build_renderer(
         return DINetRenderer(runner("generator"), source)
     from talkrt.models.dhlive import MouthPCA
 
+    if backend == "torch" and models.get("reference") is None:
+        models = {**models, "reference": models.get("generator")}  # render.pth holds both halves
     return DHLiveRenderer(runner("generator"), runner("reference"), runner("audio"), pca or MouthPCA.random(), stream)
