@@ -484,8 +484,8 @@ def _run_pipeline(audio: Optional[Path], text: Optional[str], avatar: Path, boxe
         raise TalkrtError(f"unknown renderer {renderer!r}; available: {', '.join(RENDERER_CHOICES)}")
     if backend not in ("trt", "ort", "torch"):
         raise TalkrtError(f"unknown backend {backend!r}; choose trt, ort or torch")
-    models = _models_for(backend, renderer, model, engines)
     renderer_options = _renderer_options(renderer, features, pca, trust)
+    models = _models_for(backend, renderer, model, engines)
     if backend == "torch" and model is not None:
         shared = {"reference"} if renderer == "dhlive" else set()
         random_roles = [role for role in models if role not in {"generator", *shared} and not (role in ("asr", "mapper") and features is not None)]
