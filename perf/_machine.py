@@ -67,3 +67,17 @@ def machine_info(device: str, providers: list[str], **extra: str) -> dict:
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if str(device).startswith("cuda") else cpu_model(),
     }
+
+
+def cuda_problem(device: str) -> str | None:
+    """Why ``--device cuda`` cannot run torch and ONNX Runtime here, or None (also for other devices)."""
+    if device != "cuda":
+        return None
+    import onnxruntime as ort
+    import torch
+
+    if not torch.cuda.is_available():
+        return "--device cuda: no CUDA GPU visible to torch"
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return '--device cuda: this onnxruntime has no CUDAExecutionProvider; pip install "talkrt[gpu]"'
+    return None

@@ -44,7 +44,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from _machine import REPO, cpu_counters, git_commit, machine_info, other_cpu_share  # noqa: E402  (perf/ is on sys.path when run as a script)
+from _machine import REPO, cpu_counters, git_commit, machine_info, cuda_problem, other_cpu_share  # noqa: E402  (perf/ is on sys.path when run as a script)
 
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
@@ -188,16 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
 
-    import onnxruntime as ort
 
     device = args.device
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            console.print("[red]--device cuda: no CUDA GPU visible to torch[/red]")
-            return 2
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            console.print('[red]--device cuda: this onnxruntime has no CUDAExecutionProvider; pip install "talkrt[gpu]"[/red]')
-            return 2
+    problem = cuda_problem(device)
+    if problem:
+        console.print(f"[red]{problem}[/red]")
+        return 2
 
     rows, outputs, providers = [], {}, []
     with tempfile.TemporaryDirectory(prefix="talkrt-bench-tts-") as tmp:
