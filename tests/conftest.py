@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("TALKRT_SHARED", ROOT.parent / "shared"))
-CHECKPOINT_KEYS = SHARED / "fixtures" / "checkpoint-keys"
+# Every key, shape and dtype of the official checkpoints; each file's header names the
+# repository, source file and container format it reflects.
+CHECKPOINT_KEYS = Path(__file__).resolve().parent / "fixtures" / "checkpoint-keys"
 # Engines built by the tests are cached away from the user's ~/.cache (one cache per test process).
 os.environ["TALKRT_CACHE"] = tempfile.mkdtemp(prefix="talkrt-test-cache-")
 
@@ -21,7 +21,7 @@ def key_listing(name: str) -> dict[str, tuple[tuple[int, ...], str]]:
     """``name<TAB>shape<TAB>dtype`` lines of an official checkpoint, in file order."""
     path = CHECKPOINT_KEYS / f"{name}.txt"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: the tests need ../shared/fixtures (or TALKRT_SHARED)")
+        raise FileNotFoundError(f"no key listing {name!r} in {CHECKPOINT_KEYS}")
     listing = {}
     for line in path.read_text().splitlines():
         if line.startswith("#") or not line.strip():
