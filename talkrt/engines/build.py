@@ -5,6 +5,10 @@ a mixed-precision plan (export/precision.py): strongly typed builders (TensorRT
 11, TensorRT-RTX) parse the mixed graph; TensorRT 10 parses the FP32 graph with
 the FP16 flag and FP32 constraints on the plan's FP32 layers. Either way the
 sidecar records which nodes stay FP32 and why.
+
+The parser gets that graph with its constants folded by Polygraphy
+(engines/sanitize.py); the sidecar records the node counts before and after, or
+why folding failed and the graph was parsed as is.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import talkrt
 from talkrt.engines.backends import BACKENDS, HARDWARE_COMPAT, BuildProgress, make_logger, make_monitor, parse_errors, select_backend
 from talkrt.engines.cache import EngineCache, engine_key
 from talkrt.engines.profiles import Profile, ProfileOverride, graph_inputs, resolve_profile, spec_dims
+from talkrt.engines.sanitize import key_inputs, sanitize_for_build
 from talkrt.errors import TalkrtError
 from talkrt.fileio import atomic_path, sha256_file, write_bytes_atomic, write_text_atomic
 
@@ -105,6 +110,7 @@ def build_engine(
         "precision": {"mode": options.precision, "calibration_sha256": sha256_file(options.calibration) if options.calibration else None},
         "profiles": _profiles_json(profiles),
         "options": {"optimization_level": options.optimization_level, "hardware_compat": options.hardware_compat, "version_compatible": options.version_compatible},
+        "sanitize": key_inputs(),  # the folded graph is a function of the ONNX file and these versions
     }
     key = engine_key(build_inputs)
     cache = EngineCache(options.cache_dir) if options.cache else None
@@ -117,16 +123,21 @@ def build_engine(
     logger = make_logger(trt, log)
     start = time.perf_counter()
     plan, parse_path, cleanup = _precision(model, onnx_path, out, options, backend)
+    temporary = [cleanup] if cleanup is not None else []
     try:
+        sanitized = sanitize_for_build(parse_path, out.with_name(f".{out.name}.folded.onnx"))
+        temporary += sanitized.temporary
+        if sanitized.record["fallback"]:
+            log.append(f"[WARNING] {sanitized.record['fallback']}")
         builder = trt.Builder(logger)
         network = builder.create_network(backend.network_flags())
         parser = trt.OnnxParser(network, logger)
         # parse_from_file (not bytes) so an external .onnx.data sidecar resolves.
-        if not parser.parse_from_file(str(parse_path)):
+        if not parser.parse_from_file(str(sanitized.path)):
             raise TalkrtError(f"{backend.name} cannot parse {onnx_path.name}: {parse_errors(parser)}")
     finally:
-        if cleanup is not None:
-            cleanup.unlink(missing_ok=True)
+        for path in temporary:
+            path.unlink(missing_ok=True)
     config = builder.create_builder_config()
     config.builder_optimization_level = options.optimization_level
     if options.workspace_mib:
@@ -168,6 +179,7 @@ def build_engine(
         "backend": build_inputs["backend"],
         "target": target,
         "precision": plan,
+        "sanitize": sanitized.record,
         "profiles": build_inputs["profiles"],
         "inputs": [{"name": i.name, "dtype": i.dtype, "shape": list(i.shape)} for i in inputs],
         "outputs": [{"name": o.name, "dims": [d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim]} for o in model.graph.output],

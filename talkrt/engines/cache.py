@@ -2,7 +2,9 @@
 
 An engine is stored under a key made from everything that determines it: the
 ONNX sha256, the backend and its exact version, the target (GPU or compute
-capabilities), the precision request and the profiles. ``talkrt build`` reuses a
+capabilities), the precision request, the profiles and the versions of the tools
+that fold the graph's constants (the folded graph is what the builder parses; it is
+a function of the ONNX file and those versions). ``talkrt build`` reuses a
 matching entry at once. An entry whose sidecar disagrees with its key (another
 runtime version, another GPU, a damaged file) is never served: the lookup says
 why, and the build goes on to rebuild.
@@ -25,7 +27,7 @@ def default_root() -> Path:
 
 
 def engine_key(inputs: dict) -> str:
-    """sha256 of the canonical JSON of the build inputs (onnx_sha256, backend, target, precision, profiles, options)."""
+    """sha256 of the canonical JSON of the build inputs (onnx_sha256, backend, target, precision, profiles, options, sanitize)."""
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
