@@ -46,12 +46,10 @@ def select_backend(name: str) -> "Backend":
 
 def _cuda_device() -> tuple[str, str] | None:
     """(name, compute capability) of the current CUDA device, or None without one."""
-    import torch
+    from talkrt.engines.devices import visible_gpu
 
-    if not torch.cuda.is_available():
-        return None
-    major, minor = torch.cuda.get_device_capability()
-    return torch.cuda.get_device_name(), f"{major}.{minor}"
+    gpu = visible_gpu()
+    return None if gpu is None else (gpu.name, gpu.compute_capability)
 
 
 class Backend:
@@ -86,24 +84,36 @@ class Backend:
         return None
 
 
+def default_rtx_compute_capabilities(gpu) -> tuple[str, ...]:
+    """An RTX build without --cc: the RTX GPU present alone, or the default set without a GPU.
+
+    On a GPU TensorRT-RTX cannot run on (Hopper, datacenter Blackwell) it refuses at
+    once: an engine built for other GPUs would only be refused at run time.
+    """
+    from talkrt.engines.devices import rtx_unsupported
+
+    if gpu is None:
+        return DEFAULT_RTX_COMPUTE_CAPABILITIES
+    if not gpu.rtx_supported:
+        raise TalkrtError(rtx_unsupported(gpu) + " (or name other GPUs with --cc)")
+    return (gpu.compute_capability,)
+
+
 class RtxBackend(Backend):
     name = "tensorrt-rtx"
     module_name = "tensorrt_rtx"
 
     def target(self, compute_capabilities: tuple[str, ...]) -> dict:
-        ccs = compute_capabilities
-        if not ccs:
-            device = _cuda_device()
-            # On an RTX GPU build for it alone; elsewhere (no GPU, or a GPU TensorRT-RTX
-            # does not support, such as Hopper) build for the default set.
-            ccs = (device[1],) if device and self._enum(device[1], strict=False) else DEFAULT_RTX_COMPUTE_CAPABILITIES
+        from talkrt.engines.devices import visible_gpu
+
+        ccs = compute_capabilities or default_rtx_compute_capabilities(visible_gpu())
         for cc in ccs:
             self._enum(cc)
         return {"compute_capabilities": list(ccs)}
 
-    def _enum(self, cc: str, strict: bool = True):
+    def _enum(self, cc: str):
         member = getattr(self.trt.ComputeCapability, "SM" + cc.replace(".", ""), None)
-        if member is None and strict:
+        if member is None:
             supported = [m[2:-1] + "." + m[-1] for m in self.trt.ComputeCapability.__members__ if m.startswith("SM")]
             raise TalkrtError(f"TensorRT-RTX {self.version} cannot target compute capability {cc}; supported: {', '.join(supported)}")
         return member

@@ -116,3 +116,34 @@ def _checked_shapes(graph_input: GraphInput, shapes: tuple[Shape, Shape, Shape])
     if any(not a <= b <= c for a, b, c in zip(*shapes)):
         raise TalkrtError(f"--profile {graph_input.name}: need min <= opt <= max in every axis")
     return shapes
+
+
+def select_profile(profiles: Sequence[Mapping[str, Mapping[str, Sequence[int]]]], shapes: Mapping[str, Sequence[int]], engine: str = "the engine") -> int:
+    """Index of the first profile (sidecar form: input -> {min, opt, max}) whose bounds hold ``shapes``.
+
+    Inputs a profile does not list (static ones) are not constrained by it.
+    """
+
+    def covers(profile: Mapping[str, Mapping[str, Sequence[int]]]) -> bool:
+        for name, shape in shapes.items():
+            bounds = profile.get(name)
+            if bounds is None:
+                continue
+            if len(shape) != len(bounds["min"]):
+                return False
+            if any(not lo <= size <= hi for size, lo, hi in zip(shape, bounds["min"], bounds["max"])):
+                return False
+        return True
+
+    for index, profile in enumerate(profiles):
+        if covers(profile):
+            return index
+    wanted = ", ".join(f"{name} {_dims(shape)}" for name, shape in shapes.items())
+    allowed = "; ".join(
+        f"profile {index}: " + ", ".join(f"{name} {_dims(b['min'])}..{_dims(b['max'])}" for name, b in profile.items()) for index, profile in enumerate(profiles)
+    )
+    raise TalkrtError(f"no optimization profile of {engine} covers {wanted} ({allowed}): rebuild with --profile or --add-profile covering these shapes")
+
+
+def _dims(shape: Sequence[int]) -> str:
+    return "x".join(str(int(size)) for size in shape)

@@ -340,10 +340,12 @@ def build_renderer(
     features: np.ndarray | None = None,
     pca=None,
     asr_preset: str | None = None,
+    torch_dtype: torch.dtype = torch.float32,
 ):
     """A renderer with one runner per graph; ``models`` maps a role to an engine / ONNX file / checkpoint.
 
-    A role without a file runs its random-weight PyTorch module (torch backend only).
+    A role without a file runs its random-weight PyTorch module (torch backend only), in
+    ``torch_dtype`` (float16 for the half-precision baseline).
     DINet takes ``features`` (precomputed, (T, 29)) or runs the asr + mapper graphs;
     a random-weight asr graph is the tiny preset (its emissions mean nothing either way).
     """
@@ -362,7 +364,7 @@ def build_renderer(
                 raise TalkrtError(f"{name} needs its {role} graph ({stem}.{'engine' if backend == 'trt' else 'onnx'}): export it with `talkrt export {family}`")
             return make_runner(backend, path, device=device, stream=stream)
         module = spec.build_module(str(path)) if path else spec.build_module(None, seed=0)
-        return make_runner("torch", spec=spec, module=module, device=device)
+        return make_runner("torch", spec=spec, module=module, device=device, torch_dtype=torch_dtype)
 
     if name == "wav2lip":
         return Wav2LipRenderer(runner("generator"))

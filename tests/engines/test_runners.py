@@ -114,3 +114,65 @@ def test_runners_agree_on_the_gpu(wav2lip_onnx, tmp_path) -> None:
         out = runner.run(inputs, stream=stream)["generated_faces"]
         stream.synchronize()
         torch.testing.assert_close(out, expected, atol=1e-3, rtol=1e-3)
+
+
+def test_bindings_are_checked_before_a_backend_reads_raw_pointers() -> None:
+    from talkrt.engines.runners import check_binding
+
+    cpu = torch.device("cpu")
+    storage = torch.empty(4 * 64 + 64)
+    start = (-storage.data_ptr() % 256) // 4  # the first 256-byte boundary
+    buffer = storage[start : start + 256].view(4, 64)
+    check_binding("x", buffer, torch.float32, cpu, (4, 64), 256)
+    with pytest.raises(TalkrtError, match=rf"not 256-byte aligned \(a view at offset {start + 3}\).*staging buffer"):
+        check_binding("x", storage[start + 3 : start + 3 + 256].view(4, 64), torch.float32, cpu, None, 256)
+    with pytest.raises(TalkrtError, match="x is float16, the graph takes float32"):
+        check_binding("x", buffer.half(), torch.float32, cpu)
+    with pytest.raises(TalkrtError, match="not contiguous"):
+        check_binding("x", buffer.T, torch.float32, cpu)
+    with pytest.raises(TalkrtError, match=r"buffer is \(4, 64\), needs \(2, 64\)"):
+        check_binding("x", buffer, torch.float32, cpu, (2, 64))
+    with pytest.raises(TalkrtError, match="is on cpu, the runner on cuda:0"):
+        check_binding("x", buffer, torch.float32, torch.device("cuda", 0))
+
+
+def test_ort_cuda_session_options() -> None:
+    """The options the CUDA provider gets, and the run option that drops ORT's per-run stream sync."""
+    import onnxruntime
+
+    from talkrt.engines.runners.ort import cuda_provider_options, make_run_options
+
+    options = cuda_provider_options(torch.device("cuda", 1), 1234)
+    assert options == {"device_id": "1", "has_user_compute_stream": "1", "user_compute_stream": "1234", "cudnn_conv_algo_search": "HEURISTIC"}
+    assert make_run_options(onnxruntime, torch.device("cuda", 0)).get_run_config_entry("disable_synchronize_execution_providers") == "1"
+    with pytest.raises(RuntimeError):  # not set on the CPU: nothing to synchronise
+        make_run_options(onnxruntime, torch.device("cpu")).get_run_config_entry("disable_synchronize_execution_providers")
+
+
+def test_profile_selection_from_a_real_multi_profile_build(wav2lip_onnx, tmp_path) -> None:
+    """The sidecar of a TensorRT-RTX build with --add-profile picks the profile that covers the shapes."""
+    pytest.importorskip("tensorrt_rtx")
+    from talkrt.engines.build import BuildOptions, build_engine, read_sidecar
+    from talkrt.engines.profiles import parse_profile_override, select_profile
+
+    options = BuildOptions(
+        backend="tensorrt-rtx",
+        compute_capabilities=("8.6",),
+        profile_overrides=(parse_profile_override("batch:1,1,1"),),
+        extra_profiles=((parse_profile_override("batch:2,8,16"),),),
+    )
+    profiles = read_sidecar(build_engine(wav2lip_onnx, tmp_path / "two.engine", options).engine)["profiles"]
+    shapes = lambda batch: {"audio_sequences": (batch, 1, 80, 16), "face_sequences": (batch, 6, 96, 96)}  # noqa: E731
+    assert select_profile(profiles, shapes(1)) == 0
+    assert select_profile(profiles, shapes(8)) == 1
+    assert select_profile(profiles, shapes(16)) == 1
+    with pytest.raises(TalkrtError, match=r"no optimization profile of w\.engine covers audio_sequences 17x1x80x16.*profile 0: audio_sequences 1x1x80x16\.\.1x1x80x16.*profile 1: .*2x1x80x16\.\.16x1x80x16.*--add-profile"):
+        select_profile(profiles, shapes(17), "w.engine")
+    with pytest.raises(TalkrtError, match="no optimization profile"):
+        select_profile(profiles, {"audio_sequences": (1, 1, 80, 17), "face_sequences": (1, 6, 96, 96)})
+
+
+def test_runner_capture_policy(wav2lip_runners) -> None:
+    """Who may be captured in a torch CUDA graph: torch yes; ONNX Runtime no (it synchronises inside run)."""
+    _, torch_runner, ort_runner = wav2lip_runners
+    assert torch_runner.capturable and not ort_runner.capturable

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from talkrt.engines.devices import normalize_device
 from talkrt.errors import TalkrtError
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int64": torch.int64, "int32": torch.int32, "bool": torch.bool, "uint8": torch.uint8}
@@ -100,14 +101,45 @@ def evaluate_dim(formula: str, sizes: Mapping[str, int]) -> int:
     return int(visit(ast.parse(formula, mode="eval")))
 
 
+def check_binding(
+    what: str,
+    tensor: torch.Tensor,
+    dtype: torch.dtype,
+    device: torch.device,
+    shape: Sequence[int] | None = None,
+    alignment: int = 1,
+) -> None:
+    """Raise one clear error where a tensor cannot be handed to a backend by its address.
+
+    Backends read raw pointers: a wrong dtype, device or stride is not caught by them,
+    and TensorRT also needs every address aligned (a view at an odd offset is not).
+    """
+    if tensor.dtype != dtype:
+        raise TalkrtError(f"{what} is {str(tensor.dtype).removeprefix('torch.')}, the graph takes {str(dtype).removeprefix('torch.')}")
+    if tensor.device != device:
+        raise TalkrtError(f"{what} is on {tensor.device}, the runner on {device}")
+    if not tensor.is_contiguous():
+        raise TalkrtError(f"{what} is not contiguous (strides {tensor.stride()}): pass a contiguous tensor")
+    if shape is not None and tuple(tensor.shape) != tuple(shape):
+        raise TalkrtError(f"{what} buffer is {tuple(tensor.shape)}, needs {tuple(shape)}")
+    if alignment > 1 and tensor.data_ptr() % alignment:
+        raise TalkrtError(f"{what} starts at an address that is not {alignment}-byte aligned (a view at offset {tensor.storage_offset()}): copy it into a staging buffer")
+
+
 class Runner(ABC):
     """The one interface every backend offers (Polygraphy's runners are the model)."""
 
     backend: str = "?"
+    # May a caller capture run() in a torch CUDA graph? TensorRT-RTX captures itself and
+    # ONNX Runtime synchronises inside run(), so neither may be captured from outside.
+    capturable: bool = False
 
-    def __init__(self, io: GraphIO, device: torch.device) -> None:
+    def __init__(self, io: GraphIO, device: str | torch.device) -> None:
         self.io = io
-        self.device = torch.device(device)
+        self.device = normalize_device(device)
+
+    def release(self) -> None:
+        """Give back what the runner holds beyond its memory (e.g. persist caches); idempotent."""
 
     @property
     def input_names(self) -> list[str]:
@@ -147,14 +179,24 @@ class Runner(ABC):
 BACKENDS = ("trt", "ort", "torch")
 
 
-def make_runner(backend: str, model: str | Path | None = None, *, spec=None, module=None, device: str | torch.device = "cpu", stream: torch.cuda.Stream | None = None) -> Runner:
-    """A runner for ``backend``: trt takes an engine path, ort an ONNX path, torch a spec and module."""
+def make_runner(
+    backend: str,
+    model: str | Path | None = None,
+    *,
+    spec=None,
+    module=None,
+    device: str | torch.device = "cpu",
+    stream: torch.cuda.Stream | None = None,
+    torch_dtype: torch.dtype = torch.float32,
+) -> Runner:
+    """A runner for ``backend``: trt takes an engine path, ort an ONNX path, torch a spec and module
+    (run in ``torch_dtype``; engines and ONNX graphs carry their precision themselves)."""
     if backend == "torch":
         from talkrt.engines.runners.pytorch import TorchRunner
 
         if spec is None or module is None:
             raise TalkrtError("the torch backend needs the model's spec and module")
-        return TorchRunner(spec, module, device)
+        return TorchRunner(spec, module, device, torch_dtype)
     if model is None or not Path(model).is_file():
         raise TalkrtError(f"{backend} backend: model file not found: {model}")
     if backend == "ort":

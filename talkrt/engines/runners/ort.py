@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from talkrt.engines.runners import GraphIO, Runner
+from talkrt.engines.runners import TORCH_DTYPES, GraphIO, Runner, check_binding
 from talkrt.errors import TalkrtError
 from talkrt.optional import require
 
@@ -23,7 +23,7 @@ class OrtRunner(Runner):
     backend = "ort"
 
     def __init__(self, path: str | Path, device: str | torch.device = "cpu", stream: torch.cuda.Stream | None = None) -> None:
-        super().__init__(GraphIO.from_onnx(path), torch.device(device))
+        super().__init__(GraphIO.from_onnx(path), device)
         ort = require("onnxruntime")
         options = ort.SessionOptions()
         options.log_severity_level = 3
@@ -31,11 +31,14 @@ class OrtRunner(Runner):
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise TalkrtError('ONNX Runtime has no CUDA provider here: pip install "talkrt[gpu]" (onnxruntime-gpu) for the ort backend on a GPU')
             stream = stream or torch.cuda.current_stream(self.device)
-            cuda_options = {"device_id": self.device.index or 0, "has_user_compute_stream": "1", "user_compute_stream": str(stream.cuda_stream)}
-            providers = [("CUDAExecutionProvider", cuda_options)]
+            providers = [("CUDAExecutionProvider", cuda_provider_options(self.device, stream.cuda_stream))]
         else:
             providers = ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(str(path), options, providers=providers)
+        if self.device.type == "cuda" and "CUDAExecutionProvider" not in self.session.get_providers():
+            # get_available_providers lists what was compiled in, not what loads (CUDA or cuDNN libraries missing).
+            raise TalkrtError(f"ONNX Runtime could not load its CUDA provider (it runs on {', '.join(self.session.get_providers())}): check the CUDA and cuDNN libraries onnxruntime-gpu needs, or use --backend torch")
+        self.run_options = make_run_options(ort, self.device)
         self.stream = stream
         self._binding = None
         self._bound: tuple | None = None  # (pointer, shape) of every bound tensor, to reuse the binding
@@ -47,13 +50,13 @@ class OrtRunner(Runner):
         device_type = "cuda" if self.device.type == "cuda" else "cpu"
         device_id = self.device.index or 0
         binding = self.session.io_binding()
-        for name in self.input_names:
-            tensor = inputs[name]
-            if not tensor.is_contiguous() or tensor.device != self.device:
-                raise TalkrtError(f"ort runner: input {name} must be a contiguous tensor on {self.device}")
-            binding.bind_input(name, device_type, device_id, _NUMPY_DTYPES[tensor.dtype], tuple(tensor.shape), tensor.data_ptr())
-        for name in self.output_names:
-            tensor = outputs[name]
+        for tensor_io in self.io.inputs:
+            tensor = inputs[tensor_io.name]
+            check_binding(f"ort runner: input {tensor_io.name}", tensor, TORCH_DTYPES[tensor_io.dtype], self.device)
+            binding.bind_input(tensor_io.name, device_type, device_id, _NUMPY_DTYPES[tensor.dtype], tuple(tensor.shape), tensor.data_ptr())
+        for tensor_io in self.io.outputs:
+            name, tensor = tensor_io.name, outputs[tensor_io.name]
+            check_binding(f"ort runner: output {name}", tensor, TORCH_DTYPES[tensor_io.dtype], self.device)
             binding.bind_output(name, device_type, device_id, _NUMPY_DTYPES[tensor.dtype], tuple(tensor.shape), tensor.data_ptr())
         self._binding, self._bound = binding, key
         return binding
@@ -63,5 +66,25 @@ class OrtRunner(Runner):
         if stream is not None and self.stream is not None and stream.cuda_stream != self.stream.cuda_stream:
             raise TalkrtError("ort runner: the CUDA stream is fixed when the session is created; pass the pipeline's stream to make_runner")
         binding = self._bind(inputs, outputs)
-        self.session.run_with_iobinding(binding)
+        self.session.run_with_iobinding(binding, self.run_options)
         return outputs
+
+
+def cuda_provider_options(device: torch.device, stream_handle: int) -> dict[str, str]:
+    """The CUDA provider on the pipeline's stream, with cuDNN's heuristic algorithm choice
+    (the default exhaustive search benchmarks every conv at each new shape)."""
+    return {
+        "device_id": str(device.index or 0),
+        "has_user_compute_stream": "1",
+        "user_compute_stream": str(stream_handle),
+        "cudnn_conv_algo_search": "HEURISTIC",
+    }
+
+
+def make_run_options(ort, device: torch.device):
+    """On CUDA, run() returns without synchronising the stream: the stream is the pipeline's, and
+    the stages after this one are queued on it in order (a sync per call would stall the host)."""
+    options = ort.RunOptions()
+    if device.type == "cuda":
+        options.add_run_config_entry("disable_synchronize_execution_providers", "1")
+    return options

@@ -2,7 +2,15 @@
 
 The engine's sidecar says which runtime built it; an engine from another
 runtime version or for another GPU is refused before deserialisation, with the
-command that rebuilds it.
+command that rebuilds it. Every call checks what TensorRT would otherwise take
+silently (dtype, device, contiguity, 256-byte alignment, buffer shapes) and
+every return value of the context, and picks the optimization profile that
+covers the input shapes.
+
+TensorRT-RTX specialises kernels on the device: its runtime cache is kept next
+to the engine (``ENGINE.runtime-cache``) so the next process starts warm, and it
+captures CUDA graphs itself (whole-graph strategy), so its runner is never
+captured from outside.
 """
 
 from __future__ import annotations
@@ -14,11 +22,15 @@ from pathlib import Path
 import torch
 
 from talkrt.engines.build import read_sidecar
-from talkrt.engines.runners import GraphIO, TensorIO, Runner
+from talkrt.engines.devices import Gpu, rtx_unsupported, visible_gpu
+from talkrt.engines.profiles import select_profile
+from talkrt.engines.runners import TORCH_DTYPES, GraphIO, Runner, TensorIO, check_binding
 from talkrt.errors import TalkrtError
+from talkrt.fileio import write_bytes_atomic
 from talkrt.optional import require
 
 _MODULES = {"tensorrt": "tensorrt", "tensorrt-rtx": "tensorrt_rtx"}
+TENSOR_ALIGNMENT = 256  # bytes: TensorRT's requirement for every I/O address
 
 
 def check_engine_target(engine: str | Path, sidecar: dict, installed_version: str, device: tuple[str, str] | None) -> None:
@@ -30,6 +42,8 @@ def check_engine_target(engine: str | Path, sidecar: dict, installed_version: st
     if device is None:
         raise TalkrtError(f"{engine} is a {backend} engine and needs a CUDA GPU; none is visible (use --backend ort or torch on the CPU)")
     name, capability = device
+    if backend == "tensorrt-rtx" and not Gpu(name, capability).rtx_supported:
+        raise TalkrtError(rtx_unsupported(Gpu(name, capability)))
     target = sidecar["target"]
     if "compute_capabilities" in target:
         if capability not in target["compute_capabilities"]:
@@ -38,56 +52,118 @@ def check_engine_target(engine: str | Path, sidecar: dict, installed_version: st
         raise TalkrtError(f"{engine} was built for {target.get('gpu')} ({target.get('compute_capability')}), not {name} ({capability}): {rebuild}")
 
 
+def runtime_cache_path(engine: str | Path) -> Path:
+    return Path(str(engine) + ".runtime-cache")
+
+
 class TensorRTRunner(Runner):
     backend = "trt"
 
     def __init__(self, engine: str | Path, device: str | torch.device = "cuda") -> None:
         sidecar = read_sidecar(engine)
-        trt = require(_MODULES[sidecar["backend"]["name"]])
-        device = torch.device(device)
-        gpu = None
-        if device.type == "cuda" and torch.cuda.is_available():
-            major, minor = torch.cuda.get_device_capability(device)
-            gpu = (torch.cuda.get_device_name(device), f"{major}.{minor}")
-        check_engine_target(engine, sidecar, trt.__version__, gpu)
-        self.trt = trt
+        builder = sidecar["backend"]["name"]
+        trt = require(_MODULES[builder])
+        gpu = visible_gpu(device) if torch.device(device).type == "cuda" else None
+        check_engine_target(engine, sidecar, trt.__version__, None if gpu is None else (gpu.name, gpu.compute_capability))
+        self.trt, self.sidecar, self.engine_path = trt, sidecar, Path(engine)
+        self.rtx = builder == "tensorrt-rtx"
+        self.capturable = not self.rtx  # RTX captures its own CUDA graphs
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
-        self.engine = self.runtime.deserialize_cuda_engine(Path(engine).read_bytes())
+        self.engine = self.runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
         if self.engine is None:
-            raise TalkrtError(f"{engine} could not be deserialised by {sidecar['backend']['name']} {trt.__version__}; rebuild it")
-        if hasattr(self.engine, "create_runtime_config"):  # TensorRT-RTX: JIT specialisation happens here
-            self.runtime_config = self.engine.create_runtime_config()
-            self.context = self.engine.create_execution_context(self.runtime_config)
+            raise TalkrtError(f"{engine} could not be deserialised by {builder} {trt.__version__}; rebuild it")
+        self.runtime_cache = None
+        if self.rtx:
+            self.context = self._rtx_context()
         else:
             self.context = self.engine.create_execution_context()
+        if self.context is None:
+            raise TalkrtError(f"{builder} could not create an execution context for {engine} (out of GPU memory?)")
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         mode = trt.TensorIOMode.INPUT
-        inputs = tuple(TensorIO(n, tuple(self.engine.get_tensor_shape(n)), _dtype_name(trt, self.engine.get_tensor_dtype(n))) for n in names if self.engine.get_tensor_mode(n) == mode)
-        outputs = tuple(TensorIO(n, tuple(self.engine.get_tensor_shape(n)), _dtype_name(trt, self.engine.get_tensor_dtype(n))) for n in names if self.engine.get_tensor_mode(n) != mode)
+
+        def tensor(name: str) -> TensorIO:
+            return TensorIO(name, tuple(self.engine.get_tensor_shape(name)), _dtype_name(trt, self.engine.get_tensor_dtype(name)))
+
+        inputs = tuple(tensor(n) for n in names if self.engine.get_tensor_mode(n) == mode)
+        outputs = tuple(tensor(n) for n in names if self.engine.get_tensor_mode(n) != mode)
         super().__init__(GraphIO(inputs, outputs), device)
-        self.sidecar = sidecar
+        self.profiles = sidecar.get("profiles") or [{}]
+        self._profile = 0  # a new context starts on profile 0
+        self._shapes: dict[str, tuple[int, ...]] | None = None
+        self._output_shapes: dict[str, tuple[int, ...]] = {}
+        self._addresses: dict[str, int] = {}
+
+    def _rtx_context(self):
+        """Runtime cache loaded from next to the engine, whole-graph CUDA capture, lazy kernel specialisation."""
+        trt = self.trt
+        config = self.engine.create_runtime_config()
+        cache = config.create_runtime_cache()
+        saved = runtime_cache_path(self.engine_path)
+        if saved.is_file():
+            cache.deserialize(saved.read_bytes())  # a cache from another GPU or version is ignored by RTX
+        if not config.set_runtime_cache(cache):
+            raise TalkrtError("TensorRT-RTX refused its runtime cache")
+        # The config does not keep the cache alive: hold both for the context's lifetime.
+        self.runtime_config, self.runtime_cache = config, cache
+        config.cuda_graph_strategy = trt.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE
+        config.dynamic_shapes_kernel_specialization_strategy = trt.DynamicShapesKernelSpecializationStrategy.LAZY
+        return self.engine.create_execution_context(config)
+
+    def release(self) -> None:
+        """Persist the RTX runtime cache next to the engine (what was specialised this run)."""
+        if self.runtime_cache is None:
+            return
+        blob = self.runtime_cache.serialize()
+        if blob is not None and len(blob):
+            write_bytes_atomic(runtime_cache_path(self.engine_path), bytes(memoryview(blob)))
+
+    def _set_shapes(self, shapes: dict[str, tuple[int, ...]], stream_handle: int) -> None:
+        """Switch to the profile that covers ``shapes`` and set them; outputs' shapes follow."""
+        if shapes == self._shapes:
+            return
+        profile = select_profile(self.profiles, shapes, str(self.engine_path))
+        if profile != self._profile:
+            if not self.context.set_optimization_profile_async(profile, stream_handle):
+                raise TalkrtError(f"{self.engine_path}: TensorRT could not switch to optimization profile {profile}")
+            self._profile = profile
+            self._addresses.clear()  # set every address again under the new profile
+        for name, shape in shapes.items():
+            if not self.context.set_input_shape(name, shape):
+                raise TalkrtError(f"{self.engine_path}: TensorRT refused input {name} of shape {shape} in profile {profile}")
+        self._output_shapes = {t.name: tuple(self.context.get_tensor_shape(t.name)) for t in self.io.outputs}
+        self._shapes = shapes
 
     def allocate_outputs(self, input_shapes):
-        for name, shape in input_shapes.items():
-            self.context.set_input_shape(name, tuple(shape))
-        from talkrt.engines.runners import TORCH_DTYPES
-
-        return {t.name: torch.empty(tuple(self.context.get_tensor_shape(t.name)), dtype=TORCH_DTYPES[t.dtype], device=self.device) for t in self.io.outputs}
+        stream = torch.cuda.current_stream(self.device)
+        self._set_shapes({n: tuple(int(s) for s in input_shapes[n]) for n in self.input_names}, stream.cuda_stream)
+        return {t.name: torch.empty(self._output_shapes[t.name], dtype=TORCH_DTYPES[t.dtype], device=self.device) for t in self.io.outputs}
 
     def run(self, inputs: Mapping[str, torch.Tensor], outputs: Mapping[str, torch.Tensor] | None = None, stream: torch.cuda.Stream | None = None) -> dict[str, torch.Tensor]:
-        for name in self.input_names:
-            tensor = inputs[name]
-            self.context.set_input_shape(name, tuple(tensor.shape))
-            self.context.set_tensor_address(name, tensor.data_ptr())
-        if outputs is None:
-            outputs = self.allocate_outputs({n: inputs[n].shape for n in self.input_names})
-        for name in self.output_names:
-            self.context.set_tensor_address(name, outputs[name].data_ptr())
         stream = stream or torch.cuda.current_stream(self.device)
+        missing = [n for n in self.input_names if n not in inputs]
+        if missing:
+            raise TalkrtError(f"trt runner: missing inputs {missing}")
+        self._set_shapes({n: tuple(inputs[n].shape) for n in self.input_names}, stream.cuda_stream)
+        if outputs is None:
+            outputs = {t.name: torch.empty(self._output_shapes[t.name], dtype=TORCH_DTYPES[t.dtype], device=self.device) for t in self.io.outputs}
+        for tensor_io in self.io.inputs:
+            self._bind(tensor_io, inputs[tensor_io.name], None)
+        for tensor_io in self.io.outputs:
+            self._bind(tensor_io, outputs[tensor_io.name], self._output_shapes[tensor_io.name])
         if not self.context.execute_async_v3(stream.cuda_stream):
-            raise TalkrtError(f"{self.sidecar['backend']['name']} failed to enqueue the engine")
+            raise TalkrtError(f"{self.sidecar['backend']['name']} failed to enqueue {self.engine_path}")
         return dict(outputs)
+
+    def _bind(self, tensor_io: TensorIO, tensor: torch.Tensor, shape: tuple[int, ...] | None) -> None:
+        check_binding(f"trt runner: {tensor_io.name}", tensor, TORCH_DTYPES[tensor_io.dtype], self.device, shape, TENSOR_ALIGNMENT)
+        address = tensor.data_ptr()
+        if self._addresses.get(tensor_io.name) == address:
+            return
+        if not self.context.set_tensor_address(tensor_io.name, address):
+            raise TalkrtError(f"{self.engine_path}: TensorRT refused the address of {tensor_io.name}")
+        self._addresses[tensor_io.name] = address
 
 
 def _dtype_name(trt, dtype) -> str:
