@@ -324,6 +324,10 @@ def build(
         fp32 = plan.get("fp32_nodes", {})
         verdict = "gates hold" if plan.get("passed") else "[red]gates fail[/]"
         console.print(f"  precision {plan['mode']}: {len(fp32)} nodes kept in FP32, {verdict}; {plan.get('applied_as', '')}", highlight=False)
+    folding = meta.get("sanitize")  # absent from sidecars written before folding
+    if folding:
+        shown = f"[yellow]{escape(folding['fallback'])}[/]" if folding["fallback"] else f"{folding['nodes_before']} -> {folding['nodes_after']} nodes"
+        console.print(f"  constant folding ({folding['tool']}): {shown}", highlight=False)
     done = f"reused ({result.reused})" if result.reused else f"in {meta['build_seconds']:.1f} s"
     console.print(
         f"[green]wrote[/] {result.engine} ({_mib(meta['engine_bytes'])}, {meta['backend']['name']} {meta['backend']['version']}, "
@@ -661,13 +665,15 @@ def check(
     candidate: Annotated[str, typer.Option("--candidate", help="fp16 or auto (the plan `talkrt build --precision` would use), an .onnx file, or an engine (run on the GPU).")] = "fp16",
     engine: Annotated[Optional[Path], typer.Option("--engine", help="Shorthand for --candidate ENGINE.")] = None,
     calibration: Annotated[Optional[Path], typer.Option(help="Inputs (.npz keyed by input name; default: drawn from the spec).")] = None,
+    save_inputs: Annotated[Optional[Path], typer.Option("--save-inputs", help="Write the inputs compared on, as `polygraphy run --save-inputs` does.")] = None,
+    save_outputs: Annotated[Optional[Path], typer.Option("--save-outputs", help="Write every runner's outputs, as `polygraphy run --save-outputs` does.")] = None,
 ) -> None:
     """Verdict table: the candidate against FP32 on the model's task-level gates (PSNR, cosine, SNR, max abs)."""
     from talkrt.errors import ValidationFailed
     from talkrt.export.check import check as run_check
 
     with console.status(f"checking {engine or candidate} against {onnx_file}"):
-        result = run_check(onnx_file, str(engine) if engine else candidate, str(calibration) if calibration else None)
+        result = run_check(onnx_file, str(engine) if engine else candidate, str(calibration) if calibration else None, save_inputs=save_inputs, save_outputs=save_outputs)
     table = Table(title=f"{result.candidate} vs FP32 {onnx_file.name}")
     for column in ("gate", "metric", "threshold", "value", "verdict"):
         table.add_column(column)
@@ -676,6 +682,9 @@ def check(
         shown = value if isinstance(value, str) else f"{value:.6g}"
         table.add_row(row["gate"], row["metric"], f"{row['threshold']:g}", shown, "[green]pass[/]" if row["passed"] else "[red]FAIL[/]")
     console.print(table)
+    for path, what in ((save_inputs, "inputs"), (save_outputs, f"outputs of {', '.join(result.runs)}")):
+        if path:
+            console.print(f"[green]wrote[/] {what} to {path}", highlight=False)
     if not result.passed:
         raise ValidationFailed(f"{result.candidate} fails {sum(not r['passed'] for r in result.rows)} of {len(result.rows)} gates against FP32")
     console.print("[green]as good as FP32 on every gate[/]")

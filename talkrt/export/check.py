@@ -4,23 +4,34 @@ The reference is the FP32 ONNX graph in ONNX Runtime on calibration inputs. The
 candidate is the FP16 plan talkrt would build (scored on emulated FP16 storage,
 since ONNX Runtime's CPU provider runs most FP16 ops in FP32), another ONNX file
 (for example an FP16 graph made elsewhere), or an engine, run on the GPU.
+
+The inputs and every runner's outputs can be saved in Polygraphy's formats (a list
+of feed dicts; a RunResults), so ``polygraphy run --load-inputs --load-outputs``
+reproduces the comparison. For the fp16 and auto plans the saved candidate is the
+mixed graph run by ONNX Runtime, the graph talkrt would build.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from talkrt.errors import TalkrtError
+from talkrt.fileio import atomic_path
+
+REFERENCE_RUNNER = "onnxruntime-fp32"
 
 
 @dataclass
 class CheckResult:
     candidate: str
     rows: list[dict] = field(default_factory=list)  # gate, output, metric, threshold, value, passed
+    feeds: dict[str, np.ndarray] = field(default_factory=dict)  # the inputs compared on
+    runs: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # runner name -> outputs, reference first
 
     @property
     def passed(self) -> bool:
@@ -44,33 +55,101 @@ def check(
     candidate: str = "fp16",
     calibration: str | None = None,
     device: str = "cuda",
+    save_inputs: str | os.PathLike | None = None,
+    save_outputs: str | os.PathLike | None = None,
 ) -> CheckResult:
-    """Score ``candidate`` (``fp16``, ``auto``, an .onnx file or an engine) against the FP32 graph at ``onnx_path``."""
-    from talkrt.export.precision import calibration_feeds, plan_precision, run_onnx, task_gates
+    """Score ``candidate`` (``fp16``, ``auto``, an .onnx file or an engine) against the FP32 graph at ``onnx_path``.
 
+    ``save_inputs`` / ``save_outputs``: write the inputs and every runner's outputs in Polygraphy's formats.
+    """
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise TalkrtError(f"ONNX file not found: {onnx_path}")
+    _refuse_overwrites(onnx_path, candidate, save_inputs, save_outputs)
     if candidate in ("fp16", "auto"):
-        _, report = plan_precision(onnx_path, candidate, calibration)
-        rows = [{**row, "output": row.get("output")} for row in report.to_json()["gates_after"]]
-        return CheckResult(f"talkrt's {candidate} plan (emulated FP16 storage)", rows)
-    path = Path(candidate)
+        result = _check_plan(onnx_path, candidate, calibration, keep_runs=bool(save_inputs or save_outputs))
+    else:
+        result = _check_file(onnx_path, Path(candidate), calibration, device)
+    if save_inputs:
+        save_polygraphy_inputs(result.feeds, save_inputs)
+    if save_outputs:
+        save_polygraphy_outputs(result.runs, save_outputs)
+    return result
+
+
+def _refuse_overwrites(onnx_path: Path, candidate: str, save_inputs, save_outputs) -> None:
+    """Saved files must not replace the model, the candidate, or each other."""
+    protected = {onnx_path.resolve(): "the model"}
+    if Path(candidate).is_file():
+        protected.setdefault(Path(candidate).resolve(), "the candidate")
+    for option, target in (("--save-inputs", save_inputs), ("--save-outputs", save_outputs)):
+        if not target:
+            continue
+        resolved = Path(target).resolve()
+        if resolved in protected:
+            raise TalkrtError(f"{option} {target} would overwrite {protected[resolved]}; choose another path")
+        protected[resolved] = f"the file of {option}"
+
+
+def _check_plan(onnx_path: Path, mode: str, calibration: str | None, keep_runs: bool) -> CheckResult:
+    from talkrt.export.precision import calibration_feeds, plan_precision, run_onnx
+
+    mixed, report = plan_precision(onnx_path, mode, calibration)
+    rows = [{**row, "output": row.get("output")} for row in report.to_json()["gates_after"]]
+    result = CheckResult(f"talkrt's {mode} plan (emulated FP16 storage)", rows)
+    if keep_runs:  # the plan's own runs are emulated; save what the built graph computes
+        result.feeds = calibration_feeds(onnx_path, calibration)  # the plan's inputs (same source and seed)
+        result.runs = {REFERENCE_RUNNER: run_onnx(onnx_path, result.feeds), f"onnxruntime-{mode}": run_onnx(mixed, result.feeds)}
+    return result
+
+
+def _check_file(onnx_path: Path, path: Path, calibration: str | None, device: str) -> CheckResult:
+    from talkrt.export.precision import calibration_feeds, run_onnx, task_gates
+
     if not path.is_file():
-        raise TalkrtError(f"candidate not found: {candidate} (give fp16, auto, an .onnx file or an engine)")
+        raise TalkrtError(f"candidate not found: {path} (give fp16, auto, an .onnx file or an engine)")
     gates = task_gates(onnx_path)
     feeds = calibration_feeds(onnx_path, calibration)
     reference = run_onnx(onnx_path, feeds)
     if path.suffix == ".onnx":
-        import onnx
+        _same_inputs(path, onnx_path, feeds)
+        name, actual = f"onnxruntime:{path.name}", run_onnx(path, feeds)
+    else:
+        from talkrt.engines.build import read_sidecar
 
-        from talkrt.engines.profiles import graph_inputs
+        actual = _run_engine(path, feeds, device)
+        name = f"{read_sidecar(path)['backend']['name']}:{path.name}"
+    return CheckResult(str(path), _rows(gates, reference, actual), feeds, {REFERENCE_RUNNER: reference, name: actual})
 
-        names = {i.name for i in graph_inputs(onnx.load(str(path), load_external_data=False))}
-        if names != set(feeds):
-            raise TalkrtError(f"{path.name} takes inputs {sorted(names)}, not those of {onnx_path.name} {sorted(feeds)}: it is not a version of the same graph")
-        return CheckResult(str(path), _rows(gates, reference, run_onnx(path, feeds)))
-    return CheckResult(str(path), _rows(gates, reference, _run_engine(path, feeds, device)))
+
+def _same_inputs(path: Path, onnx_path: Path, feeds: Mapping[str, np.ndarray]) -> None:
+    import onnx
+
+    from talkrt.engines.profiles import graph_inputs
+
+    names = {i.name for i in graph_inputs(onnx.load(str(path), load_external_data=False))}
+    if names != set(feeds):
+        raise TalkrtError(f"{path.name} takes inputs {sorted(names)}, not those of {onnx_path.name} {sorted(feeds)}: it is not a version of the same graph")
+
+
+def save_polygraphy_inputs(feeds: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
+    """One iteration of inputs, as ``polygraphy run --save-inputs`` writes them (read back by ``--load-inputs``)."""
+    from polygraphy.json import save_json
+
+    with atomic_path(path) as tmp:
+        save_json([dict(feeds)], str(tmp))
+
+
+def save_polygraphy_outputs(runs: Mapping[str, Mapping[str, np.ndarray]], path: str | os.PathLike) -> None:
+    """Each runner's outputs (one iteration), as ``polygraphy run --save-outputs`` writes them (read back by ``--load-outputs``)."""
+    from polygraphy.comparator import RunResults
+    from polygraphy.logger import G_LOGGER
+
+    results = RunResults()
+    for name, outputs in runs.items():
+        results.add([dict(outputs)], runner_name=name)
+    with atomic_path(path) as tmp, G_LOGGER.verbosity(G_LOGGER.CRITICAL):  # it would announce the temporary name
+        results.save(str(tmp))
 
 
 def _run_engine(engine: Path, feeds: dict[str, np.ndarray], device: str) -> dict[str, np.ndarray]:

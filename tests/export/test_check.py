@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -13,7 +17,7 @@ from talkrt.errors import TalkrtError
 from talkrt.export import get_spec
 from talkrt.export.check import check
 from talkrt.export.onnx import export_onnx
-from talkrt.export.precision import convert_to_mixed
+from talkrt.export.precision import calibration_feeds, convert_to_mixed, run_onnx
 
 runner = CliRunner()
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -80,3 +84,74 @@ def test_candidate_of_another_graph(hubert_onnx, wav2lip_onnx) -> None:
         check(hubert_onnx, str(wav2lip_onnx))
     with pytest.raises(TalkrtError, match="candidate not found"):
         check(hubert_onnx, "missing.engine")
+
+
+# --------------------------------------------------------------------------- Polygraphy files
+
+
+def _load_saved(inputs, outputs):
+    from polygraphy.comparator import RunResults
+    from polygraphy.json import load_json
+
+    return load_json(str(inputs)), RunResults.load(str(outputs))
+
+
+def _polygraphy_run(model, inputs, outputs, atol: float, rtol: float) -> subprocess.CompletedProcess:
+    script = Path(sys.executable).with_name("polygraphy")
+    command = [str(script), "run", str(model), "--onnxrt", "--load-inputs", str(inputs), "--load-outputs", str(outputs), "--atol", str(atol), "--rtol", str(rtol)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def test_saved_files_load_with_polygraphy(hubert_onnx, tmp_path) -> None:
+    result = check(hubert_onnx, "fp16", save_inputs=tmp_path / "inputs.json", save_outputs=tmp_path / "outputs.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inputs.json", "outputs.json"]  # no temporary files left
+    inputs, outputs = _load_saved(tmp_path / "inputs.json", tmp_path / "outputs.json")
+    feeds = calibration_feeds(hubert_onnx)  # what the fp16 plan was scored on
+    assert len(inputs) == 1 and inputs[0].keys() == feeds.keys()
+    for name, values in feeds.items():
+        np.testing.assert_array_equal(inputs[0][name], values)
+    assert list(outputs.keys()) == ["onnxruntime-fp32", "onnxruntime-fp16"]
+    saved_fp32, saved_fp16 = outputs["onnxruntime-fp32"][0], outputs["onnxruntime-fp16"][0]
+    np.testing.assert_array_equal(saved_fp32["features"], run_onnx(hubert_onnx, feeds)["features"])
+    np.testing.assert_array_equal(saved_fp16["features"], result.runs["onnxruntime-fp16"]["features"])
+    difference = np.abs(saved_fp16["features"] - saved_fp32["features"]).max()
+    assert 0 < difference < 0.05  # the mixed graph really ran in FP16, close to FP32
+
+
+def test_polygraphy_run_reproduces_the_comparison(hubert_onnx, tmp_path) -> None:
+    """A fresh ONNX Runtime run matches the saved FP32 run; Polygraphy then compares that run with the candidate."""
+    from talkrt.engines.sanitize import fold_constants
+
+    folded = tmp_path / "folded.onnx"  # an FP32 candidate: the graph as talkrt build parses it
+    onnx.save(fold_constants(onnx.load(str(hubert_onnx))), str(folded))
+    fp32 = check(hubert_onnx, str(folded), save_inputs=tmp_path / "inputs.json", save_outputs=tmp_path / "fp32.json")
+    assert list(fp32.runs) == ["onnxruntime-fp32", "onnxruntime:folded.onnx"]
+    run = _polygraphy_run(hubert_onnx, tmp_path / "inputs.json", tmp_path / "fp32.json", atol=1e-5, rtol=1e-5)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "vs. onnxruntime-fp32 | Passed: 1/1" in run.stdout and "onnxruntime-fp32 vs. onnxruntime:folded.onnx | Passed: 1/1" in run.stdout
+
+    fp16 = check(hubert_onnx, "fp16", save_inputs=tmp_path / "inputs.json", save_outputs=tmp_path / "fp16.json")
+    runs = fp16.runs
+    difference = float(np.abs(runs["onnxruntime-fp16"]["features"] - runs["onnxruntime-fp32"]["features"]).max())
+    strict = _polygraphy_run(hubert_onnx, tmp_path / "inputs.json", tmp_path / "fp16.json", atol=1e-5, rtol=1e-5)
+    assert strict.returncode != 0 and "onnxruntime-fp32 vs. onnxruntime-fp16 | Passed: 0/1" in strict.stdout
+    assert _polygraphy_run(hubert_onnx, tmp_path / "inputs.json", tmp_path / "fp16.json", atol=2 * difference, rtol=0).returncode == 0
+
+
+@pytest.mark.parametrize("option", ["--save-inputs", "--save-outputs"])
+def test_saving_over_the_model_is_refused(hubert_onnx, option) -> None:
+    before = hubert_onnx.read_bytes()
+    result = runner.invoke(app, ["check", str(hubert_onnx), option, str(hubert_onnx)])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert f"error: {option} {hubert_onnx} would overwrite the model; choose another path" in " ".join(result.output.split())
+    assert hubert_onnx.read_bytes() == before
+
+
+def test_cli_saves_both_files(hubert_onnx, tmp_path) -> None:
+    inputs, outputs = tmp_path / "in.json", tmp_path / "out.json"
+    result = runner.invoke(app, ["check", str(hubert_onnx), "--save-inputs", str(inputs), "--save-outputs", str(outputs)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "wrote outputs of onnxruntime-fp32, onnxruntime-fp16" in result.output
+    assert list(_load_saved(inputs, outputs)[1].keys()) == ["onnxruntime-fp32", "onnxruntime-fp16"]
+    same = runner.invoke(app, ["check", str(hubert_onnx), "--save-inputs", str(inputs), "--save-outputs", str(inputs)])
+    assert same.exit_code == 2 and "would overwrite the file of --save-inputs" in same.output
