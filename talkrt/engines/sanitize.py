@@ -9,6 +9,7 @@ fails the build parses the source as is and the sidecar says why.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,8 +36,6 @@ def key_inputs() -> dict:
 def _version(module: str) -> str | None:
     if not available(module):
         return None
-    import importlib
-
     return importlib.import_module(module).__version__
 
 
@@ -91,10 +90,12 @@ def _keep_interface(source: onnx.GraphProto, folded: onnx.GraphProto) -> None:
 
 def _keep_model_fields(source: onnx.ModelProto, folded: onnx.ModelProto) -> None:
     """Every model field but the graph as in the source (the graph surgeon drops metadata_props)."""
+    for descriptor, _ in folded.ListFields():
+        if descriptor.name != "graph":
+            folded.ClearField(descriptor.name)
     for descriptor, value in source.ListFields():
         if descriptor.name == "graph":
             continue
-        folded.ClearField(descriptor.name)
         target = getattr(folded, descriptor.name)
         if hasattr(target, "extend"):
             target.extend(value)
