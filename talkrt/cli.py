@@ -339,15 +339,23 @@ def build(
 # --------------------------------------------------------------------------- tts
 
 
+def _device(requested: str, backend: str, engine: Optional[Path] = None):
+    """The device for this backend (see devices.resolve_device), printed with the reason."""
+    from talkrt.engines.devices import engine_builder, resolve_device
+
+    choice = resolve_device(requested, backend, engine_backend=engine_builder(engine) if backend == "trt" else None)
+    console.print(f"[dim]device: {choice.device} ({choice.reason})[/]", highlight=False)
+    return choice.device
+
+
 def _synthesizer(onnx_dir: Optional[Path], engines: Optional[Path], torch_dir: Optional[Path], device: str):
-    from talkrt.demo import choose_device
     from talkrt.runtime.tts import VitsSynthesizer, read_manifest
 
     chosen = [(d, b) for d, b in ((engines, "trt"), (onnx_dir, "ort"), (torch_dir, "torch")) if d is not None]
     if len(chosen) != 1:
         raise TalkrtError("give exactly one of --engines DIR, --onnx DIR or --torch DIR (a directory from `talkrt export vits`)")
     directory, backend = chosen[0]
-    return VitsSynthesizer.from_manifest(directory, backend=backend, device=choose_device(device)), read_manifest(directory)
+    return VitsSynthesizer.from_manifest(directory, backend=backend, device=_device(device, backend)), read_manifest(directory)
 
 
 def _speak(text: str, synthesizer, manifest: dict, speaker: Optional[int], seed: int):
@@ -476,7 +484,6 @@ def _read_features(path: Path):
 
 
 def _run_pipeline(audio: Optional[Path], text: Optional[str], avatar: Path, boxes: Optional[Path], renderer: str, backend: str, model: Optional[Path], engines: Optional[Path], device: str, fps: str, batch_size: int, stream_chunk_ms: Optional[float], out: Path, tts_dir: Optional[Path] = None, *, landmarks: Optional[Path] = None, features: Optional[Path] = None, pca: Optional[Path] = None, trust: bool = False):
-    from talkrt.demo import choose_device
     from talkrt.runtime.media import read_audio
     from talkrt.runtime.pipeline import PipelineOptions, pipeline_from_files
 
@@ -504,9 +511,12 @@ def _run_pipeline(audio: Optional[Path], text: Optional[str], avatar: Path, boxe
         samples, rate = read_audio(audio)
     prepared = _load_avatar(avatar, boxes, renderer, landmarks)
     options = PipelineOptions(fps=fps, batch_size=batch_size)
-    pipeline = pipeline_from_files(prepared, renderer, backend, models, choose_device(device), options, **renderer_options)
-    with console.status(f"rendering {len(samples) / rate:.1f} s of speech with {renderer} ({backend}, {pipeline.device})"):
-        return pipeline.write_video(samples, rate, out, streaming_chunk_ms=stream_chunk_ms)
+    pipeline = pipeline_from_files(prepared, renderer, backend, models, _device(device, backend, models["generator"]), options, **renderer_options)
+    try:
+        with console.status(f"rendering {len(samples) / rate:.1f} s of speech with {renderer} ({backend}, {pipeline.device})"):
+            return pipeline.write_video(samples, rate, out, streaming_chunk_ms=stream_chunk_ms)
+    finally:
+        pipeline.close()
 
 
 AudioOpt = Annotated[Optional[Path], typer.Option("--audio", help="Speech: any common audio format and rate, or a video's audio track.")]
@@ -602,6 +612,8 @@ def demo(
 
     with console.status("talkrt demo") as status:
         result = run_demo(out_dir, seconds, device, batch_size, step=lambda text: status.update(text))
+    for note in result.notes:
+        console.print(f"[dim]{note}[/]", highlight=False)
     console.print(result.report.rich_table())
     console.print(
         f"[green]wrote[/] {result.video} ({result.report.frames} frames; {result.backend} on {result.device}) and the profile: "

@@ -7,7 +7,7 @@ export, engine build, avatar preparation, the pipeline, the MP4 and the profile.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,24 +48,38 @@ class DemoResult:
     backend: str
     device: str
     report: object  # ProfileReport
+    notes: list[str] = field(default_factory=list)  # choices made on the way, and why
 
 
-def choose_device(device: str = "auto") -> str:
-    import torch
+def demo_engine_backend(gpu) -> tuple[str | None, str]:
+    """Which builder the demo uses on this machine (None: none), and why.
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    On a GPU the engine must run there: TensorRT where it is installed, TensorRT-RTX
+    only on GPUs it supports. Without a GPU the RTX build still proves the graph builds.
+    """
+    from talkrt.engines.devices import rtx_unsupported
+
+    if gpu is not None and available("tensorrt"):
+        return "tensorrt", f"TensorRT builds for {gpu.name}"
+    if not available("tensorrt_rtx"):
+        return None, 'no TensorRT backend is installed (pip install "talkrt[rtx]" or "talkrt[gpu]")'
+    if gpu is not None and not gpu.rtx_supported:
+        return None, rtx_unsupported(gpu)
+    return "tensorrt-rtx", f"TensorRT-RTX builds for {gpu.name}" if gpu else "TensorRT-RTX builds ahead of time without a GPU"
 
 
 def run_demo(out_dir: str | Path = "out", seconds: float = 4.0, device: str = "auto", batch_size: int = 8, step: Callable[[str], None] = lambda _: None) -> DemoResult:
+    from talkrt.engines.devices import ort_cuda_available, resolve_device, visible_gpu
+    from talkrt.errors import TalkrtError
     from talkrt.export import get_spec
     from talkrt.export.onnx import export_onnx
     from talkrt.runtime.avatar import synthetic_avatar
     from talkrt.runtime.pipeline import PipelineOptions, pipeline_from_files
 
     out_dir = Path(out_dir)
-    device = choose_device(device)
+    target = resolve_device(device, "torch").device
+    gpu = visible_gpu(target) if target.type == "cuda" else None
+    notes: list[str] = []
     models = out_dir / "models"
     spec = get_spec("wav2lip")
     onnx_path = models / "wav2lip.onnx"
@@ -73,19 +87,26 @@ def run_demo(out_dir: str | Path = "out", seconds: float = 4.0, device: str = "a
     export_onnx(spec, spec.build_module(None, seed=0), onnx_path)
 
     engine = None
-    backend, model = "ort", onnx_path
-    if available("tensorrt") or available("tensorrt_rtx"):
+    builder, why = demo_engine_backend(gpu)
+    notes.append(f"engine: {why}")
+    if builder is not None:
         from talkrt.engines.build import BuildOptions, build_engine
 
-        step("building the engine")
-        engine = build_engine(onnx_path, models / "wav2lip.engine", BuildOptions(profile_overrides=())).engine
-        if device == "cuda" and available("tensorrt"):
-            backend, model = "trt", engine
-    if backend == "ort" and device == "cuda":
-        import onnxruntime
+        step(f"building the {builder} engine")
+        try:
+            engine = build_engine(onnx_path, models / "wav2lip.engine", BuildOptions(backend=builder, profile_overrides=())).engine
+        except (TalkrtError, RuntimeError) as error:  # a driver too old for the builder, say: run without the engine
+            notes.append(f"engine build failed, running without it: {error}")
 
-        if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
-            backend, model = "torch", None  # random weights, same seed as the export
+    if target.type == "cuda" and engine is not None:
+        backend, model = "trt", engine
+    elif target.type == "cuda" and ort_cuda_available():
+        backend, model = "ort", onnx_path
+    elif target.type == "cuda":
+        backend, model = "torch", None  # random weights, same seed as the export
+        notes.append('backend: torch on the GPU (no engine, and onnxruntime has no CUDA provider: pip install "talkrt[gpu]")')
+    else:
+        backend, model = "ort", onnx_path
 
     step("preparing the synthetic avatar and speech")
     avatar = synthetic_avatar()
@@ -95,11 +116,14 @@ def run_demo(out_dir: str | Path = "out", seconds: float = 4.0, device: str = "a
 
     write_wav(out_dir / "speech.wav", speech, SAMPLE_RATE)
 
-    step(f"running the pipeline on {device} with the {backend} backend")
-    pipeline = pipeline_from_files(avatar, "wav2lip", backend, model, device, PipelineOptions(batch_size=batch_size))
-    report = pipeline.write_video(speech, SAMPLE_RATE, out_dir / "out.mp4")
+    step(f"running the pipeline on {target} with the {backend} backend")
+    pipeline = pipeline_from_files(avatar, "wav2lip", backend, model, str(target), PipelineOptions(batch_size=batch_size))
+    try:
+        report = pipeline.write_video(speech, SAMPLE_RATE, out_dir / "out.mp4")
+    finally:
+        pipeline.close()
     paths = save_report(report, out_dir / "profile")
-    return DemoResult(out_dir / "out.mp4", *paths, onnx_path, engine, backend, device, report)
+    return DemoResult(out_dir / "out.mp4", *paths, onnx_path, engine, backend, str(target), report, notes)
 
 
 def save_report(report, stem: Path) -> tuple[Path, Path, Path]:

@@ -105,3 +105,12 @@ def resolve_device(
                 raise TalkrtError('ONNX Runtime has no CUDA provider here: pip install "talkrt[gpu]" (onnxruntime-gpu), or use --backend torch on the GPU')
             return DeviceChoice(torch.device("cpu"), f'{gpu.name} found, but onnxruntime has no CUDA provider (pip install "talkrt[gpu]")')
     return DeviceChoice(cuda_device, f"{gpu.name}, compute capability {gpu.compute_capability}")
+
+
+def engine_builder(engine) -> str | None:
+    """tensorrt or tensorrt-rtx, from an engine's sidecar (None without an engine)."""
+    if engine is None:
+        return None
+    from talkrt.engines.build import read_sidecar
+
+    return read_sidecar(engine)["backend"]["name"]

@@ -97,22 +97,28 @@ def _cv2():
 # --------------------------------------------------------------------------- indices
 
 
-def ping_pong_indices(num_frames: int, start: int, count: int) -> np.ndarray:
+def ping_pong_indices(num_frames: int, start: int, count: int, device: "torch.device | None" = None):
     """Frame indices start..start+count-1 walked back and forth over ``num_frames`` frames.
 
     0,1,...,N-1,N-2,...,1,0,1,... so a video shorter than the speech never jumps from
-    its last frame back to its first. N=1 gives 0 always.
+    its last frame back to its first. N=1 gives 0 always. A numpy array, or with
+    ``device`` a torch tensor made there (no host-to-device copy).
     """
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     if start < 0 or count < 0:
         raise ValueError(f"start and count must be >= 0, got start={start}, count={count}")
-    steps = np.arange(start, start + count, dtype=np.int64)
+    if device is None:
+        steps = np.arange(start, start + count, dtype=np.int64)
+    else:
+        import torch
+
+        steps = torch.arange(start, start + count, dtype=torch.int64, device=device)
     if num_frames == 1:
-        return np.zeros(count, dtype=np.int64)
+        return steps * 0
     period = 2 * num_frames - 2
     phase = steps % period
-    return np.where(phase < num_frames, phase, period - phase)
+    return phase + (phase >= num_frames) * (period - 2 * phase)
 
 
 # --------------------------------------------------------------------------- boxes
@@ -389,9 +395,9 @@ class Avatar:
         """The avatar frame shown at output frame k (ping-pong over the video)."""
         return int(ping_pong_indices(self.num_frames, k, 1)[0])
 
-    def frame_indices(self, start: int, count: int) -> np.ndarray:
-        """Avatar frames shown at output frames start..start+count-1, (count,) int64."""
-        return ping_pong_indices(self.num_frames, start, count)
+    def frame_indices(self, start: int, count: int, device: "torch.device | None" = None):
+        """Avatar frames shown at output frames start..start+count-1, (count,) int64 (numpy, or torch on ``device``)."""
+        return ping_pong_indices(self.num_frames, start, count, device)
 
     def save(self, path: str | os.PathLike, compress: bool = False) -> Path:
         """Write the avatar as one ``.npz`` file, atomically (temporary name, then rename).

@@ -40,6 +40,30 @@ class PipelineOptions:
     cuda_graphs: bool = True  # capture the steady-state batch on a GPU
 
 
+@dataclass(frozen=True)
+class CapturePlan:
+    """Whether the steady batch runs as captured CUDA graphs, and why (shown in the profile report)."""
+
+    use: bool
+    reason: str
+
+
+def capture_plan(device: torch.device, options: PipelineOptions, renderer) -> CapturePlan:
+    """The one CUDA-graph policy: capture on a GPU, at warm-up, when every runner in the batch allows it."""
+    if device.type != "cuda":
+        return CapturePlan(False, "not on a GPU")
+    if not options.cuda_graphs:
+        return CapturePlan(False, "CUDA graphs turned off")
+    for runner in renderer.batch_runners:
+        if not runner.capturable:
+            why = {
+                "ort": "ONNX Runtime synchronises inside its run call",
+                "trt": "TensorRT-RTX captures its own CUDA graphs (whole-graph strategy)",
+            }.get(runner.backend, f"the {runner.backend} runner cannot be captured")
+            return CapturePlan(False, why)
+    return CapturePlan(True, "render and compose captured at warm-up")
+
+
 @dataclass
 class FrameBatch:
     """Finished frames ``start .. start + len(frames) - 1``; ``frames`` (n, H, W, 3) uint8 BGR on the
@@ -68,13 +92,52 @@ class Pipeline:
             self.compositor = Compositor(avatar.frames, avatar.boxes, avatar.blend_mask, self.device)
             renderer.bind(avatar, options.batch_size)
             batch = options.batch_size
-            window = renderer.alignment.window
             self._frame_out = torch.empty(batch, *self.compositor.frame_shape, dtype=torch.uint8, device=self.device)
+            # On a GPU every batch runs on these full-size buffers (a partial batch is padded):
+            # one shape for the engines' contexts and for the captured graphs.
             self._static_avatar_index = torch.zeros(batch, dtype=torch.long, device=self.device)
-            self._static_windows: torch.Tensor | None = None  # shaped on the first batch (feature channels)
-            self._window = window
-        self._graph: torch.cuda.CUDAGraph | None = None
-        self.cuda_graph_used = False
+            self._static_windows = torch.zeros(batch, renderer.feature_channels, renderer.alignment.window, device=self.device)
+        self._graphs: tuple[torch.cuda.CUDAGraph, torch.cuda.CUDAGraph] | None = None
+        self._static_faces: torch.Tensor | None = None
+        self.capture = capture_plan(self.device, options, renderer)
+        if self.device.type == "cuda":
+            self.warmup()
+
+    @property
+    def cuda_graph_used(self) -> bool:
+        return self._graphs is not None
+
+    def warmup(self) -> None:
+        """Run one full batch eagerly (lazy allocations, kernel choice, engine specialisation), then
+        capture render and compose as two graphs on fixed buffers, before any utterance."""
+        index, windows = self._static_avatar_index, self._static_windows
+        with self._on_stream():
+            faces = self.renderer.render(index, windows, self.stream)
+            self.compositor.compose(index, faces, self._frame_out)
+        self.stream.synchronize()
+        if not self.capture.use:
+            return
+        graphs: list[torch.cuda.CUDAGraph] = []
+        try:
+            graphs.append(torch.cuda.CUDAGraph())
+            with torch.cuda.graph(graphs[0], stream=self.stream):
+                faces = self.renderer.render(index, windows, self.stream)
+            graphs.append(torch.cuda.CUDAGraph())
+            with torch.cuda.graph(graphs[1], pool=graphs[0].pool(), stream=self.stream):
+                self.compositor.compose(index, faces, self._frame_out)
+        except Exception as error:  # eager is correct, only slower: say why in the report
+            for graph in graphs:
+                graph.reset()
+            torch.cuda.synchronize(self.device)
+            torch.cuda.empty_cache()  # hand back the failed capture's memory pool
+            self.capture = CapturePlan(False, f"capture failed ({type(error).__name__}: {error})")
+            return
+        self._graphs, self._static_faces = (graphs[0], graphs[1]), faces
+
+    def close(self) -> None:
+        """Release the graphs and the runners' resources (an RTX engine's runtime cache is saved)."""
+        self._graphs = self._static_faces = None
+        self.renderer.release()
 
     # ------------------------------------------------------------------ helpers
 
@@ -86,52 +149,28 @@ class Pipeline:
         self.profiler.count_copy(host, "h2d")
         return host.to(self.device, non_blocking=False)
 
-    def _render_and_compose(self, avatar_index: torch.Tensor, windows: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        faces = self.renderer.render(avatar_index, windows, self.stream)
-        return self.compositor.compose(avatar_index, faces, out)
-
     def _batch(self, start: int, avatar_index: torch.Tensor, windows: torch.Tensor) -> FrameBatch:
         """Render and paste back one batch (frames start .. start + n - 1)."""
         count = len(avatar_index)
         frames = range(start, start + count)
-        full = count == self.options.batch_size
-        if full and self._use_graph(windows):
-            # One replay covers render and paste-back, so the graph's time is reported under render.
-            with self.profiler.stage("render", frames):
-                self._static_avatar_index.copy_(avatar_index)
-                self._static_windows.copy_(windows)
-                self._graph.replay()
-            out = self._frame_out
-        else:
-            with self.profiler.stage("render", frames):
+        if self.device.type == "cuda":
+            self._static_avatar_index[:count].copy_(avatar_index)
+            self._static_windows[:count].copy_(windows)
+            avatar_index, windows = self._static_avatar_index, self._static_windows
+        with self.profiler.stage("render", frames):
+            if self._graphs is not None:
+                self._graphs[0].replay()
+                faces = self._static_faces
+            else:
                 faces = self.renderer.render(avatar_index, windows, self.stream)
-            with self.profiler.stage("compose", frames):
-                out = self.compositor.compose(avatar_index, faces, self._frame_out[:count])
+        with self.profiler.stage("compose", frames):
+            if self._graphs is not None:
+                self._graphs[1].replay()
+                out = self._frame_out
+            else:
+                out = self.compositor.compose(avatar_index, faces, self._frame_out[: len(avatar_index)])
         self.profiler.frames_ready(frames)
-        return FrameBatch(start, out)
-
-    def _use_graph(self, windows: torch.Tensor) -> bool:
-        """Capture the steady-state batch once (GPU only); False where capture is not possible."""
-        if self.device.type != "cuda" or not self.options.cuda_graphs or self.renderer.runner.backend == "ort":
-            return False
-        if self._graph is not None:
-            return True
-        try:
-            self._static_windows = torch.empty_like(windows)
-            self._static_windows.copy_(windows)
-            self._static_avatar_index.zero_()
-            # Warm up on the side stream (lazy allocations, kernel selection) before capture.
-            self._render_and_compose(self._static_avatar_index, self._static_windows, self._frame_out)
-            self.stream.synchronize()
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, stream=self.stream):
-                self._render_and_compose(self._static_avatar_index, self._static_windows, self._frame_out)
-            self._graph = graph
-            self.cuda_graph_used = True
-            return True
-        except Exception:  # some runners cannot be captured; eager is correct, only slower
-            self.options = PipelineOptions(self.options.fps, self.options.batch_size, self.options.profile, cuda_graphs=False)
-            return False
+        return FrameBatch(start, out[:count])
 
     # ------------------------------------------------------------------ offline
 
@@ -158,9 +197,7 @@ class Pipeline:
                 yield self._batch(start, avatar_index[start:stop], windows[start:stop])
 
     def _avatar_indices(self, start: int, count: int) -> torch.Tensor:
-        host = torch.from_numpy(self.avatar.frame_indices(start, count))
-        self.profiler.count_copy(host, "h2d")
-        return host.to(self.device)
+        return self.avatar.frame_indices(start, count, self.device)  # made on the device: no copy
 
     # ---------------------------------------------------------------- streaming
 
@@ -222,13 +259,17 @@ class Pipeline:
             batches = self.stream_chunks((audio[i : i + step] for i in range(0, len(audio), step)), sample_rate)
         else:
             batches = self.run(audio, sample_rate)
+        from talkrt.runtime.sink import OverlappedSink
+
         with VideoWriter(out, fps=self.fps, audio=audio, sample_rate=sample_rate) as writer:
-            for batch in batches:
-                with self.profiler.stage("encode", range(batch.start, batch.start + len(batch.frames)), host=True):
-                    host = batch.frames.cpu()
-                    self.profiler.count_copy(host, "d2h")
-                    writer.write_frames(host)
-        return self.profiler.report(len(audio) / sample_rate, float(self.fps), alignment=self.renderer.alignment)
+            sink = OverlappedSink(lambda _, frames: writer.write_frames(frames), self.compositor.frame_shape, self.options.batch_size, self.device, self.profiler)
+            try:
+                for batch in batches:
+                    with self._on_stream():
+                        sink.push(batch.start, batch.frames)
+            finally:
+                sink.close()
+        return self.profiler.report(len(audio) / sample_rate, float(self.fps), alignment=self.renderer.alignment, cuda_graph=self.capture)
 
     def frames(self, audio: np.ndarray, sample_rate: int) -> torch.Tensor:
         """Every frame as one (N, H, W, 3) uint8 tensor on the host (tests, raw output)."""

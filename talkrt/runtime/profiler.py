@@ -165,6 +165,7 @@ class ProfileReport:
     batch_ready_ms: list[float] = field(default_factory=list)
     batch_ms: list[float] = field(default_factory=list)
     talkrt_version: str = ""
+    cuda_graph: Optional[dict[str, Any]] = None  # {"used": bool, "reason": str}; None off the pipeline
 
     # ---------------------------------------------------------------- derived names
 
@@ -200,6 +201,7 @@ class ProfileReport:
             "steady_chunk_ms": self.steady_chunk_ms,
             "deadline_misses": self.deadline_misses,
             "peak_device_memory_bytes": self.peak_device_memory_bytes,
+            "cuda_graph": self.cuda_graph,
             "h2d_bytes": self.h2d_bytes,
             "d2h_bytes": self.d2h_bytes,
             "end_to_end_ms": None if self.end_to_end_ms is None else self.end_to_end_ms.to_json(),
@@ -260,6 +262,7 @@ class ProfileReport:
             batch_ready_ms=list(batches["ready_ms"]),
             batch_ms=list(batches["batch_ms"]),
             talkrt_version=data.get("talkrt_version", ""),
+            cuda_graph=data.get("cuda_graph"),
         )
 
     def save_json(self, path: str | os.PathLike) -> None:
@@ -284,6 +287,7 @@ class ProfileReport:
                 f"at {_num(self.deadline_ms, 2)} ms/frame",
             ),
             ("peak device memory", _bytes(self.peak_device_memory_bytes)),
+            ("CUDA graphs", "-" if self.cuda_graph is None else ("used: " if self.cuda_graph["used"] else "not used: ") + self.cuda_graph["reason"]),
             ("host->device / device->host", f"{_bytes(self.h2d_bytes)} / {_bytes(self.d2h_bytes)}"),
         ]
 
@@ -465,7 +469,13 @@ JSON_SCHEMA: dict[str, Any] = {
         "tts_first_pcm_ms": _MS_OR_NULL,
         "steady_chunk_ms": _MS_OR_NULL,
         "deadline_misses": _COUNT,
-        "peak_device_memory_bytes": {"type": ["integer", "null"], "minimum": 0},
+        "peak_device_memory_bytes": {"type": ["integer", "null"], "minimum": 0, "description": "device-wide memory in use at its peak (cudaMemGetInfo: every library's allocations, TensorRT and ONNX Runtime included)"},
+        "cuda_graph": {
+            "type": ["object", "null"],
+            "properties": {"used": {"type": "boolean"}, "reason": {"type": "string"}},
+            "required": ["used", "reason"],
+            "additionalProperties": False,
+        },
         "h2d_bytes": _COUNT,
         "d2h_bytes": _COUNT,
         "end_to_end_ms": _PERCENTILES_OR_NULL,
@@ -582,6 +592,7 @@ class Profiler:
         self._audio_chunks: list[tuple[int, float]] = []  # (end_sample, host time)
         self.h2d_bytes = 0
         self.d2h_bytes = 0
+        self._peak_used = 0
 
     def start(self) -> None:
         """Begin a run: clear previous records, reset peak memory, pin the clock's zero.
@@ -597,6 +608,7 @@ class Profiler:
         if self.cuda:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
+            self._sample_memory()
             self._origin_event = torch.cuda.Event(enable_timing=True)
             self._origin_host = time.perf_counter()
             self._origin_event.record(torch.cuda.current_stream(self.device))
@@ -651,6 +663,13 @@ class Profiler:
         self._ensure_started()
         stamp: _Stamp = float(t) if t is not None else (self._now() if self.cuda else time.perf_counter())
         self._ready.append((span, stamp))
+        if self.cuda:
+            self._sample_memory()
+
+    def _sample_memory(self) -> None:
+        """Device-wide memory in use (no sync): sees TensorRT's and ONNX Runtime's allocations too."""
+        free, total = torch.cuda.mem_get_info(self.device)
+        self._peak_used = max(self._peak_used, total - free)
 
     def audio_available(
         self,
@@ -722,11 +741,13 @@ class Profiler:
         fps: float,
         *,
         alignment: Optional["FeatureAlignment"] = None,
+        cuda_graph=None,
     ) -> ProfileReport:
         """Resolve every mark and compute the run's numbers (the only place that synchronises).
 
         ``fps`` may be any number (or Fraction) > 0. ``alignment`` decides which audio
         each frame needs when audio arrived in chunks (default: the frame's own span).
+        ``cuda_graph`` (anything with ``use`` and ``reason``) is the pipeline's capture decision.
         """
         from talkrt import __version__
 
@@ -823,7 +844,8 @@ class Profiler:
 
         peak = None
         if self.cuda and self.enabled and self._started:
-            peak = int(torch.cuda.max_memory_allocated(self.device))
+            self._sample_memory()
+            peak = max(self._peak_used, int(torch.cuda.max_memory_allocated(self.device)))
 
         def rounded(values: np.ndarray) -> list[Optional[float]]:
             return [round(float(v), _DECIMALS) if math.isfinite(v) else None for v in values]
@@ -856,6 +878,7 @@ class Profiler:
             batch_ready_ms=batch_ready,
             batch_ms=batch_ms,
             talkrt_version=__version__,
+            cuda_graph=None if cuda_graph is None else {"used": bool(cuda_graph.use), "reason": str(cuda_graph.reason)},
         )
 
     def _frame_audio_ms(

@@ -41,11 +41,31 @@ def _to_device_images(images: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.as_tensor(np.ascontiguousarray(images), device=device).permute(0, 3, 1, 2).contiguous()
 
 
-class Wav2LipRenderer:
+class _Renderer:
+    """What every renderer shares: its runners' lifecycle and capture facts."""
+
+    runner: Runner  # the generator, run once per batch
+    feature_channels: int  # C of the (n, C, window) feature windows render() takes
+
+    @property
+    def batch_runners(self) -> tuple[Runner, ...]:
+        """The runners render() calls (they decide whether the batch can be captured)."""
+        return (self.runner,)
+
+    def runners(self) -> tuple[Runner, ...]:
+        return self.batch_runners
+
+    def release(self) -> None:
+        for runner in self.runners():
+            runner.release()
+
+
+class Wav2LipRenderer(_Renderer):
     """Wav2Lip: 80x16 mel windows and the masked + reference 96x96 face -> the lower face."""
 
     name = "wav2lip"
     alignment: FeatureAlignment = WAV2LIP_MEL
+    feature_channels = 80
 
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
@@ -126,10 +146,11 @@ class CtcFeatures:
         return mapped[0].T  # (29, T)
 
 
-class DINetRenderer:
+class DINetRenderer(_Renderer):
     """DINet(3, 15, 29): the masked 416x320 face, 5 references and a 5-frame feature window -> the face, RGB."""
 
     name = "dinet"
+    feature_channels = 29
 
     def __init__(self, runner: Runner, features) -> None:
         from talkrt.models.dinet import FACE_HEIGHT, FACE_WIDTH, MOUTH_COLS, MOUTH_ROWS
@@ -146,6 +167,10 @@ class DINetRenderer:
 
     def features(self, wav16k: torch.Tensor) -> torch.Tensor:
         return self.feature_source(wav16k)
+
+    def runners(self) -> tuple[Runner, ...]:
+        extra = (self.feature_source.asr, self.feature_source.mapper) if isinstance(self.feature_source, CtcFeatures) else ()
+        return (self.runner, *extra)
 
     def bind(self, avatar, batch_size: int) -> None:
         height, width = self.crop_size
@@ -177,11 +202,15 @@ class DINetRenderer:
 # ----------------------------------------------------------------------------- DH_live
 
 
-class DHLiveRenderer:
+class DHLiveRenderer(_Renderer):
     """DH_live: fbank -> LSTM -> PCA mouth image -> prompt; masked face + prompt + reference features -> face."""
 
     name = "dhlive"
     alignment: FeatureAlignment = DHLIVE_LSTM
+    feature_channels = 6
+
+    def runners(self) -> tuple[Runner, ...]:
+        return (self.runner, self.reference_runner, self.audio_runner)
 
     def __init__(self, generator: Runner, reference: Runner, audio: Runner, pca, stream: torch.cuda.Stream | None = None) -> None:
         from talkrt.models.dhlive import IMAGE_SIZE
@@ -201,7 +230,7 @@ class DHLiveRenderer:
         """Forget the LSTM steps of the previous utterance."""
         self._final_steps = 0
         self._final_coefficients = torch.empty(0, 6, device=self.device)
-        self._final_state: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._final_state: tuple[torch.Tensor, torch.Tensor] | None = None  # (h, c) after the last final step
 
     def features(self, wav16k: torch.Tensor) -> torch.Tensor:
         """(S,) 16 kHz -> (6, T) PCA coefficients, T = (S + 160) // 640.
@@ -217,29 +246,36 @@ class DHLiveRenderer:
         start = min(self._final_steps, total)
         coefficients = torch.empty(total, 6, device=self.device)
         coefficients[:start] = self._final_coefficients[:start]
-        # Two state buffers, read one and write the other each step: nothing is allocated per step.
-        entry = self._state_buffers()[start % 2]  # the buffer the first step reads
-        if self._final_state is None:
-            entry.zero_()
-        else:
-            entry.copy_(self._final_state)
-        states = self._states
+        # Engines read raw, aligned addresses: each step's input and output go through
+        # buffers allocated once (a view into `frames` or `coefficients` sits at any offset),
+        # and the LSTM state is read from one pair and written to the other in turn.
+        step_in, step_out, states = self._step_buffers()
+        entry = states[start % 2]  # the pair the first step reads
+        for tensor, saved in zip(entry, self._final_state or (None, None)):
+            if saved is None:
+                tensor.zero_()
+            else:
+                tensor.copy_(saved)
         for step in range(start, total):
             read, write = states[step % 2], states[(step + 1) % 2]
-            outputs = {"coefficients": coefficients[step : step + 1], "hn": write[0], "cn": write[1]}
-            self.audio_runner.run({"fbank": frames[2 * step : 2 * step + 2].unsqueeze(0), "h0": read[0], "c0": read[1]}, outputs, self.stream)
+            step_in.copy_(frames[2 * step : 2 * step + 2].unsqueeze(0))
+            self.audio_runner.run({"fbank": step_in, "h0": read[0], "c0": read[1]}, {"coefficients": step_out, "hn": write[0], "cn": write[1]}, self.stream)
+            coefficients[step : step + 1].copy_(step_out)
             if step + 1 == final:
-                self._final_steps, self._final_state = final, write.clone()
+                self._final_steps, self._final_state = final, (write[0].clone(), write[1].clone())
                 self._final_coefficients = coefficients[:final].clone()
         return coefficients.T
 
-    def _state_buffers(self) -> torch.Tensor:
-        """(2 buffers, h/c, layers, 1, hidden), allocated once per renderer."""
-        if not hasattr(self, "_states"):
+    def _step_buffers(self) -> tuple[torch.Tensor, torch.Tensor, tuple[tuple[torch.Tensor, torch.Tensor], ...]]:
+        """(1, 2, 80) fbank in, (1, 6) coefficients out, two (h, c) pairs of (layers, 1, hidden); allocated once."""
+        if not hasattr(self, "_steps"):
             from talkrt.models.dhlive import LSTM_HIDDEN, LSTM_LAYERS
 
-            self._states = torch.empty(2, 2, LSTM_LAYERS, 1, LSTM_HIDDEN, device=self.device)
-        return self._states
+            def state() -> torch.Tensor:
+                return torch.empty(LSTM_LAYERS, 1, LSTM_HIDDEN, device=self.device)
+
+            self._steps = (torch.empty(1, 2, 80, device=self.device), torch.empty(1, 6, device=self.device), ((state(), state()), (state(), state())))
+        return self._steps
 
     # -- video
 

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from talkrt.engines.devices import normalize_device
+from talkrt.engines.runners import StagingBuffers
 from talkrt.errors import TalkrtError
 
 MANIFEST = "manifest.json"
@@ -131,7 +133,8 @@ class VitsSynthesizer:
     ) -> None:
         self.encoder = encoder
         self.decoder = decoder
-        self.device = torch.device(device) if device is not None else encoder.device
+        self.device = normalize_device(device) if device is not None else encoder.device
+        self._staging = StagingBuffers()  # decoder windows, copied to aligned buffers
         self.sample_rate = int(sample_rate)
         self.hop_length = int(hop_length)
         self.num_speakers = int(num_speakers)
@@ -316,7 +319,8 @@ class VitsSynthesizer:
 
     def _decode_window(self, inputs: dict[str, torch.Tensor], start: int, stop: int) -> torch.Tensor:
         """The decoder graph on frames [start, stop) of the full-length inputs -> (batch, samples)."""
-        window = {name: (value[..., start:stop].contiguous() if value.dim() == 3 else value) for name, value in inputs.items()}
+        # A window is a view at an arbitrary offset; engines need aligned, contiguous inputs.
+        window = {name: (self._staging.copy(name, value[..., start:stop]) if value.dim() == 3 else value) for name, value in inputs.items()}
         return self.decoder.run(window)["waveform"][:, 0, :]
 
     def decode(self, encoded: EncodedText, noise_scale: float = NOISE_SCALE, latent_noise: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:

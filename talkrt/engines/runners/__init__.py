@@ -126,6 +126,27 @@ def check_binding(
         raise TalkrtError(f"{what} starts at an address that is not {alignment}-byte aligned (a view at offset {tensor.storage_offset()}): copy it into a staging buffer")
 
 
+class StagingBuffers:
+    """Grow-only buffers, one per name, each starting where its allocation starts.
+
+    ``copy(name, source)`` returns a contiguous copy of ``source`` at the buffer's
+    base address (aligned as the allocator aligns), for inputs that are otherwise
+    views at arbitrary offsets (a window of a longer tensor). Memory is allocated
+    only when a source is larger than every earlier one under that name.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def copy(self, name: str, source: torch.Tensor) -> torch.Tensor:
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.numel() < source.numel() or buffer.dtype != source.dtype or buffer.device != source.device:
+            buffer = self._buffers[name] = torch.empty(source.numel(), dtype=source.dtype, device=source.device)
+        staged = buffer[: source.numel()].view(source.shape)
+        staged.copy_(source)
+        return staged
+
+
 class Runner(ABC):
     """The one interface every backend offers (Polygraphy's runners are the model)."""
 
