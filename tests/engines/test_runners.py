@@ -99,21 +99,53 @@ def test_unknown_backend_and_missing_model(tmp_path) -> None:
 
 @pytest.mark.gpu
 def test_runners_agree_on_the_gpu(wav2lip_onnx, tmp_path) -> None:
-    """torch, ONNX Runtime (CUDA provider, when installed) and TensorRT (when installed) on one stream."""
+    """torch on CUDA against ONNX Runtime (CUDA provider when it loads, asserted; else its CPU
+    provider) and the engine this GPU can run (TensorRT, or TensorRT-RTX on RTX GPUs), with
+    two profiles switched between calls on one stream."""
+    from talkrt.engines.build import BuildOptions, build_engine
+    from talkrt.engines.devices import ort_cuda_available, visible_gpu
+    from talkrt.engines.profiles import parse_profile_override
+    from talkrt.optional import available
+
     spec = get_spec("wav2lip")
     stream = torch.cuda.Stream()
-    inputs = {k: v.cuda() for k, v in spec.example_inputs({"batch": 4}, seed=3).items()}
     reference = make_runner("torch", spec=spec, module=spec.build_module(None, seed=0), device="cuda")
-    expected = reference.run(inputs, stream=stream)["generated_faces"]
-    others = []
-    import onnxruntime
+    ort_device = "cuda" if ort_cuda_available() else "cpu"
+    ort_runner = make_runner("ort", wav2lip_onnx, device=ort_device, stream=stream if ort_device == "cuda" else None)
+    expected_provider = "CUDAExecutionProvider" if ort_device == "cuda" else "CPUExecutionProvider"
+    assert ort_runner.session.get_providers()[0] == expected_provider
+    runners = [ort_runner]
+    gpu = visible_gpu()
+    builder = "tensorrt" if available("tensorrt") else "tensorrt-rtx" if available("tensorrt_rtx") and gpu.rtx_supported else None
+    if builder is not None:
+        options = BuildOptions(backend=builder, profile_overrides=(parse_profile_override("batch:1,1,1"),), extra_profiles=((parse_profile_override("batch:2,4,8"),),))
+        runners.append(make_runner("trt", build_engine(wav2lip_onnx, tmp_path / "w.engine", options).engine, device="cuda"))
+    for batch in (4, 1, 4):  # profile 1, 0, 1
+        inputs = {k: v.cuda() for k, v in spec.example_inputs({"batch": batch}, seed=batch).items()}
+        with torch.cuda.stream(stream):
+            expected = reference.run(inputs, stream=stream)["generated_faces"]
+            for runner in runners:
+                device_inputs = {k: v.to(runner.device) for k, v in inputs.items()}
+                out = runner.run(device_inputs, stream=stream)["generated_faces"]
+                stream.synchronize()
+                torch.testing.assert_close(out.to(expected.device), expected, atol=1e-3, rtol=1e-3)
+    for runner in runners:
+        runner.release()
 
-    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
-        others.append(make_runner("ort", wav2lip_onnx, device="cuda", stream=stream))
-    for runner in others:
-        out = runner.run(inputs, stream=stream)["generated_faces"]
-        stream.synchronize()
-        torch.testing.assert_close(out, expected, atol=1e-3, rtol=1e-3)
+
+@pytest.mark.gpu
+def test_rtx_engine_on_this_gpu_runs_or_is_refused_in_one_line(wav2lip_onnx, tmp_path) -> None:
+    """On an RTX GPU the RTX engine runs; on Hopper or datacenter Blackwell it is refused with the way out."""
+    pytest.importorskip("tensorrt_rtx")
+    from talkrt.engines.build import BuildOptions, build_engine
+    from talkrt.engines.devices import visible_gpu
+
+    gpu = visible_gpu()
+    engine = build_engine(wav2lip_onnx, tmp_path / "r.engine", BuildOptions(backend="tensorrt-rtx", compute_capabilities=("8.6",))).engine
+    if gpu.rtx_supported:
+        pytest.skip("this GPU runs RTX engines (covered by the agreement test)")
+    with pytest.raises(TalkrtError, match=r"TensorRT-RTX has no kernels for .*--backend tensorrt"):
+        make_runner("trt", engine, device="cuda")
 
 
 def test_bindings_are_checked_before_a_backend_reads_raw_pointers() -> None:
