@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+COMMIT_FILE_VARIABLE = "TALKRT_PERF_COMMIT_FILE"
+
+
 def git_commit() -> dict:
+    """The checkout's commit and whether it had uncommitted changes. A copy without git (a lent GPU
+    machine) reads them from the JSON file named by $TALKRT_PERF_COMMIT_FILE, stamped where git was."""
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
         dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip())
     except (OSError, subprocess.CalledProcessError):
+        stamp = os.environ.get(COMMIT_FILE_VARIABLE)
+        if stamp and Path(stamp).is_file():
+            return {**json.loads(Path(stamp).read_text()), "commit_from": stamp}
         return {"commit": None, "uncommitted_changes": None}
     return {"commit": commit, "uncommitted_changes": dirty}
 
@@ -69,15 +82,25 @@ def machine_info(device: str, providers: list[str], **extra: str) -> dict:
     }
 
 
-def cuda_problem(device: str) -> str | None:
-    """Why ``--device cuda`` cannot run torch and ONNX Runtime here, or None (also for other devices)."""
+PRECISIONS = ("fp32", "fp16")
+
+
+def torch_dtype(precision: str) -> torch.dtype:
+    """The torch dtype of a ``--precision`` choice (fp16 runs the PyTorch modules in half precision)."""
+    import torch
+
+    return {"fp32": torch.float32, "fp16": torch.float16}[precision]
+
+
+def cuda_problem(device: str, ort: bool = True) -> str | None:
+    """Why ``--device cuda`` cannot run torch (and ONNX Runtime, when ``ort``) here, or None (also for other devices)."""
     if device != "cuda":
         return None
-    import onnxruntime as ort
+    import onnxruntime as ort_module
     import torch
 
     if not torch.cuda.is_available():
         return "--device cuda: no CUDA GPU visible to torch"
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
-        return '--device cuda: this onnxruntime has no CUDAExecutionProvider; pip install "talkrt[gpu]"'
+    if ort and "CUDAExecutionProvider" not in ort_module.get_available_providers():
+        return '--device cuda: this onnxruntime has no CUDAExecutionProvider; pip install "talkrt[gpu]", or time PyTorch alone with --no-ort'
     return None

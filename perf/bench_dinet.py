@@ -1,6 +1,7 @@
 """DINet per-frame latency: PyTorch eager against ONNX Runtime at several batch sizes, in one run.
 
-    python perf/bench_dinet.py [--batches 1 8] [--repeats 5] [--batch-repeats 8=3] [--device cpu|cuda] [--json out.json]
+    python perf/bench_dinet.py [--batches 1 8] [--repeats 5] [--batch-repeats 8=3] [--device cpu|cuda]
+                               [--precision fp32|fp16] [--no-ort] [--json out.json]
 
 DINet(3, 15, 29) at the released size (416x320 face, 5 references, 29-dim
 DeepSpeech window) is built with seeded random weights (speed does not depend on
@@ -16,8 +17,11 @@ batch: one warm-up, then ``--repeats`` timed runs (``--batch-repeats B=N``
 overrides it for batch B); medians are reported.
 
 Reported per batch: ms per batch, ms per frame (batch ms / batch), frames per
-second, ONNX Runtime speed vs eager (eager ms / ort ms), and max |diff| between
-the two backends' outputs.
+second, ONNX Runtime speed vs eager (eager ms / ort ms), and each backend's max
+|diff| against the fp32 module's output. ``--precision fp16`` runs the PyTorch
+module in half precision (its fp32 output then comes from one untimed run per
+batch; the ONNX graph stays fp32); ``--no-ort`` times PyTorch alone, without
+the export.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from _machine import REPO, cpu_counters, git_commit, machine_info, cuda_problem, other_cpu_share  # noqa: E402  (perf/ is on sys.path when run as a script)
+from _machine import PRECISIONS, REPO, cpu_counters, cuda_problem, git_commit, machine_info, other_cpu_share, torch_dtype  # noqa: E402  (perf/ is on sys.path when run as a script)
 
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
@@ -52,32 +56,20 @@ BACKENDS = {"torch": "PyTorch eager", "ort": "ONNX Runtime"}
 INPUT_SEED = 0
 
 
-# ----------------------------------------------------------------------------- machine and load
-
-
-
-
-
-
-
-
-def sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
 # ----------------------------------------------------------------------------- backends
 
 
 class TorchRunner:
-    def __init__(self, module: torch.nn.Module, device: str) -> None:
-        self.module = module.to(device).eval()
+    def __init__(self, module: torch.nn.Module, device: str, dtype: torch.dtype) -> None:
+        self.module = module.to(device, dtype).eval()
         self.device = device
-        self.label = BACKENDS["torch"]
+        self.dtype = dtype
+        self.label = f"{BACKENDS['torch']} {'fp16' if dtype == torch.float16 else 'fp32'}"
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         with torch.inference_mode():
             args = [torch.from_numpy(v).to(self.device) for v in inputs.values()]
+            args = [a.to(self.dtype) if a.is_floating_point() else a for a in args]
             out = self.module(*args)
             out = out[0] if isinstance(out, (tuple, list)) else out
             result = out.float().cpu().numpy()  # the copy back to the host synchronizes
@@ -91,7 +83,7 @@ class OrtRunner:
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(str(path), providers=providers)
         self.provider = self.session.get_providers()[0]
-        self.label = f"{BACKENDS['ort']} ({self.provider.removesuffix('ExecutionProvider')})"
+        self.label = f"{BACKENDS['ort']} fp32 ({self.provider.removesuffix('ExecutionProvider')})"
 
     def __call__(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         return self.session.run(None, inputs)[0]  # host in, host out (as eager above)
@@ -125,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per batch after one warm-up (default 5)")
     parser.add_argument("--batch-repeats", nargs="*", default=[], metavar="B=N", help="timed runs for batch B instead of --repeats")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="the PyTorch module in fp32 or fp16 (default fp32)")
+    parser.add_argument("--no-ort", action="store_true", help="time PyTorch alone: no export, no ONNX Runtime")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     try:
@@ -136,9 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     if any(b < 1 for b in args.batches):
         parser.error("batch sizes must be at least 1")
 
-
     device = args.device
-    problem = cuda_problem(device)
+    dtype = torch_dtype(args.precision)
+    backends = [name for name in BACKENDS if name == "torch" or not args.no_ort]
+    problem = cuda_problem(device, ort=not args.no_ort)
     if problem:
         console.print(f"[red]{problem}[/red]")
         return 2
@@ -156,16 +151,24 @@ def main(argv: list[str] | None = None) -> int:
     labels, providers = {}, []
     with tempfile.TemporaryDirectory(prefix="talkrt-bench-dinet-") as tmp:
         onnx_path = Path(tmp) / "dinet.onnx"
-        console.print("exporting DINet(3, 15, 29) (random weights, seed 0) with validation ...")
         module = spec.build_module(None, seed=0)
-        begin = time.perf_counter()
-        report = export_onnx(spec, module, onnx_path)
-        export_seconds = round(time.perf_counter() - begin, 2)
         parameters = sum(p.numel() for p in module.parameters())
-        onnx_mb = round(onnx_path.stat().st_size / 2**20, 1)
+        export_seconds = onnx_mb = report = None
+        if not args.no_ort:
+            console.print("exporting DINet(3, 15, 29) (random weights, seed 0) with validation ...")
+            begin = time.perf_counter()
+            report = export_onnx(spec, module, onnx_path)
+            export_seconds = round(time.perf_counter() - begin, 2)
+            onnx_mb = round(onnx_path.stat().st_size / 2**20, 1)
+        fp32_outputs = {}
+        if dtype != torch.float32:  # the fp32 module's outputs, untimed: what half precision changes
+            console.print("the fp32 module's outputs (untimed) ...")
+            reference = TorchRunner(module, device, torch.float32)
+            fp32_outputs = {batch: reference(inputs[batch]) for batch in args.batches}
+            del reference
 
-        for backend in BACKENDS:
-            runner = TorchRunner(module, device) if backend == "torch" else OrtRunner(onnx_path, device)
+        for backend in backends:
+            runner = TorchRunner(module, device, dtype) if backend == "torch" else OrtRunner(onnx_path, device)
             if backend == "ort":
                 providers.append(runner.provider)
             labels[backend] = runner.label
@@ -183,22 +186,23 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     for batch in args.batches:
-        diff = float(np.abs(outputs["ort"][batch] - outputs["torch"][batch]).max())
+        fp32_output = fp32_outputs.get(batch, outputs["torch"][batch])
         eager_ms = statistics.median(timings["torch"][batch]["ms"])
-        for backend in BACKENDS:
+        for backend in backends:
             t = timings[backend][batch]
             ms = statistics.median(t["ms"])
             rows.append(
                 {
                     "backend": backend,
                     "label": labels[backend],
+                    "precision": args.precision if backend == "torch" else "fp32",
                     "batch": batch,
                     "repeats": repeats[batch],
                     "batch_ms_median": round(ms, 2),
                     "frame_ms": round(ms / batch, 2),
                     "fps": round(1000.0 * batch / ms, 2),
                     "speed_vs_eager": round(eager_ms / ms, 2),
-                    "max_abs_diff_vs_eager": 0.0 if backend == "torch" else diff,
+                    "max_abs_diff_vs_fp32_eager": float(np.abs(outputs[backend][batch] - fp32_output).max()),
                     "runs_ms": [round(v, 2) for v in t["ms"]],
                     "other_cpu": t["other_cpu"],
                     "load_average_1min": t["load_average_1min"],
@@ -210,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **git_commit(),
         "machine": machine_info(device, sorted(set(providers))),
+        "precision": args.precision,
         "model": "DINet(3, 15, 29), 416x320 face, 5 reference frames, DeepSpeech window 29x5",
         "weights": "random (dinet_spec().build_module(None, seed=0))",
         "parameters": parameters,
@@ -220,10 +225,11 @@ def main(argv: list[str] | None = None) -> int:
         "input_shapes": {b: {k: list(v.shape) for k, v in inputs[b].items()} for b in args.batches},
         "export_seconds": export_seconds,
         "export_note": "export_onnx with parity validation at the spec's validation points; not part of the timings",
-        "export_validation": [str(v) for v in report.validation],
+        "export_validation": None if report is None else [str(v) for v in report.validation],
         "note": (
             "medians over the repeats after one warm-up, host arrays in and out for both backends; frame ms = batch ms / "
-            "batch; fps = batch * 1000 / batch ms; speed_vs_eager = eager ms / this row's ms; other_cpu: busy CPU time of "
+            "batch; fps = batch * 1000 / batch ms; speed_vs_eager = eager ms / this row's ms (eager in --precision); "
+            "max_abs_diff_vs_fp32_eager: against the fp32 module's output; other_cpu: busy CPU time of "
             "other processes / all busy CPU time during the timed block"
         ),
         "results": rows,
@@ -231,11 +237,11 @@ def main(argv: list[str] | None = None) -> int:
 
     table = Table(
         title=f"DINet(3, 15, 29) 416x320 (random weights, {parameters / 1e6:.1f} M parameters), {device} ({result['machine']['device_name']})",
-        caption="medians after one warm-up; speed vs eager = eager ms / this row's ms",
+        caption="medians after one warm-up; speed vs eager = eager ms / this row's ms; max |diff| against the fp32 module",
     )
     columns = (
         ("backend", "left"), ("batch", "right"), ("ms / batch", "right"), ("ms / frame", "right"), ("frames/s", "right"),
-        ("speed vs eager", "right"), ("max |diff| vs eager", "right"), ("runs", "right"), ("others' CPU", "right"),
+        ("speed vs eager", "right"), ("max |diff| vs fp32 eager", "right"), ("runs", "right"), ("others' CPU", "right"),
     )
     for column, justify in columns:
         table.add_column(column, justify=justify)
@@ -246,13 +252,14 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         table.add_row(
             row["label"], str(row["batch"]), f"{row['batch_ms_median']:.1f}", f"{row['frame_ms']:.1f}", f"{row['fps']:.2f}",
-            f"{row['speed_vs_eager']:.2f}x", f"{row['max_abs_diff_vs_eager']:.1e}", str(row["repeats"]), share(row["other_cpu"]),
+            f"{row['speed_vs_eager']:.2f}x", f"{row['max_abs_diff_vs_fp32_eager']:.1e}", str(row["repeats"]), share(row["other_cpu"]),
         )
     out = Console(width=max(Console().width, 160))
     out.print(table)
     for row in rows:
         out.print(f"{row['label']} batch {row['batch']} runs (ms): {', '.join(str(v) for v in row['runs_ms'])}")
-    out.print(f"export (with validation), not timed above: {export_seconds:.1f} s; ONNX file {onnx_mb} MB")
+    if export_seconds is not None:
+        out.print(f"export (with validation), not timed above: {export_seconds:.1f} s; ONNX file {onnx_mb} MB")
     if args.json:
         write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
         out.print(f"wrote {args.json}")

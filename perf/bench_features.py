@@ -1,6 +1,6 @@
 """Audio features for a long clip: PyTorch eager against ONNX Runtime, in one run.
 
-    python perf/bench_features.py [--seconds 60] [--device cpu|cuda] [--json out.json]
+    python perf/bench_features.py [--seconds 60] [--device cpu|cuda] [--precision fp32|fp16] [--no-ort] [--json out.json]
 
 Times (a) the Wav2Lip mel spectrogram and (b) HuBERT-base (preset
 chinese-hubert-base, random weights: speed does not depend on the values) on a
@@ -9,6 +9,11 @@ directory first (export time is reported on its own), every backend runs once to
 warm up, then the median of N timed runs is reported with the real-time factor
 (compute time / audio duration) and the speed of ONNX Runtime relative to eager.
 The whole clip goes through each model in one call.
+
+``--precision fp16`` runs the PyTorch modules in half precision (the runtime's
+torch.stft mel and the exported graphs stay fp32); every row's output is compared
+with the fp32 module's, run once untimed. ``--no-ort`` times PyTorch alone and
+skips the export (e.g. on a GPU whose onnxruntime has no CUDA provider).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from _machine import REPO, cpu_counters, git_commit, machine_info, cuda_problem, other_cpu_share  # noqa: E402  (perf/ is on sys.path when run as a script)
+from _machine import PRECISIONS, REPO, cpu_counters, cuda_problem, git_commit, machine_info, other_cpu_share, torch_dtype  # noqa: E402  (perf/ is on sys.path when run as a script)
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from talkrt.fileio import write_text_atomic  # noqa: E402
@@ -61,16 +66,6 @@ def speech_like_signal(seconds: float, seed: int = 0) -> np.ndarray:
 
 
 EAGER = "PyTorch eager"
-
-
-
-
-
-
-
-
-
-
 
 
 def time_runs(run: Callable[[], object], repeats: int, device: str, eager: bool) -> tuple[list[float], object]:
@@ -122,14 +117,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="audio duration (default 60)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="the PyTorch modules in fp32 or fp16 (default fp32)")
+    parser.add_argument("--no-ort", action="store_true", help="time PyTorch alone: no export, no ONNX Runtime")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--mel-repeats", type=int, default=5)
     parser.add_argument("--hubert-repeats", type=int, default=3)
     args = parser.parse_args(argv)
 
-
     device = args.device
-    problem = cuda_problem(device)
+    dtype = torch_dtype(args.precision)
+    problem = cuda_problem(device, ort=not args.no_ort)
     if problem:
         console.print(f"[red]{problem}[/red]")
         return 2
@@ -148,9 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         for label, spec, repeats in models:
             module = spec.build_module(None, seed=0)
             path = Path(tmp) / f"{spec.name}.onnx"
-            console.print(f"exporting {label} ...")
-            report = export_onnx(spec, module, path)
-            export_seconds[spec.name] = round(report.seconds, 2)
+            if not args.no_ort:
+                console.print(f"exporting {label} ...")
+                report = export_onnx(spec, module, path)
+                export_seconds[spec.name] = round(report.seconds, 2)
             built.append((label, spec, module, path, repeats))
 
         providers = []
@@ -158,17 +156,23 @@ def main(argv: list[str] | None = None) -> int:
             input_name, output_name = spec.inputs[0].name, spec.outputs[0].name
             eager_module = module.to(device).eval()
             eager_input = torch.from_numpy(waveform).to(device)
+            fp32_output = None
+            if dtype != torch.float32:  # the fp32 module's output, untimed: what half precision changes
+                with torch.inference_mode():
+                    fp32_output = eager_module(eager_input).float().cpu().numpy()
+                eager_module = eager_module.to(dtype)
+            eager_name = f"{EAGER} {args.precision}"
             # Factories, not runners: each backend is created just before it is timed and
             # released right after, so an idle ONNX Runtime thread pool never shares the
             # cores with a PyTorch run (its spinning workers slow PyTorch by several x).
             variants: list[tuple[str, Callable[[], tuple[Callable[[], object], str]], bool]] = []
 
-            def eager_factory(m=eager_module, x=eager_input):
+            def eager_factory(m=eager_module, x=eager_input.to(dtype)):
                 def run():
                     with torch.inference_mode():
                         return m(x)
 
-                return run, EAGER if spec.family != "mel" else f"{EAGER} (Wav2LipMel: Conv STFT, as exported)"
+                return run, eager_name if spec.family != "mel" else f"{eager_name} (Wav2LipMel: Conv STFT, as exported)"
 
             variants.append(("eager", eager_factory, True))
             if spec.family == "mel":
@@ -180,16 +184,17 @@ def main(argv: list[str] | None = None) -> int:
                         with torch.inference_mode():
                             return wav2lip_mel(x)
 
-                    return run, f"{EAGER} (wav2lip_mel: torch.stft, the runtime path)"
+                    return run, f"{EAGER} fp32 (wav2lip_mel: torch.stft, the runtime path)"
 
                 variants.append(("eager-stft", stft_factory, True))
 
             def ort_factory(path=path, names=(input_name, output_name)):
                 run, provider = ort_runner(path, names[0], names[1], waveform, device)
                 providers.append(provider)
-                return run, f"ONNX Runtime ({provider.removesuffix('ExecutionProvider')})"
+                return run, f"ONNX Runtime fp32 ({provider.removesuffix('ExecutionProvider')})"
 
-            variants.append(("ONNX Runtime", ort_factory, False))
+            if not args.no_ort:
+                variants.append(("ONNX Runtime", ort_factory, False))
 
             outputs = {}
             reference = None
@@ -201,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
                 times, result = time_runs(run, repeats, device, eager)
                 other_cpu = other_cpu_share(cpu_before, cpu_counters())
                 if isinstance(result, torch.Tensor):
-                    outputs[backend] = result.detach().cpu().numpy()
+                    outputs[backend] = result.detach().float().cpu().numpy()
                 else:
                     outputs[backend] = result.numpy() if hasattr(result, "numpy") else np.asarray(result)
                 del run, result
@@ -212,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                         "feature": label,
                         "graph": spec.name,
                         "backend": backend,
+                        "precision": args.precision if kind == "eager" else "fp32",
                         "repeats": repeats,
                         "ms_median": round(median, 2),
                         "ms_runs": [round(t, 2) for t in times],
@@ -224,10 +230,11 @@ def main(argv: list[str] | None = None) -> int:
                 if kind == "eager":
                     reference = backend
             eager_row = next(r for r in rows if r["graph"] == spec.name and r["backend"] == reference)
+            fp32_output = outputs[reference] if fp32_output is None else fp32_output
             for row in rows:
                 if row["graph"] != spec.name:
                     continue
-                row["max_abs_diff_vs_eager"] = float(np.abs(outputs[row["backend"]] - outputs[reference]).max())
+                row["max_abs_diff_vs_fp32_eager"] = float(np.abs(outputs[row["backend"]] - fp32_output).max())
                 row["speed_vs_eager"] = round(eager_row["ms_median"] / row["ms_median"], 2)
 
     result = {
@@ -235,22 +242,24 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **git_commit(),
         "machine": machine_info(device, sorted(set(providers))),
+        "precision": args.precision,
         "audio_seconds": audio_seconds,
         "samples": len(wav),
         "signal": "synthetic speech-like: 39 harmonics of a gliding 120 Hz pitch with 5.5 Hz vibrato, syllable and phrase envelope, noise",
         "export_seconds": export_seconds,
         "note": (
-            "speed_vs_eager = eager ms / this row's ms, eager being the PyTorch module that was exported; "
+            "speed_vs_eager = eager ms / this row's ms, eager being the PyTorch module that was exported, in --precision; "
+            "max_abs_diff_vs_fp32_eager: against the fp32 module's output; "
             "other_processes_cpu_share: busy CPU time of other processes / all busy CPU time during the block (0 = the machine was ours)"
         ),
         "results": rows,
     }
 
     table = Table(
-        title=f"Audio features, {audio_seconds:g} s of audio, {device} ({result['machine']['device_name']})",
-        caption="speed vs eager: eager ms / this row's ms, eager = the exported PyTorch module; RTF = compute time / audio duration",
+        title=f"Audio features, {audio_seconds:g} s of audio, {device} ({result['machine']['device_name']}), PyTorch in {args.precision}",
+        caption="speed vs eager: eager ms / this row's ms, eager = the exported PyTorch module; RTF = compute time / audio duration; max |diff| against the fp32 module",
     )
-    for column, justify in (("feature", "left"), ("backend", "left"), ("ms / run (median)", "right"), ("runs", "right"), ("RTF", "right"), ("speed vs eager", "right"), ("max |diff| vs eager", "right"), ("others' CPU", "right")):
+    for column, justify in (("feature", "left"), ("backend", "left"), ("ms / run (median)", "right"), ("runs", "right"), ("RTF", "right"), ("speed vs eager", "right"), ("max |diff| vs fp32 eager", "right"), ("others' CPU", "right")):
         table.add_column(column, justify=justify)
     for row in rows:
         table.add_row(
@@ -260,13 +269,14 @@ def main(argv: list[str] | None = None) -> int:
             str(row["repeats"]),
             f"{row['rtf']:.4f}",
             f"{row['speed_vs_eager']:.2f}x",
-            f"{row['max_abs_diff_vs_eager']:.1e}",
+            f"{row['max_abs_diff_vs_fp32_eager']:.1e}",
             "n/a" if row["other_processes_cpu_share"] is None else f"{100 * row['other_processes_cpu_share']:.0f}%",
         )
     out = Console(width=max(Console().width, 180))  # a file or pipe gets the whole table, unwrapped
     out.print(table)
-    exports = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in export_seconds.items())
-    out.print(f"export (with validation), not timed above: {exports}")
+    if export_seconds:
+        exports = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in export_seconds.items())
+        out.print(f"export (with validation), not timed above: {exports}")
     if args.json:
         write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
         out.print(f"wrote {args.json}")

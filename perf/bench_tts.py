@@ -1,6 +1,7 @@
 """VITS text to speech: PyTorch eager against ONNX Runtime, one-shot and streaming, in one run.
 
-    python perf/bench_tts.py [--preset mms-tts-eng] [--seconds 10] [--device cpu|cuda] [--repeats 3] [--json out.json]
+    python perf/bench_tts.py [--preset mms-tts-eng] [--seconds 10] [--device cpu|cuda] [--precision fp32|fp16]
+                             [--no-ort] [--repeats 3] [--json out.json]
 
 The preset is exported once with seeded random weights to a temporary directory
 (export time, with parity validation, is reported on its own). Random weights
@@ -11,7 +12,9 @@ noise are then drawn once from a fixed seed and passed explicitly, so every
 variant decodes the same utterance.
 
 For each backend (``torch``: the PyTorch modules that were exported, ``ort``: ONNX
-Runtime on the exported encoder and decoder graphs) the synthesizer is created
+Runtime on the exported encoder and decoder graphs, left out with ``--no-ort``;
+``--precision fp16`` runs the PyTorch modules in half precision, the graphs stay
+fp32) the synthesizer is created
 just before it is timed and released right after (an idle ONNX Runtime thread
 pool would otherwise share the cores with PyTorch). Each mode runs once to warm
 up, then ``--repeats`` timed runs; medians are reported:
@@ -22,7 +25,8 @@ up, then ``--repeats`` timed runs; medians are reported:
   is ready, total time over all chunks, RTF.
 
 Checks: the concatenated stream equals the one-shot audio of the same backend
-(max |diff|), and ONNX Runtime agrees with PyTorch (max |diff|).
+(max |diff|), and every backend's one-shot audio agrees with fp32 PyTorch's
+(max |diff|; in fp16 the fp32 audio comes from one untimed run).
 """
 
 from __future__ import annotations
@@ -44,14 +48,16 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from _machine import REPO, cpu_counters, git_commit, machine_info, cuda_problem, other_cpu_share  # noqa: E402  (perf/ is on sys.path when run as a script)
+from _machine import PRECISIONS, REPO, cpu_counters, cuda_problem, git_commit, machine_info, other_cpu_share, torch_dtype  # noqa: E402  (perf/ is on sys.path when run as a script)
 
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from talkrt.export.vits import export_vits  # noqa: E402
+from talkrt.engines.runners import make_runner  # noqa: E402
+from talkrt.export.vits import build_vits_graph, decoder_receptive_field, export_vits, vits_specs_for_model  # noqa: E402
 from talkrt.fileio import write_text_atomic  # noqa: E402
+from talkrt.models.vits import build_random_vits, vits_info  # noqa: E402
 from talkrt.models.vits_text import text_to_ids  # noqa: E402
-from talkrt.runtime.tts import VitsSynthesizer  # noqa: E402
+from talkrt.runtime.tts import VitsSynthesizer, read_manifest  # noqa: E402
 
 console = Console(stderr=True)
 
@@ -72,18 +78,37 @@ def passage(chars: int) -> str:
     return text[:chars]
 
 
-# ----------------------------------------------------------------------------- machine and load
-
-
-
-
-
-
+# ----------------------------------------------------------------------------- synthesizers and timing
 
 
 def sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
+
+
+def make_synthesizer(directory: str, backend: str, device: str, dtype: torch.dtype) -> VitsSynthesizer:
+    """``VitsSynthesizer.from_manifest``; for PyTorch in another dtype, the same modules (rebuilt from the
+    manifest's preset and seed, as ``from_manifest`` does) behind runners in that dtype."""
+    if backend != "torch" or dtype == torch.float32:
+        return VitsSynthesizer.from_manifest(directory, backend=backend, device=device)
+    manifest = read_manifest(directory)
+    model = build_random_vits(manifest["preset"], seed=int(manifest.get("seed") or 0))
+    info, specs = vits_info(model), vits_specs_for_model(model)
+    encoder, decoder = (
+        make_runner("torch", spec=specs[graph], module=build_vits_graph(graph=graph, model=model), device=device, torch_dtype=dtype)
+        for graph in ("encoder", "decoder")
+    )
+    return VitsSynthesizer(
+        encoder,
+        decoder,
+        sample_rate=info.sample_rate,
+        hop_length=info.hop_length,
+        num_speakers=info.num_speakers,
+        receptive_field=decoder_receptive_field(model.config),
+        add_blank=info.add_blank,
+        vocab=info.vocab,
+        device=device,
+    )
 
 
 # ----------------------------------------------------------------------------- calibration
@@ -182,15 +207,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="mms-tts-eng", help="VITS preset, random weights (default mms-tts-eng)")
     parser.add_argument("--seconds", type=float, default=10.0, help="target speech duration (default 10)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="the PyTorch modules in fp32 or fp16 (default fp32)")
+    parser.add_argument("--no-ort", action="store_true", help="time PyTorch alone, without ONNX Runtime")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per mode after one warm-up (default 3)")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
 
-
     device = args.device
-    problem = cuda_problem(device)
+    dtype = torch_dtype(args.precision)
+    backends = {name: label for name, label in BACKENDS.items() if name == "torch" or not args.no_ort}
+    problem = cuda_problem(device, ort=not args.no_ort)
     if problem:
         console.print(f"[red]{problem}[/red]")
         return 2
@@ -206,19 +234,24 @@ def main(argv: list[str] | None = None) -> int:
         synth = VitsSynthesizer.from_manifest(tmp, backend="torch", device=device)
         ids, duration_noise, frames = calibrate(synth, manifest, args.seconds, device)
         channels = synth.channels or int(manifest["channels"])
-        del synth
-        gc.collect()
         generator = torch.Generator().manual_seed(SEED + 1)
         latent_noise = torch.randn(1, channels, frames + 64, generator=generator).to(device)  # spare columns: a backend may round a frame differently
         kwargs = {"seed": SEED, "latent_noise": latent_noise}
         if duration_noise is not None:
             kwargs["duration_noise"] = duration_noise
+        fp32_audio = None
+        if dtype != torch.float32:  # fp32 PyTorch's audio, untimed, to measure what half precision changes
+            fp32_audio = synth.synthesize(ids, **kwargs).detach().float().cpu().numpy()
+        del synth
+        gc.collect()
         audio_seconds = frames * hop / sample_rate
         defaults = stream_defaults()
         margin = manifest.get("decoder_receptive_field_frames") if defaults["margin_frames"] is None else defaults["margin_frames"]
 
-        for backend, label in BACKENDS.items():
-            synth = VitsSynthesizer.from_manifest(tmp, backend=backend, device=device)
+        for backend, label in backends.items():
+            synth = make_synthesizer(tmp, backend, device, dtype)
+            precision = args.precision if backend == "torch" else "fp32"
+            label = f"{label} {precision}"
             if backend == "ort":
                 provider = synth.decoder.session.get_providers()[0]
                 providers.append(provider)
@@ -239,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "backend": backend,
                     "label": label,
+                    "precision": precision,
                     "repeats": args.repeats,
                     "audio_seconds": round(seconds_out, 4),
                     "one_shot_ms_median": round(one_shot_ms, 2),
@@ -254,13 +288,20 @@ def main(argv: list[str] | None = None) -> int:
                 }
             )
 
-    torch_row, ort_row = (next(r for r in rows if r["backend"] == b) for b in ("torch", "ort"))
-    ort_diff, ort_same_length = max_abs_diff(outputs["ort"], outputs["torch"])
-    ratios = {
-        "ort_speed_vs_torch_one_shot": round(torch_row["one_shot_ms_median"] / ort_row["one_shot_ms_median"], 2),
-        "ort_speed_vs_torch_stream_total": round(torch_row["stream_total_ms_median"] / ort_row["stream_total_ms_median"], 2),
-        "ort_speed_vs_torch_stream_first_audio": round(torch_row["stream_first_audio_ms_median"] / ort_row["stream_first_audio_ms_median"], 2),
-    }
+    fp32_audio = outputs["torch"] if fp32_audio is None else fp32_audio
+    for row in rows:
+        row["max_abs_diff_vs_fp32_torch"], row["same_length_as_fp32_torch"] = max_abs_diff(outputs[row["backend"]], fp32_audio)
+    torch_row = next(r for r in rows if r["backend"] == "torch")
+    ort_row = next((r for r in rows if r["backend"] == "ort"), None)
+    ratios = {}
+    ort_diff = ort_same_length = None
+    if ort_row is not None:
+        ort_diff, ort_same_length = max_abs_diff(outputs["ort"], outputs["torch"])
+        ratios = {
+            "ort_speed_vs_torch_one_shot": round(torch_row["one_shot_ms_median"] / ort_row["one_shot_ms_median"], 2),
+            "ort_speed_vs_torch_stream_total": round(torch_row["stream_total_ms_median"] / ort_row["stream_total_ms_median"], 2),
+            "ort_speed_vs_torch_stream_first_audio": round(torch_row["stream_first_audio_ms_median"] / ort_row["stream_first_audio_ms_median"], 2),
+        }
     for row in rows:
         # how many times sooner the first audio arrives when streaming than one-shot
         ratios[f"{row['backend']}_first_audio_one_shot_over_stream"] = round(row["one_shot_ms_median"] / row["stream_first_audio_ms_median"], 2)
@@ -272,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         **git_commit(),
         "machine": machine_info(device, sorted(set(providers))),
         "preset": args.preset,
+        "precision": args.precision,
         "weights": "random (export_vits seed 0)",
         "target_seconds": args.seconds,
         "audio_seconds": round(audio_seconds, 4),
@@ -289,18 +331,20 @@ def main(argv: list[str] | None = None) -> int:
         "note": (
             "one-shot: time to first audio = total time; RTF = compute time / audio duration; medians over the repeats "
             "after one warm-up; ort_speed_vs_torch = torch ms / ort ms; first_audio_one_shot_over_stream = one-shot ms / "
-            "streaming first-chunk ms; other_cpu: busy CPU time of other processes / all busy CPU time during the block"
+            "streaming first-chunk ms; other_cpu: busy CPU time of other processes / all busy CPU time during the block; "
+            "ort_vs_torch_max_abs_diff: ONNX Runtime against PyTorch in --precision (null without ONNX Runtime); "
+            "max_abs_diff_vs_fp32_torch: one-shot audio against fp32 PyTorch's"
         ),
         "results": rows,
     }
 
     table = Table(
-        title=f"VITS {args.preset} (random weights), {audio_seconds:.2f} s of speech ({len(ids)} tokens, {frames} frames), {device} ({result['machine']['device_name']})",
-        caption="one-shot: first audio = total; RTF = compute time / audio duration; medians",
+        title=f"VITS {args.preset} (random weights), {audio_seconds:.2f} s of speech ({len(ids)} tokens, {frames} frames), {device} ({result['machine']['device_name']}), PyTorch in {args.precision}",
+        caption="one-shot: first audio = total; RTF = compute time / audio duration; medians; max |diff|: streaming vs one-shot, one-shot vs fp32 PyTorch",
     )
     columns = (
         ("backend", "left"), ("mode", "left"), ("first audio ms", "right"), ("total ms", "right"), ("RTF", "right"),
-        ("runs", "right"), ("max |diff| vs one-shot", "right"), ("others' CPU", "right"),
+        ("runs", "right"), ("max |diff|", "right"), ("others' CPU", "right"),
     )
     for column, justify in columns:
         table.add_column(column, justify=justify)
@@ -309,19 +353,21 @@ def main(argv: list[str] | None = None) -> int:
         return "n/a" if value is None else f"{100 * value:.0f}%"
 
     for row in rows:
-        table.add_row(row["label"], "one-shot", f"{row['one_shot_ms_median']:.1f}", f"{row['one_shot_ms_median']:.1f}", f"{row['one_shot_rtf']:.3f}", str(row["repeats"]), "-", share(row["one_shot_other_cpu"]))
-        stream_check = f"{row['stream_vs_one_shot_max_abs_diff']:.1e}" + ("" if row["stream_same_length"] else " (lengths differ)")
+        fp32_check = f"{row['max_abs_diff_vs_fp32_torch']:.1e} vs fp32 PyTorch" + ("" if row["same_length_as_fp32_torch"] else " (lengths differ)")
+        table.add_row(row["label"], "one-shot", f"{row['one_shot_ms_median']:.1f}", f"{row['one_shot_ms_median']:.1f}", f"{row['one_shot_rtf']:.3f}", str(row["repeats"]), fp32_check, share(row["one_shot_other_cpu"]))
+        stream_check = f"{row['stream_vs_one_shot_max_abs_diff']:.1e} vs one-shot" + ("" if row["stream_same_length"] else " (lengths differ)")
         table.add_row(row["label"], f"streaming ({row['stream_chunks']} chunks)", f"{row['stream_first_audio_ms_median']:.1f}", f"{row['stream_total_ms_median']:.1f}", f"{row['stream_rtf']:.3f}", str(row["repeats"]), stream_check, share(row["stream_other_cpu"]))
     out = Console(width=max(Console().width, 180))
     out.print(table)
     out.print(
         f"streaming chunks: first {defaults['first_chunk_frames']} frames, then {defaults['chunk_frames']}, margin {margin} frames each side (the decoder's receptive field)"
     )
-    out.print(
-        f"ONNX Runtime vs PyTorch: one-shot {ratios['ort_speed_vs_torch_one_shot']:.2f}x, streaming total {ratios['ort_speed_vs_torch_stream_total']:.2f}x, "
-        f"streaming first audio {ratios['ort_speed_vs_torch_stream_first_audio']:.2f}x (torch ms / ort ms); "
-        f"audio max |diff| {ort_diff:.1e}" + ("" if ort_same_length else " (lengths differ)")
-    )
+    if ort_row is not None:
+        out.print(
+            f"ONNX Runtime vs PyTorch: one-shot {ratios['ort_speed_vs_torch_one_shot']:.2f}x, streaming total {ratios['ort_speed_vs_torch_stream_total']:.2f}x, "
+            f"streaming first audio {ratios['ort_speed_vs_torch_stream_first_audio']:.2f}x (torch ms / ort ms); "
+            f"audio max |diff| {ort_diff:.1e}" + ("" if ort_same_length else " (lengths differ)")
+        )
     for row in rows:
         out.print(
             f"{row['label']}: first audio {ratios[row['backend'] + '_first_audio_one_shot_over_stream']:.1f}x sooner streaming than one-shot; "
