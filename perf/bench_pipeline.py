@@ -1,16 +1,25 @@
 """talkrt's pipeline against a naive host-copy baseline written the way peers write it, in one run.
 
-    python perf/bench_pipeline.py [--seconds 4] [--device cpu|cuda] [--backend ort|torch|trt]
+    python perf/bench_pipeline.py [--seconds 4] [--device cpu|cuda] [--backend ort|torch|trt] [--precision fp32|fp16]
                                   [--batch-size 8] [--repeats 3] [--paste blend|hard] [--json out.json]
 
 Both sides use the same Wav2Lip weights (random, seed 0: speed does not depend on
 the values; exported once to a temporary ONNX file for ort, built into an engine
-for trt, the same nn.Module for torch), the same synthetic avatar
+for trt, the module built from the same seed for torch, in ``--precision``: fp16
+runs the PyTorch module in half precision, inputs and outputs float32), the same
+synthetic avatar
 (``synthetic_avatar(num_frames=8)``), the same synthetic speech, the same device
 and the same batch size.
 
 (a) talkrt's ``Pipeline``: offline ``run`` with every frame consumed where it lies
     (on the device, no encoding), and ``stream_chunks`` with 40 ms chunks.
+    Around it, the measure of what everything but the renderer costs:
+    "render only" calls the renderer's ``render()`` on the same batches (windows
+    and avatar indices computed beforehand; no features, paste-back, host copy or
+    encoding), and "pipeline to MP4" is ``write_video`` (features, render,
+    paste-back, host copy, H.264 encoding; needs PyAV, skipped without it).
+    End-to-end fps / render-only fps is reported for both pipeline variants
+    (the goal with the overlapped sink is >= 0.95).
 (b) The baseline, shaped like Wav2Lip's ``inference.py`` (and LiveTalking's loop):
     the mel is computed, then moved to the host as numpy; per batch, windows are
     sliced frame by frame in a Python loop (``mel_idx_multiplier = 80 / fps``, the
@@ -40,6 +49,7 @@ offline baseline for the whole clip), stopped at the first frame.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -56,31 +66,28 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from _machine import REPO, git_commit, machine_info  # noqa: E402  (perf/ is on sys.path when run as a script)
+from _machine import PRECISIONS, REPO, git_commit, machine_info, torch_dtype  # noqa: E402  (perf/ is on sys.path when run as a script)
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from talkrt.fileio import write_text_atomic  # noqa: E402
 from talkrt.demo import synthetic_speech  # noqa: E402
 from talkrt.export import get_spec  # noqa: E402
-from talkrt.runtime.align import num_video_frames  # noqa: E402
+from talkrt.optional import available  # noqa: E402
+from talkrt.runtime.align import gather_windows, num_video_frames  # noqa: E402
 from talkrt.runtime.audio import wav2lip_mel  # noqa: E402
 from talkrt.runtime.avatar import Avatar, synthetic_avatar  # noqa: E402
-from talkrt.runtime.pipeline import Pipeline, PipelineOptions  # noqa: E402
-from talkrt.runtime.renderers import Wav2LipRenderer  # noqa: E402
+from talkrt.runtime.pipeline import Pipeline, PipelineOptions, pipeline_from_files  # noqa: E402
 
 SAMPLE_RATE = 16000
 CHUNK_MS = 40
+OFFLINE = "pipeline offline"
+RENDER_ONLY = "render only (renderer.render on the same batches)"
+TO_MP4 = "pipeline to MP4 (write_video)"
 MEL_STEP = 16  # Wav2Lip's mel_step_size: 16 columns at 80 Hz per frame
 log = Console(stderr=True)
 
 
-# --------------------------------------------------------------------------- machine
-
-
-
-
-
-
+# --------------------------------------------------------------------------- helpers
 
 
 def ort_providers() -> list[str]:
@@ -101,8 +108,9 @@ def _cv2():
 class Model:
     """One set of Wav2Lip weights in the form the backend needs: an ONNX file, an engine or a module."""
 
-    def __init__(self, backend: str, device: torch.device, workdir: Path) -> None:
+    def __init__(self, backend: str, device: torch.device, workdir: Path, dtype: torch.dtype) -> None:
         self.backend = backend
+        self.dtype = dtype
         self.spec = get_spec("wav2lip")
         self.onnx: Path | None = None
         self.engine: Path | None = None
@@ -110,7 +118,7 @@ class Model:
         self.prepare_seconds = 0.0
         start = time.perf_counter()
         if backend == "torch":
-            self.module = self.spec.build_module(None, seed=0).eval().to(device)
+            self.module = self.spec.build_module(None, seed=0).eval().to(device, dtype)
         else:
             from talkrt.export.onnx import export_onnx
 
@@ -129,12 +137,32 @@ class Model:
 
 
 def make_pipeline(model: Model, avatar: Avatar, device: torch.device, batch_size: int) -> Pipeline:
-    from talkrt.engines.runners import make_runner
-
-    stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+    """The pipeline on the model's ONNX file or engine; torch builds its module from the same seed (None)."""
     path = {"ort": model.onnx, "trt": model.engine, "torch": None}[model.backend]
-    runner = make_runner(model.backend, path, spec=model.spec, module=model.module, device=device, stream=stream)
-    return Pipeline(avatar, Wav2LipRenderer(runner), PipelineOptions(fps=avatar.fps, batch_size=batch_size), stream)
+    options = PipelineOptions(fps=avatar.fps, batch_size=batch_size)
+    return pipeline_from_files(avatar, "wav2lip", model.backend, path, str(device), options, torch_dtype=model.dtype)
+
+
+def render_inputs(pipeline: Pipeline, audio: np.ndarray) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(avatar indices, windows) of every batch of the pipeline's offline run on 16 kHz ``audio``,
+    computed once on its device the way the pipeline computes them, for the render-only timing."""
+    renderer, device, batch = pipeline.renderer, pipeline.device, pipeline.options.batch_size
+    count = num_video_frames(len(audio), pipeline.fps, SAMPLE_RATE)
+    features = renderer.features(torch.from_numpy(audio).to(device))
+    windows = gather_windows(features, renderer.alignment.window_indices(features.shape[-1], count, pipeline.fps, device))
+    avatar_index = torch.from_numpy(pipeline.avatar.frame_indices(0, count)).to(device)
+    return [(avatar_index[start : start + batch], windows[start : start + batch]) for start in range(0, count, batch)]
+
+
+def render_only(pipeline: Pipeline, inputs: list[tuple[torch.Tensor, torch.Tensor]]) -> Iterator[torch.Tensor]:
+    """The renderer alone on the pipeline's stream, batch by batch (yields each batch's avatar indices)."""
+    renderer = pipeline.renderer
+    renderer.reset()
+    context = torch.cuda.stream(pipeline.stream) if pipeline.stream is not None else contextlib.nullcontext()
+    with context:
+        for avatar_index, windows in inputs:
+            renderer.render(avatar_index, windows, pipeline.stream)
+            yield avatar_index
 
 
 # --------------------------------------------------------------------------- (b) the naive baseline
@@ -153,6 +181,7 @@ class NaiveBaseline:
         self.face_size = avatar.face_size
         self.boxes = [tuple(int(v) for v in box) for box in avatar.boxes]
         self.backend = model.backend
+        self.dtype = model.dtype
         self.cv2 = _cv2()
         if model.backend == "ort":
             import onnxruntime as ort
@@ -195,7 +224,7 @@ class NaiveBaseline:
         mel_t, img_t = self._to_device(mel_batch), self._to_device(img_batch)
         if self.backend == "torch":
             with torch.inference_mode():
-                pred = self.module(mel_t, img_t)
+                pred = self.module(mel_t.to(self.dtype), img_t.to(self.dtype)).float()
         else:  # trt: fresh outputs every call, as a naive loop does
             pred = self.runner.run({"audio_sequences": mel_t, "face_sequences": img_t})["generated_faces"]
         return self._to_host(pred)
@@ -345,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=4.0, help="speech duration (default 4)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--backend", choices=("ort", "torch", "trt"), default="ort")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="torch backend: run the module in fp32 or fp16 (default fp32)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--paste", choices=("blend", "hard"), default="blend", help="baseline paste-back: blend with the avatar's mask (same work as the pipeline) or Wav2Lip's hard box paste")
@@ -367,6 +397,9 @@ def main(argv: list[str] | None = None) -> int:
     elif args.backend == "trt":
         log.print("[red]--backend trt needs --device cuda[/red]")
         return 2
+    if args.precision != "fp32" and args.backend != "torch":
+        log.print(f"[red]--precision {args.precision} is for the torch backend; ONNX graphs and engines carry their precision themselves[/red]")
+        return 2
     if args.batch_size < 1 or args.repeats < 1:
         log.print("[red]--batch-size and --repeats must be at least 1[/red]")
         return 2
@@ -385,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     kept: dict[str, list] = {"offline": [], "streaming": [], "baseline": []}
 
     with tempfile.TemporaryDirectory(prefix="talkrt-bench-pipeline-") as tmp:
-        model = Model(args.backend, device, Path(tmp))
+        model = Model(args.backend, device, Path(tmp), torch_dtype(args.precision))
 
         # ---- (a) the pipeline
         pipeline = make_pipeline(model, avatar, device, args.batch_size)
@@ -407,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
             }
 
         rows.append(measure(
-            "pipeline offline",
+            OFFLINE,
             lambda warm: timed(lambda t0: pipeline.run(audio, SAMPLE_RATE), sync, pipe_frames, host_copy(kept["offline"]) if warm else None),
             args.repeats, after=pipe_bytes,
         ))
@@ -422,6 +455,26 @@ def main(argv: list[str] | None = None) -> int:
                 lambda warm: timed(lambda t0: pipeline.stream_chunks(paced(chunks, t0, CHUNK_MS), SAMPLE_RATE), sync, pipe_frames, first_only=True),
                 args.repeats,
             ))
+        inputs = render_inputs(pipeline, audio)
+        sync()
+        rows.append(measure(RENDER_ONLY, lambda warm: timed(lambda t0: render_only(pipeline, inputs), sync, len), args.repeats))
+        del inputs
+        if available("av"):
+            video = Path(tmp) / "pipeline.mp4"
+            reports: list = []
+
+            def video_run(warm: bool) -> dict:
+                t0 = time.perf_counter()
+                reports.append(pipeline.write_video(audio, SAMPLE_RATE, video))
+                total_ms = (time.perf_counter() - t0) * 1000.0  # write_video returns once the file is closed
+                return {"ttff_ms": reports[-1].time_to_first_frame_ms, "total_ms": total_ms, "frames": reports[-1].frames}
+
+            def video_stages() -> dict:
+                return {"profile_stage_total_ms": {name: stage.total_ms for name, stage in reports[-1].stages.items()}, "mp4_bytes": video.stat().st_size}
+
+            rows.append(measure(TO_MP4, video_run, args.repeats, after=video_stages))
+        else:
+            log.print(f"{TO_MP4}: skipped: no PyAV")
         # Release the pipeline's runtime (an idle ONNX Runtime pool must not share the cores with the baseline).
         del pipeline
         gc.collect()
@@ -462,10 +515,15 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     by_name = {r["variant"]: r for r in rows}
-    pipe_off = rows[0]
+    pipe_off = by_name[OFFLINE]
     pipe_stream = rows[1]
     base = by_name[f"naive baseline ({args.paste} paste)"]
+    render_fps = by_name[RENDER_ONLY]["fps"]
+    for row in rows:
+        row["fps_over_render_only"] = None if row["fps"] is None else _round(row["fps"] / render_fps, 3)
     ratios = {
+        "end_to_end_over_render_only": by_name[TO_MP4]["fps_over_render_only"] if TO_MP4 in by_name else None,
+        "pipeline_offline_over_render_only": pipe_off["fps_over_render_only"],
         "throughput_pipeline_offline_over_baseline": _round(pipe_off["fps"] / base["fps"], 3),
         "ttff_baseline_over_pipeline_streaming_burst": _round(base["ttff_ms_median"] / pipe_stream["ttff_ms_median"], 2),
         "ttff_baseline_over_pipeline_offline": _round(base["ttff_ms_median"] / pipe_off["ttff_ms_median"], 2),
@@ -482,6 +540,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(device, ort_providers(), opencv=_cv2().__version__),
         "settings": {
             "backend": args.backend,
+            "precision": args.precision,
             "device": str(device),
             "batch_size": args.batch_size,
             "repeats": args.repeats,
@@ -501,6 +560,9 @@ def main(argv: list[str] | None = None) -> int:
             "ttff burst: all audio present at t0 (streaming fed its 40 ms chunks back to back): compute only",
             "ttff paced: audio arrives in real time from t0; the streaming pipeline waits for its lookahead, the offline baseline for the whole clip; runs stop at the first frame",
             "h2d/d2h bytes: host<->device copies on CUDA; 0 on the CPU, where there is no device memory to copy to",
+            "render only: the renderer's render() alone (eager) on the batches of the offline run, windows and avatar indices computed beforehand: no features, paste-back, host copy or encoding",
+            "fps_over_render_only: this row's fps / render-only fps; end_to_end_over_render_only uses the MP4 row (write_video: features, render, paste-back, host copy, encoding; the goal with the overlapped sink is >= 0.95), pipeline_offline_over_render_only the offline row (frames left on the device)",
+            "pipeline to MP4: skipped (null ratio) where PyAV is not installed",
             "pipeline frames are consumed where they lie (no encoding, no host copy) in timed runs; the warm-up run's frames are copied out for the frame check",
         ],
         "results": rows,
@@ -509,21 +571,26 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     out = Console(width=max(Console().width, 150))  # a file or pipe gets the whole table, unwrapped
-    title = f"Wav2Lip pipeline vs naive baseline: {pipe_off['frames']} frames ({audio_seconds:g} s at {avatar.fps} fps), {args.backend} on {result['machine']['device_name']} ({device}), batch {args.batch_size}"
+    title = f"Wav2Lip pipeline vs naive baseline: {pipe_off['frames']} frames ({audio_seconds:g} s at {avatar.fps} fps), {args.backend} {args.precision} on {result['machine']['device_name']} ({device}), batch {args.batch_size}"
     table = Table(title=title)
-    for column in ("variant", "total ms (median)", "fps", "TTFF ms (median)", "h2d bytes", "d2h bytes", "runs"):
+    for column in ("variant", "total ms (median)", "fps", "fps / render-only", "TTFF ms (median)", "h2d bytes", "d2h bytes", "runs"):
         table.add_column(column, justify="left" if column == "variant" else "right")
     for row in rows:
         table.add_row(
             row["variant"],
             "-" if row["total_ms_median"] is None else f"{row['total_ms_median']:.1f}",
             "-" if row["fps"] is None else f"{row['fps']:.1f}",
+            "-" if row["fps_over_render_only"] is None else f"{row['fps_over_render_only']:.3f}",
             f"{row['ttff_ms_median']:.1f}",
             str(row["h2d_bytes"]) if "h2d_bytes" in row else "-",
             str(row["d2h_bytes"]) if "d2h_bytes" in row else "-",
             str(row["repeats"]),
         )
     out.print(table)
+    if ratios["end_to_end_over_render_only"] is None:
+        out.print(f"end-to-end fps / render-only fps: not measured ({TO_MP4} skipped: no PyAV); offline pipeline (frames left on the device): {ratios['pipeline_offline_over_render_only']:.3f}")
+    else:
+        out.print(f"end-to-end fps / render-only fps (MP4 via write_video; goal >= 0.95): {ratios['end_to_end_over_render_only']:.3f}; offline pipeline (frames left on the device): {ratios['pipeline_offline_over_render_only']:.3f}")
     out.print(f"throughput ratio (pipeline offline fps / baseline fps): {ratios['throughput_pipeline_offline_over_baseline']:.3f}")
     out.print(f"TTFF ratio, burst (baseline / pipeline streaming): {ratios['ttff_baseline_over_pipeline_streaming_burst']:.2f}; baseline / pipeline offline: {ratios['ttff_baseline_over_pipeline_offline']:.2f}")
     if "ttff_paced_baseline_over_pipeline_streaming" in ratios:
