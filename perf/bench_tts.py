@@ -52,12 +52,10 @@ from _machine import PRECISIONS, REPO, cpu_counters, cuda_problem, git_commit, m
 
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from talkrt.engines.runners import make_runner  # noqa: E402
-from talkrt.export.vits import build_vits_graph, decoder_receptive_field, export_vits, vits_specs_for_model  # noqa: E402
+from talkrt.export.vits import export_vits  # noqa: E402
 from talkrt.fileio import write_text_atomic  # noqa: E402
-from talkrt.models.vits import build_random_vits, vits_info  # noqa: E402
 from talkrt.models.vits_text import text_to_ids  # noqa: E402
-from talkrt.runtime.tts import VitsSynthesizer, read_manifest  # noqa: E402
+from talkrt.runtime.tts import VitsSynthesizer  # noqa: E402
 
 console = Console(stderr=True)
 
@@ -87,28 +85,8 @@ def sync(device: str) -> None:
 
 
 def make_synthesizer(directory: str, backend: str, device: str, dtype: torch.dtype) -> VitsSynthesizer:
-    """``VitsSynthesizer.from_manifest``; for PyTorch in another dtype, the same modules (rebuilt from the
-    manifest's preset and seed, as ``from_manifest`` does) behind runners in that dtype."""
-    if backend != "torch" or dtype == torch.float32:
-        return VitsSynthesizer.from_manifest(directory, backend=backend, device=device)
-    manifest = read_manifest(directory)
-    model = build_random_vits(manifest["preset"], seed=int(manifest.get("seed") or 0))
-    info, specs = vits_info(model), vits_specs_for_model(model)
-    encoder, decoder = (
-        make_runner("torch", spec=specs[graph], module=build_vits_graph(graph=graph, model=model), device=device, torch_dtype=dtype)
-        for graph in ("encoder", "decoder")
-    )
-    return VitsSynthesizer(
-        encoder,
-        decoder,
-        sample_rate=info.sample_rate,
-        hop_length=info.hop_length,
-        num_speakers=info.num_speakers,
-        receptive_field=decoder_receptive_field(model.config),
-        add_blank=info.add_blank,
-        vocab=info.vocab,
-        device=device,
-    )
+    """The voice behind runners of ``backend``; PyTorch in ``dtype`` (float16 for the half-precision baseline)."""
+    return VitsSynthesizer.from_manifest(directory, backend=backend, device=device, torch_dtype=dtype)
 
 
 # ----------------------------------------------------------------------------- calibration

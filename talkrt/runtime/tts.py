@@ -149,16 +149,18 @@ class VitsSynthesizer:
     # --- construction
 
     @classmethod
-    def from_model(cls, model, device: str | torch.device = "cpu") -> "VitsSynthesizer":
-        """PyTorch runners around a ``VitsModel`` (the reference backend)."""
+    def from_model(cls, model, device: str | torch.device = "cpu", torch_dtype: torch.dtype = torch.float32) -> "VitsSynthesizer":
+        """PyTorch runners around a ``VitsModel`` (the reference backend), run in ``torch_dtype``."""
         from talkrt.engines.runners import make_runner
         from talkrt.export.vits import build_vits_graph, decoder_receptive_field, vits_specs_for_model
         from talkrt.models.vits import vits_info
 
         info = vits_info(model)
         specs = vits_specs_for_model(model)
-        encoder = make_runner("torch", spec=specs["encoder"], module=build_vits_graph(graph="encoder", model=model), device=device)
-        decoder = make_runner("torch", spec=specs["decoder"], module=build_vits_graph(graph="decoder", model=model), device=device)
+        encoder, decoder = (
+            make_runner("torch", spec=specs[graph], module=build_vits_graph(graph=graph, model=model), device=device, torch_dtype=torch_dtype)
+            for graph in ("encoder", "decoder")
+        )
         return cls(
             encoder,
             decoder,
@@ -172,7 +174,9 @@ class VitsSynthesizer:
         )
 
     @classmethod
-    def from_manifest(cls, directory: str | os.PathLike, backend: str = "ort", device: str | torch.device = "cpu", trust: bool = False) -> "VitsSynthesizer":
+    def from_manifest(
+        cls, directory: str | os.PathLike, backend: str = "ort", device: str | torch.device = "cpu", trust: bool = False, torch_dtype: torch.dtype = torch.float32
+    ) -> "VitsSynthesizer":
         """The graphs named by ``directory/manifest.json`` (written by ``talkrt.export.vits.export_vits``).
 
         ``ort`` runs the ONNX files, ``trt`` the engines that ``build_vits_engines``
@@ -190,7 +194,7 @@ class VitsSynthesizer:
                 model = load_vits(manifest["checkpoint"], trust=trust)[0]
             else:
                 model = build_random_vits(manifest["preset"], seed=int(manifest.get("seed") or 0))
-            return cls.from_model(model, device)
+            return cls.from_model(model, device, torch_dtype)
         if backend == "ort":
             paths = {graph: directory / manifest["files"][graph] for graph in ("encoder", "decoder")}
         elif backend == "trt":
