@@ -126,13 +126,20 @@ stamp_commit() {
 # --------------------------------------------------------------------------- steps (each runs as: gpu_check.sh --step NAME)
 
 step_setup() {
-    local rc=0 version
+    local rc=0 version wheel
     if compgen -G "$WHEEL_DIR/*.whl" >/dev/null; then
         version=$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
         if [ "$version" = "$WHEEL_PYTHON" ]; then
             echo "installing $(ls "$WHEEL_DIR"/*.whl | wc -l) wheels into $SITE"
-            "$PY" -m pip install -q --disable-pip-version-check --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-                --target "$SITE" "$WHEEL_DIR"/*.whl || { echo "pip install failed"; rc=1; }
+            if "$PY" -m pip --version >/dev/null 2>&1; then
+                "$PY" -m pip install -q --disable-pip-version-check --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+                    --target "$SITE" "$WHEEL_DIR"/*.whl || { echo "pip install failed"; rc=1; }
+            else
+                echo "no pip: unpacking the wheels instead"
+                for wheel in "$WHEEL_DIR"/*.whl; do
+                    "$PY" -m zipfile -e "$wheel" "$SITE" || { echo "cannot unpack $wheel"; rc=1; }
+                done
+            fi
         else
             echo "not installing $WHEEL_DIR: the wheels are for Python $WHEEL_PYTHON, $PY is $version"
         fi
