@@ -225,6 +225,10 @@ def _speaker_embedding(model: nn.Module, speaker_id: torch.Tensor | None) -> tor
     return model.embed_speaker(speaker_id).unsqueeze(-1)  # (batch, E, 1)
 
 
+def _weight_dtype(module: nn.Module) -> torch.dtype:
+    return next(module.parameters()).dtype
+
+
 def sequence_mask(lengths: torch.Tensor, size: int) -> torch.Tensor:
     """(batch, size) float mask: 1 where position < length."""
     positions = torch.arange(size, device=lengths.device)
@@ -252,13 +256,14 @@ class VitsEncoderGraph(nn.Module):
         conditioning = _speaker_embedding(self, speaker_id)
 
         tokens = input_ids.shape[1]
-        mask = (torch.arange(tokens, device=input_ids.device).unsqueeze(0) < input_lengths.unsqueeze(1)).to(torch.float32)
+        dtype = _weight_dtype(self)  # masks in the weights' dtype: a float32 mask would promote an FP16 module's activations
+        mask = (torch.arange(tokens, device=input_ids.device).unsqueeze(0) < input_lengths.unsqueeze(1)).to(dtype)
         # Keys beyond the length get a large negative bias. Built here as a 4-D mask,
         # which transformers uses as is (it turns an all-ones 2-D mask into None in
         # Python, which a trace would bake in). transformers' own bias is the float32
         # minimum; -1e4 also fits FP16, and softmax gives those keys exactly 0 either way.
         key_mask = mask[:, None, None, :] > 0
-        attention_mask = torch.where(key_mask, torch.zeros((), dtype=torch.float32), torch.full((), MASKED_KEY_BIAS))
+        attention_mask = torch.where(key_mask, torch.zeros((), dtype=dtype), torch.full((), MASKED_KEY_BIAS, dtype=dtype))
         attention_mask = attention_mask.expand(-1, 1, tokens, tokens)
         hidden, prior_means, prior_log_variances = self.text_encoder(
             input_ids=input_ids, padding_mask=mask.unsqueeze(-1), attention_mask=attention_mask, return_dict=False
@@ -355,7 +360,7 @@ class VitsFullGraph(nn.Module):
         frame_lengths = torch.clamp_min(torch.sum(durations, dim=-1), 1).to(torch.int64)
         frames = frame_lengths.max()
         index = token_index(durations, frames)  # (batch, frames), == tokens where no token
-        output_mask = (torch.arange(frames, device=durations.device).unsqueeze(0) < frame_lengths.unsqueeze(1)).to(torch.float32)
+        output_mask = (torch.arange(frames, device=durations.device).unsqueeze(0) < frame_lengths.unsqueeze(1)).to(_weight_dtype(self))
         means = expand_to_frames(prior_means, index) * output_mask.unsqueeze(1)
         log_variances = expand_to_frames(prior_log_variances, index) * output_mask.unsqueeze(1)
         # frames beyond the noise given get none: append zeros, then cut to the frame count

@@ -92,6 +92,16 @@ def test_torch_backend_from_manifest_equals_onnx_runtime(tiny_dir, ort_synthesiz
         assert float((actual.waveform - expected.waveform).abs().max()) < 1e-4
 
 
+def test_torch_backend_in_half_precision_follows_float32() -> None:
+    """FP16 PyTorch modules: the masks the graphs build follow the weights' dtype (a float32 mask
+    would promote the activations and fail at the next half-precision layer)."""
+    model = build_random_vits("tiny", seed=0)
+    expected = VitsSynthesizer.from_model(model).synthesize(TOKENS, noise_scale=0.0, noise_scale_w=0.0)
+    half = VitsSynthesizer.from_model(model, torch_dtype=torch.float16).synthesize(TOKENS, noise_scale=0.0, noise_scale_w=0.0)
+    assert half.dtype == torch.float32 and half.shape == expected.shape
+    assert 0 < float((half - expected).abs().max()) < 0.05 * float(expected.abs().max())
+
+
 class DecodeRecorder:
     """Records the frame count of every decoder call of a real runner (and when it happened)."""
 
