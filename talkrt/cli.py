@@ -109,9 +109,9 @@ def run_export(family: str, weights: Optional[str], out: Path, trust: bool, seed
             table.add_row(result.output, shape, f"{result.max_abs:.3g}", f"{result.max_rel:.3g}", "[green]yes[/]" if result.ok else "[red]no[/]")
         console.print(table)
     nodes = sum(report.op_counts.values())
-    console.print(
-        f"[green]wrote[/] {out} ({_mib(out.stat().st_size)}, {nodes} nodes, opset {spec.opset}, {spec.exporter} exporter) in {report.seconds:.1f} s",
-        highlight=False,
+    _say(
+        f"{out} ({_mib(out.stat().st_size)}, {nodes} nodes, opset {spec.opset}, {spec.exporter} exporter) in {report.seconds:.1f} s",
+        prefix="[green]wrote[/] ",
     )
 
 
@@ -231,7 +231,7 @@ def export_vits_command(
     with console.status("exporting VITS") as status:
         manifest = export_vits(out_dir, preset=preset, checkpoint=source, trust=trust_checkpoint, seed=seed, validate=validate, step=lambda text: status.update(text))
     files = ", ".join(manifest["files"].values())
-    console.print(f"[green]wrote[/] {out_dir}: {files} and manifest.json ({manifest['sample_rate']} Hz, {manifest['num_speakers']} speaker(s), {manifest['source']})", highlight=False)
+    _say(f"{out_dir}: {files} and manifest.json ({manifest['sample_rate']} Hz, {manifest['num_speakers']} speaker(s), {manifest['source']})", prefix="[green]wrote[/] ")
 
 
 # --------------------------------------------------------------------------- build
@@ -307,7 +307,7 @@ def build(
 
         with console.status(f"building the VITS engines in {onnx_file}"):
             manifest = build_vits_engines(onnx_file, options)
-        console.print(f"[green]wrote[/] {', '.join(str(onnx_file / e) for e in manifest['engines'].values())} and updated {onnx_file / 'manifest.json'}", highlight=False)
+        _say(f"{', '.join(str(onnx_file / e) for e in manifest['engines'].values())} and updated {onnx_file / 'manifest.json'}", prefix="[green]wrote[/] ")
         return
     out = out or onnx_file.with_suffix(".engine")
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console, transient=True) as bars:
@@ -318,25 +318,32 @@ def build(
     for index, shapes_by_input in enumerate(meta["profiles"]):
         for name, shapes in shapes_by_input.items():
             low, opt, high = ("x".join(map(str, shapes[k])) for k in ("min", "opt", "max"))
-            console.print(f"  profile {index} {name}: min {low}  opt {opt}  max {high}", highlight=False)
+            _say(f"  profile {index} {name}: min {low}  opt {opt}  max {high}")
     plan = meta["precision"]
     if plan["mode"] != "fp32":
         fp32 = plan.get("fp32_nodes", {})
         verdict = "gates hold" if plan.get("passed") else "[red]gates fail[/]"
-        console.print(f"  precision {plan['mode']}: {len(fp32)} nodes kept in FP32, {verdict}; {plan.get('applied_as', '')}", highlight=False)
+        _say(f"  precision {plan['mode']}: {len(fp32)} nodes kept in FP32, {verdict}; {plan.get('applied_as', '')}")
     folding = meta.get("sanitize")  # absent from sidecars written before folding
     if folding:
         shown = f"[yellow]{escape(folding['fallback'])}[/]" if folding["fallback"] else f"{folding['nodes_before']} -> {folding['nodes_after']} nodes"
-        console.print(f"  constant folding ({folding['tool']}): {shown}", highlight=False)
+        _say(f"  constant folding ({folding['tool']}): {shown}")
     done = f"reused ({result.reused})" if result.reused else f"in {meta['build_seconds']:.1f} s"
-    console.print(
-        f"[green]wrote[/] {result.engine} ({_mib(meta['engine_bytes'])}, {meta['backend']['name']} {meta['backend']['version']}, "
+    _say(
+        f"{result.engine} ({_mib(meta['engine_bytes'])}, {meta['backend']['name']} {meta['backend']['version']}, "
         f"{plan['mode']}, for {where}) {done}; sidecar {result.sidecar.name}",
-        highlight=False,
+        prefix="[green]wrote[/] ",
     )
 
 
 # --------------------------------------------------------------------------- tts
+
+
+def _say(text: str, prefix: str = "", style: str = "") -> None:
+    """Print ``text`` as it is (paths and hints may hold brackets, which rich reads as markup)
+    after ``prefix`` (markup), in ``style``."""
+    body = escape(text)
+    console.print(prefix + (f"[{style}]{body}[/]" if style else body), highlight=False)
 
 
 def _device(requested: str, backend: str, engine: Optional[Path] = None):
@@ -344,7 +351,7 @@ def _device(requested: str, backend: str, engine: Optional[Path] = None):
     from talkrt.engines.devices import engine_builder, resolve_device
 
     choice = resolve_device(requested, backend, engine_backend=engine_builder(engine) if backend == "trt" else None)
-    console.print(f"[dim]device: {choice.device} ({choice.reason})[/]", highlight=False)
+    _say(f"device: {choice.device} ({choice.reason})", style="dim")
     return choice.device
 
 
@@ -391,7 +398,7 @@ def tts(
     synthesizer, manifest = _synthesizer(onnx_dir, engines, torch_dir, device)
     waveform, rate, seconds = _speak(text, synthesizer, manifest, speaker, seed)
     write_wav(out, waveform, rate, sample_format)
-    console.print(f"[green]wrote[/] {out}: {len(waveform) / rate:.2f} s at {rate} Hz in {seconds * 1000:.0f} ms", highlight=False)
+    _say(f"{out}: {len(waveform) / rate:.2f} s at {rate} Hz in {seconds * 1000:.0f} ms", prefix="[green]wrote[/] ")
 
 
 # --------------------------------------------------------------------------- avatar / run / profile / demo
@@ -418,7 +425,7 @@ def avatar_prepare(
         avatar.save(out)
     height, width = avatar.frame_size
     crop_h, crop_w = avatar.crop_size
-    console.print(f"[green]wrote[/] {out}: {avatar.num_frames} frames of {width}x{height} at {avatar.fps} fps, {renderer} crops {crop_w}x{crop_h}", highlight=False)
+    _say(f"{out}: {avatar.num_frames} frames of {width}x{height} at {avatar.fps} fps, {renderer} crops {crop_w}x{crop_h}", prefix="[green]wrote[/] ")
 
 
 RENDERER_CHOICES = ("wav2lip", "dinet", "dhlive")
@@ -501,12 +508,12 @@ def _run_pipeline(audio: Optional[Path], text: Optional[str], avatar: Path, boxe
         shared = {"reference"} if renderer == "dhlive" else set()
         random_roles = [role for role in models if role not in {"generator", *shared} and not (role in ("asr", "mapper") and features is not None)]
         if random_roles:
-            console.print(f"[yellow]note[/]: --model loads the generator; {', '.join(random_roles)} run with random weights in --backend torch (use exported graphs with ort/trt)", highlight=False)
+            _say(f"--model loads the generator; {', '.join(random_roles)} run with random weights in --backend torch (use exported graphs with ort/trt)", prefix="[yellow]note[/]: ")
     if text is not None:
         voice = {"trt": "engines", "ort": "onnx_dir", "torch": "torch_dir"}[backend]
         synthesizer, manifest = _synthesizer(**{"onnx_dir": None, "engines": None, "torch_dir": None, voice: tts_dir}, device=device)
         samples, rate, seconds = _speak(text, synthesizer, manifest, None, 0)
-        console.print(f"tts: {len(samples) / rate:.2f} s of speech in {seconds * 1000:.0f} ms", highlight=False)
+        _say(f"tts: {len(samples) / rate:.2f} s of speech in {seconds * 1000:.0f} ms")
     else:
         samples, rate = read_audio(audio)
     prepared = _load_avatar(avatar, boxes, renderer, landmarks)
@@ -563,7 +570,7 @@ def run(
     """Speech in, lip-synced video out: one pipeline on one device."""
     report = _run_pipeline(audio, text, avatar, boxes, renderer, backend, model, engines, device, fps, batch_size, stream_chunk_ms, out, tts_dir,
                            landmarks=landmarks, features=features, pca=pca, trust=trust_checkpoint)
-    console.print(f"[green]wrote[/] {out}: {report.frames} frames, {report.render_fps:.1f} fps, real-time factor {report.real_time_factor:.2f}, first frame after {report.time_to_first_frame_ms:.0f} ms", highlight=False)
+    _say(f"{out}: {report.frames} frames, {report.render_fps:.1f} fps, real-time factor {report.real_time_factor:.2f}, first frame after {report.time_to_first_frame_ms:.0f} ms", prefix="[green]wrote[/] ")
 
 
 @app.command()
@@ -596,7 +603,7 @@ def profile(
                            landmarks=landmarks, features=features, pca=pca, trust=trust_checkpoint)
     console.print(result.rich_table())
     paths = save_report(result, report)
-    console.print("[green]wrote[/] " + ", ".join(str(p) for p in paths), highlight=False)
+    _say(", ".join(str(p) for p in paths), prefix="[green]wrote[/] ")
 
 
 @app.command()
@@ -613,12 +620,12 @@ def demo(
     with console.status("talkrt demo") as status:
         result = run_demo(out_dir, seconds, device, batch_size, step=lambda text: status.update(text))
     for note in result.notes:
-        console.print(f"[dim]{note}[/]", highlight=False)
+        _say(note, style="dim")
     console.print(result.report.rich_table())
-    console.print(
-        f"[green]wrote[/] {result.video} ({result.report.frames} frames; {result.backend} on {result.device}) and the profile: "
+    _say(
+        f"{result.video} ({result.report.frames} frames; {result.backend} on {result.device}) and the profile: "
         + ", ".join(str(p) for p in (result.report_json, result.report_markdown, result.plot)),
-        highlight=False,
+        prefix="[green]wrote[/] ",
     )
 
 
@@ -645,7 +652,7 @@ def inspect(
             table.add_row(key, value if isinstance(value, str) else json.dumps(value))
         console.print(table)
         return
-    console.print(f"[bold]{file}[/]: {_mib(info['bytes'])}, opset {info['opset']}, {info['nodes']} nodes, {info['parameters']:,} parameters, producer {info['producer']}", highlight=False)
+    _say(f"{_mib(info['bytes'])}, opset {info['opset']}, {info['nodes']} nodes, {info['parameters']:,} parameters, producer {info['producer']}", prefix=f"[bold]{escape(str(file))}[/]: ")
     io_table = Table(title="inputs and outputs")
     for column in ("", "name", "dtype", "dims", "convention"):
         io_table.add_column(column)
@@ -696,7 +703,7 @@ def check(
     console.print(table)
     for path, what in ((save_inputs, "inputs"), (save_outputs, f"outputs of {', '.join(result.runs)}")):
         if path:
-            console.print(f"[green]wrote[/] {what} to {path}", highlight=False)
+            _say(f"{what} to {path}", prefix="[green]wrote[/] ")
     if not result.passed:
         raise ValidationFailed(f"{result.candidate} fails {sum(not r['passed'] for r in result.rows)} of {len(result.rows)} gates against FP32")
     console.print("[green]as good as FP32 on every gate[/]")

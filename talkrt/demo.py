@@ -61,10 +61,11 @@ def demo_engine_backend(gpu) -> tuple[str | None, str]:
 
     if gpu is not None and available("tensorrt"):
         return "tensorrt", f"TensorRT builds for {gpu.name}"
-    if not available("tensorrt_rtx"):
-        return None, 'no TensorRT backend is installed (pip install "talkrt[rtx]" or "talkrt[gpu]")'
-    if gpu is not None and not gpu.rtx_supported:
+    if gpu is not None and not gpu.rtx_supported:  # only the datacenter builder targets this GPU
         return None, rtx_unsupported(gpu)
+    if not available("tensorrt_rtx"):
+        hint = '"talkrt[rtx]" or "talkrt[gpu]"' if gpu is None else f'"talkrt[gpu]" (TensorRT) or "talkrt[rtx]" (TensorRT-RTX, which supports {gpu.name})'
+        return None, f"no TensorRT backend is installed (pip install {hint})"
     return "tensorrt-rtx", f"TensorRT-RTX builds for {gpu.name}" if gpu else "TensorRT-RTX builds ahead of time without a GPU"
 
 

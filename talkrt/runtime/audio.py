@@ -369,7 +369,9 @@ def resample(wav: torch.Tensor, orig_sr: int, target_sr: int = 16000) -> torch.T
         return wav.new_zeros(*wav.shape[:-1], 0)
 
     plan = _polyphase_plan(up, down)
-    weight = _polyphase_weight(up, down, wav.device, wav.dtype)
+    # In float64, as scipy computes: a GPU's float32 convolution may run in TF32 (10-bit
+    # mantissa), and its rounding would change with the input's length.
+    weight = _polyphase_weight(up, down, wav.device, torch.float64)
     num_taps = weight.shape[-1]
     num_out = resampled_length(num_samples, orig_sr, target_sr)
     num_blocks = -(-num_out // up)
@@ -377,13 +379,13 @@ def resample(wav: torch.Tensor, orig_sr: int, target_sr: int = 16000) -> torch.T
     needed = (num_blocks - 1) * down + num_taps
     left = -plan.first_tap
     right = needed - num_samples - left
-    signal = wav.reshape(-1, 1, num_samples)
+    signal = wav.reshape(-1, 1, num_samples).to(torch.float64)
     signal = F.pad(signal, (max(left, 0), max(right, 0)))
     signal = signal[..., max(-left, 0) : max(-left, 0) + needed]
 
     phases = F.conv1d(signal, weight, stride=down)  # (N, up, num_blocks)
     interleaved = phases.transpose(1, 2).reshape(signal.shape[0], num_blocks * up)
-    return interleaved[:, :num_out].reshape(*wav.shape[:-1], num_out)
+    return interleaved[:, :num_out].reshape(*wav.shape[:-1], num_out).to(wav.dtype)
 
 
 # --------------------------------------------------------------------- WAV in memory

@@ -204,7 +204,9 @@ class Pipeline:
     def stream_chunks(self, chunks: Iterable[np.ndarray], sample_rate: int) -> Iterator[FrameBatch]:
         """Frames as soon as their windows are complete, for audio arriving in chunks (e.g. 20-40 ms).
 
-        The output equals ``run`` on the concatenated audio, frame for frame. Each step
+        The output equals ``run`` on the concatenated audio, frame for frame: exactly on the
+        CPU; on a GPU within one uint8 level, since cuBLAS and cuFFT pick their kernels (and so
+        their rounding) by the length of the audio received so far. Each step
         recomputes the resampler and features over the audio received so far (simple
         and exact; cost grows with the utterance, fine for sentences).
         """

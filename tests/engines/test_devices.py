@@ -70,3 +70,18 @@ def test_auto_names_why_ort_stays_on_the_cpu() -> None:
 def test_impossible_choices_say_why(requested, backend, gpu, ort_cuda, engine_backend, message) -> None:
     with pytest.raises(TalkrtError, match=message):
         resolve_device(requested, backend, engine_backend=engine_backend, gpu=gpu, ort_cuda=ort_cuda)
+
+
+def test_demo_engine_hint_fits_the_gpu() -> None:
+    """On a Hopper GPU the demo never suggests TensorRT-RTX, which has no kernels for it."""
+    from talkrt.demo import demo_engine_backend
+    from talkrt.optional import available
+
+    backend, reason = demo_engine_backend(H100)
+    if available("tensorrt"):
+        assert backend == "tensorrt"
+    else:
+        assert backend is None and "TensorRT-RTX has no kernels for NVIDIA H100" in reason and "--backend tensorrt" in reason
+    backend, reason = demo_engine_backend(RTX4090)
+    if not available("tensorrt"):
+        assert backend == ("tensorrt-rtx" if available("tensorrt_rtx") else None)

@@ -139,6 +139,15 @@ def test_avatar_indices_are_made_on_the_device() -> None:
 # ------------------------------------------------------------------------------------------ GPU
 
 
+def assert_streamed_matches(streamed: torch.Tensor, offline: torch.Tensor) -> None:
+    """On a GPU, features of a growing prefix round differently from the whole (cuBLAS and cuFFT
+    choose kernels by length): frames may differ by one level, in a few pixels, never more."""
+    assert streamed.shape == offline.shape
+    difference = (streamed.int() - offline.int()).abs()
+    assert difference.max() <= 1
+    assert (difference > 0).float().mean() < 1e-3
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("name", ["dinet", "dhlive"])
 def test_dinet_and_dhlive_on_cuda_match_the_cpu(name) -> None:
@@ -156,7 +165,7 @@ def test_dinet_and_dhlive_on_cuda_match_the_cpu(name) -> None:
         if device == "cuda":
             assert pipeline.cuda_graph_used, pipeline.capture.reason
             streamed = torch.cat([b.frames.cpu() for b in pipeline.stream_chunks((audio[i : i + 640] for i in range(0, len(audio), 640)), 16000)])
-            assert torch.equal(streamed, frames["cuda"])
+            assert_streamed_matches(streamed, frames["cuda"])
     assert (frames["cuda"].int() - frames["cpu"].int()).abs().max() <= 2
 
 
@@ -183,7 +192,7 @@ def test_cuda_streaming_equals_cuda_offline_and_cpu() -> None:
     cuda = Pipeline(avatar, Wav2LipRenderer(make_runner("torch", spec=spec, module=spec.build_module(None, seed=0), device="cuda")), PipelineOptions(batch_size=4))
     offline = cuda.frames(audio, 16000)
     streamed = torch.cat([b.frames.cpu() for b in cuda.stream_chunks((audio[i : i + 640] for i in range(0, len(audio), 640)), 16000)])
-    assert torch.equal(streamed, offline)
+    assert_streamed_matches(streamed, offline)
     cpu = Pipeline(avatar, Wav2LipRenderer(make_runner("torch", spec=spec, module=spec.build_module(None, seed=0), device="cpu")), PipelineOptions(batch_size=4))
     difference = (cpu.frames(audio, 16000).int() - offline.int()).abs()
     assert difference.max() <= 2  # float kernels differ between devices; uint8 frames within 2 levels
