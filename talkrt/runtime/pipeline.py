@@ -112,6 +112,7 @@ class Pipeline:
         capture render and compose as two graphs on fixed buffers, before any utterance."""
         index, windows = self._static_avatar_index, self._static_windows
         with self._on_stream():
+            self._warm_features()
             faces = self.renderer.render(index, windows, self.stream)
             self.compositor.compose(index, faces, self._frame_out)
         self.stream.synchronize()
@@ -133,6 +134,15 @@ class Pipeline:
             self.capture = CapturePlan(False, f"capture failed ({type(error).__name__}: {error})")
             return
         self._graphs, self._static_faces = (graphs[0], graphs[1]), faces
+
+    def _warm_features(self) -> None:
+        """Features and windows of silence: the first call of each kernel loads its module and
+        plans (cuFFT), tens of milliseconds that would otherwise delay the first frame."""
+        samples = self.renderer.warm_samples()
+        features = self.renderer.features(torch.zeros(samples, device=self.device))
+        count = num_video_frames(samples, self.fps, SAMPLE_RATE)
+        gather_windows(features, self.renderer.alignment.window_indices(features.shape[-1], count, self.fps, self.device))
+        self.renderer.reset()
 
     def close(self) -> None:
         """Release the graphs and the runners' resources (an RTX engine's runtime cache is saved)."""

@@ -59,6 +59,11 @@ class _Renderer:
         for runner in self.runners():
             runner.release()
 
+    def warm_samples(self) -> int:
+        """How much 16 kHz audio the GPU warm-up feeds features() (any length will do, unless the
+        features were given for one utterance)."""
+        return 16000
+
 
 class Wav2LipRenderer(_Renderer):
     """Wav2Lip: 80x16 mel windows and the masked + reference 96x96 face -> the lower face."""
@@ -119,6 +124,9 @@ class PrecomputedFeatures:
             raise TalkrtError(f"DINet features must be (frames, 29) at 25 Hz, got {tuple(features.shape)}")
         self.features = features.T.contiguous().to(device)  # (29, T)
 
+    def samples_covered(self) -> int:
+        return self.features.shape[1] * 640  # 25 Hz at 16 kHz
+
     def __call__(self, wav16k: torch.Tensor) -> torch.Tensor:
         expected = self.alignment.num_feature_frames(wav16k.shape[-1])
         have = self.features.shape[1]
@@ -167,6 +175,11 @@ class DINetRenderer(_Renderer):
 
     def features(self, wav16k: torch.Tensor) -> torch.Tensor:
         return self.feature_source(wav16k)
+
+    def warm_samples(self) -> int:
+        if isinstance(self.feature_source, PrecomputedFeatures):
+            return self.feature_source.samples_covered()
+        return super().warm_samples()
 
     def runners(self) -> tuple[Runner, ...]:
         extra = (self.feature_source.asr, self.feature_source.mapper) if isinstance(self.feature_source, CtcFeatures) else ()

@@ -136,6 +136,27 @@ def test_avatar_indices_are_made_on_the_device() -> None:
         np.testing.assert_array_equal(on_device.numpy(), avatar.frame_indices(start, count))
 
 
+@pytest.mark.parametrize("name", ["wav2lip", "dinet", "dhlive"])
+def test_warming_the_features_changes_no_frame(name) -> None:
+    """The GPU warm-up runs each renderer's features on silence; nothing of it may stay behind
+    (DH_live keeps LSTM steps between calls). Proved here on the CPU, where the warm-up is the same code."""
+    from talkrt.models.dhlive import MouthPCA
+    from talkrt.runtime.renderers import build_renderer
+
+    avatar = synthetic_avatar(3, renderer=name)
+    audio = synthetic_speech(0.6, seed=4)
+    options = {"pca": MouthPCA.random(3)} if name == "dhlive" else {"features": np.random.default_rng(0).normal(0, 1, size=(15, 29)).astype(np.float32)} if name == "dinet" else {}
+    pipeline = Pipeline(avatar, build_renderer(name, "torch", {}, torch.device("cpu"), **options), PipelineOptions(batch_size=4))
+    before = pipeline.frames(audio, 16000)
+    if name != "dinet":  # features given for one utterance cannot stream
+        list(pipeline.stream_chunks([audio[:3000]], 16000))  # leaves DH_live's LSTM mid-utterance
+        pipeline._warm_features()
+        streamed = torch.cat([b.frames.clone() for b in pipeline.stream_chunks((audio[i : i + 640] for i in range(0, len(audio), 640)), 16000)])
+        assert torch.equal(streamed, before)
+    pipeline._warm_features()
+    assert torch.equal(pipeline.frames(audio, 16000), before)
+
+
 # ------------------------------------------------------------------------------------------ GPU
 
 
