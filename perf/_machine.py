@@ -19,15 +19,16 @@ COMMIT_FILE_VARIABLE = "TALKRT_PERF_COMMIT_FILE"
 
 
 def git_commit() -> dict:
-    """The checkout's commit and whether it had uncommitted changes. A copy without git (a lent GPU
-    machine) reads them from the JSON file named by $TALKRT_PERF_COMMIT_FILE, stamped where git was."""
+    """The checkout's commit and whether it had uncommitted changes. A copy of the checkout (a lent
+    GPU machine, whose copy may carry a stale .git) reads them from the JSON file named by
+    $TALKRT_PERF_COMMIT_FILE, stamped where the real repository was."""
+    stamp = os.environ.get(COMMIT_FILE_VARIABLE)
+    if stamp and Path(stamp).is_file():
+        return {**json.loads(Path(stamp).read_text()), "commit_from": stamp}
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
         dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip())
     except (OSError, subprocess.CalledProcessError):
-        stamp = os.environ.get(COMMIT_FILE_VARIABLE)
-        if stamp and Path(stamp).is_file():
-            return {**json.loads(Path(stamp).read_text()), "commit_from": stamp}
         return {"commit": None, "uncommitted_changes": None}
     return {"commit": commit, "uncommitted_changes": dirty}
 

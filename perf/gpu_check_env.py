@@ -78,7 +78,7 @@ def commit_line() -> str:
     commit = git_commit()
     line = f"{commit['commit']}, uncommitted changes: {commit['uncommitted_changes']}"
     if "stamped" in commit:
-        line += f" (stamped {commit['stamped']} by --fetch-wheels: this copy has no git)"
+        line += f" (stamped {commit['stamped']} by --fetch-wheels, where the repository is)"
     return line
 
 

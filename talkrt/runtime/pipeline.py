@@ -142,6 +142,7 @@ class Pipeline:
         features = self.renderer.features(torch.zeros(samples, device=self.device))
         count = num_video_frames(samples, self.fps, SAMPLE_RATE)
         gather_windows(features, self.renderer.alignment.window_indices(features.shape[-1], count, self.fps, self.device))
+        self._avatar_indices(0, count)
         self.renderer.reset()
 
     def close(self) -> None:
