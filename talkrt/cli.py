@@ -366,8 +366,10 @@ def _synthesizer(onnx_dir: Optional[Path], engines: Optional[Path], torch_dir: O
 
 
 def _speak(text: str, synthesizer, manifest: dict, speaker: Optional[int], seed: int):
-    """Text -> (float32 waveform on the host, sample rate, seconds it took)."""
+    """Text -> (float32 waveform where the voice ran, sample rate, seconds it took)."""
     import time
+
+    import torch
 
     from talkrt.models.vits_text import text_to_ids
 
@@ -375,8 +377,10 @@ def _speak(text: str, synthesizer, manifest: dict, speaker: Optional[int], seed:
     if not ids:
         raise TalkrtError("the text has no characters this voice can speak")
     start = time.perf_counter()
-    waveform = synthesizer.synthesize(ids, speaker_id=speaker, seed=seed)
-    return waveform.float().cpu().numpy(), manifest["sample_rate"], time.perf_counter() - start
+    waveform = synthesizer.synthesize(ids, speaker_id=speaker, seed=seed).float()
+    if waveform.is_cuda:  # the time printed is the synthesis, not its launch
+        torch.cuda.synchronize(waveform.device)
+    return waveform, manifest["sample_rate"], time.perf_counter() - start
 
 
 @app.command()
@@ -397,7 +401,7 @@ def tts(
 
     synthesizer, manifest = _synthesizer(onnx_dir, engines, torch_dir, device)
     waveform, rate, seconds = _speak(text, synthesizer, manifest, speaker, seed)
-    write_wav(out, waveform, rate, sample_format)
+    write_wav(out, waveform.cpu().numpy(), rate, sample_format)
     _say(f"{out}: {len(waveform) / rate:.2f} s at {rate} Hz in {seconds * 1000:.0f} ms", prefix="[green]wrote[/] ")
 
 

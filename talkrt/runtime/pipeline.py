@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Union
 
 import numpy as np
 import torch
@@ -28,6 +29,8 @@ from talkrt.runtime.audio import resample, resampled_length
 from talkrt.runtime.avatar import Avatar
 from talkrt.runtime.compose import Compositor
 from talkrt.runtime.profiler import Profiler, ProfileReport
+
+Audio = Union[np.ndarray, torch.Tensor]  # mono float samples; a tensor may already be on the pipeline's device
 
 SAMPLE_RATE = 16000
 
@@ -155,8 +158,10 @@ class Pipeline:
     def _on_stream(self):
         return torch.cuda.stream(self.stream) if self.stream is not None else _NullContext()
 
-    def _to_device(self, audio: np.ndarray) -> torch.Tensor:
-        host = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
+    def _to_device(self, audio: Audio) -> torch.Tensor:
+        if isinstance(audio, torch.Tensor) and audio.device == self.device:
+            return audio
+        host = audio.cpu() if isinstance(audio, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
         self.profiler.count_copy(host, "h2d")
         return host.to(self.device, non_blocking=False)
 
@@ -185,8 +190,8 @@ class Pipeline:
 
     # ------------------------------------------------------------------ offline
 
-    def run(self, audio: np.ndarray, sample_rate: int) -> Iterator[FrameBatch]:
-        """All frames for ``audio`` (float32 mono at ``sample_rate``), batch by batch."""
+    def run(self, audio: Audio, sample_rate: int) -> Iterator[FrameBatch]:
+        """All frames for ``audio`` (float32 mono at ``sample_rate``; numpy, or a tensor on any device), batch by batch."""
         audio = _check_audio(audio, sample_rate)
         self.renderer.reset()
         self.profiler.start()
@@ -233,7 +238,7 @@ class Pipeline:
             chunk = next(chunk_iter, None)
             finished = chunk is None
             if chunk is not None:
-                chunk = _check_audio(chunk, sample_rate, allow_empty=True)
+                chunk = _check_audio(np.asarray(chunk.cpu() if isinstance(chunk, torch.Tensor) else chunk), sample_rate, allow_empty=True)
                 received.append(chunk)
                 received_samples += len(chunk)
             total16 = resampled_length(received_samples, sample_rate, SAMPLE_RATE) if finished else None
@@ -262,19 +267,24 @@ class Pipeline:
 
     # -------------------------------------------------------------------- sinks
 
-    def write_video(self, audio: np.ndarray, sample_rate: int, out: str | Path, *, streaming_chunk_ms: float | None = None) -> ProfileReport:
-        """Run (offline, or streaming in chunks of ``streaming_chunk_ms``) and write an H.264 MP4 with the audio."""
+    def write_video(self, audio: Audio, sample_rate: int, out: str | Path, *, streaming_chunk_ms: float | None = None) -> ProfileReport:
+        """Run (offline, or streaming in chunks of ``streaming_chunk_ms``) and write an H.264 MP4 with the audio.
+
+        A waveform tensor on the pipeline's device feeds the features where it lies; the
+        muxer's copy goes to the host once (chunks arriving in a stream are host audio)."""
         from talkrt.runtime.media import VideoWriter
 
         audio = _check_audio(audio, sample_rate)
+        host_audio = audio.cpu().numpy() if isinstance(audio, torch.Tensor) else audio
         if streaming_chunk_ms:
+            audio = host_audio
             step = max(1, round(sample_rate * streaming_chunk_ms / 1000))
             batches = self.stream_chunks((audio[i : i + step] for i in range(0, len(audio), step)), sample_rate)
         else:
             batches = self.run(audio, sample_rate)
         from talkrt.runtime.sink import OverlappedSink
 
-        with VideoWriter(out, fps=self.fps, audio=audio, sample_rate=sample_rate) as writer:
+        with VideoWriter(out, fps=self.fps, audio=host_audio, sample_rate=sample_rate) as writer:
             sink = OverlappedSink(lambda _, frames: writer.write_frames(frames), self.compositor.frame_shape, self.options.batch_size, self.device, self.profiler)
             try:
                 for batch in batches:
@@ -284,7 +294,7 @@ class Pipeline:
                 sink.close()
         return self.profiler.report(len(audio) / sample_rate, float(self.fps), alignment=self.renderer.alignment, cuda_graph=self.capture)
 
-    def frames(self, audio: np.ndarray, sample_rate: int) -> torch.Tensor:
+    def frames(self, audio: Audio, sample_rate: int) -> torch.Tensor:
         """Every frame as one (N, H, W, 3) uint8 tensor on the host (tests, raw output)."""
         # copy=True: on the CPU .cpu() would return the reused buffer itself.
         return torch.cat([batch.frames.to("cpu", copy=True) for batch in self.run(audio, sample_rate)])
@@ -310,7 +320,17 @@ def _final_resampled(received: int, sample_rate: int) -> int:
     return max(0, (received * up - half_length - 1) // down)
 
 
-def _check_audio(audio: np.ndarray, sample_rate: int, allow_empty: bool = False) -> np.ndarray:
+def _check_audio(audio: Audio, sample_rate: int, allow_empty: bool = False) -> Audio:
+    """A float32 waveform, as numpy or, when given as a tensor, as a tensor on its own device (TTS
+    output stays where it was made: no host round trip before the features)."""
+    if isinstance(audio, torch.Tensor):
+        if audio.dim() != 1 or not audio.is_floating_point():
+            raise TalkrtError(f"audio must be a mono float waveform, shape (samples,); got {audio.dtype} {tuple(audio.shape)}")
+        if len(audio) == 0 and not allow_empty:
+            raise TalkrtError("the audio is empty")
+        if not bool(torch.isfinite(audio).all()):  # one sync, before any work starts
+            raise TalkrtError("the audio contains NaN or infinite samples")
+        return audio.to(torch.float32)
     audio = np.asarray(audio)
     if audio.ndim != 1:
         raise TalkrtError(f"audio must be mono, shape (samples,); got {audio.shape} (average the channels first)")

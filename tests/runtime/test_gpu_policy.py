@@ -157,7 +157,37 @@ def test_warming_the_features_changes_no_frame(name) -> None:
     assert torch.equal(pipeline.frames(audio, 16000), before)
 
 
+def test_waveform_tensors_feed_the_pipeline_as_numpy_does(tmp_path) -> None:
+    """A voice's output tensor goes in as it is: same frames as its numpy copy; bad ones get one clear error."""
+    from talkrt.errors import TalkrtError
+    from talkrt.runtime.media import probe
+
+    avatar = synthetic_avatar(num_frames=4)
+    audio = synthetic_speech(0.5, seed=3)
+    spec = get_spec("wav2lip")
+    pipeline = Pipeline(avatar, Wav2LipRenderer(make_runner("torch", spec=spec, module=spec.build_module(None, seed=0), device="cpu")), PipelineOptions(batch_size=4))
+    assert torch.equal(pipeline.frames(torch.from_numpy(audio), 16000), pipeline.frames(audio, 16000))
+    report = pipeline.write_video(torch.from_numpy(audio), 16000, tmp_path / "out.mp4")
+    assert report.frames == 13 and probe(tmp_path / "out.mp4")["num_frames"] == 13
+    for bad, message in [(torch.zeros(2, 800), "mono"), (torch.zeros(800, dtype=torch.int16), "float"), (torch.full((800,), float("nan")), "NaN")]:
+        with pytest.raises(TalkrtError, match=message):
+            pipeline.frames(bad, 16000)
+
+
 # ------------------------------------------------------------------------------------------ GPU
+
+
+@pytest.mark.gpu
+def test_a_waveform_on_the_gpu_is_not_copied_in() -> None:
+    avatar = synthetic_avatar(num_frames=4)
+    audio = synthetic_speech(0.5, seed=3)
+    spec = get_spec("wav2lip")
+    pipeline = Pipeline(avatar, Wav2LipRenderer(make_runner("torch", spec=spec, module=spec.build_module(None, seed=0), device="cuda")), PipelineOptions(batch_size=4))
+    from_host = pipeline.frames(audio, 16000)
+    assert pipeline.profiler.report(0.5, 25.0).h2d_bytes == audio.nbytes
+    on_device = pipeline.frames(torch.from_numpy(audio).cuda(), 16000)
+    assert pipeline.profiler.report(0.5, 25.0).h2d_bytes == 0
+    assert torch.equal(on_device, from_host)
 
 
 def assert_streamed_matches(streamed: torch.Tensor, offline: torch.Tensor) -> None:
