@@ -32,7 +32,9 @@ def select_backend(name: str) -> "Backend":
     if name not in ("auto", *BACKENDS):
         raise TalkrtError(f"unknown backend {name!r}; choose one of auto, {', '.join(BACKENDS)}")
     if name == "auto":
-        if available("tensorrt") and _cuda_device() is not None:
+        from talkrt.engines.devices import visible_gpu
+
+        if available("tensorrt") and visible_gpu() is not None:
             name = "tensorrt"
         elif available("tensorrt_rtx"):
             name = "tensorrt-rtx"
@@ -42,14 +44,6 @@ def select_backend(name: str) -> "Backend":
                 'or "talkrt[gpu]" (TensorRT, on a datacenter GPU)'
             )
     return RtxBackend() if name == "tensorrt-rtx" else TensorRTBackend()
-
-
-def _cuda_device() -> tuple[str, str] | None:
-    """(name, compute capability) of the current CUDA device, or None without one."""
-    from talkrt.engines.devices import visible_gpu
-
-    gpu = visible_gpu()
-    return None if gpu is None else (gpu.name, gpu.compute_capability)
 
 
 class Backend:
@@ -145,12 +139,14 @@ class TensorRTBackend(Backend):
         return super().network_flags() if self.strongly_typed else 0
 
     def target(self, compute_capabilities: tuple[str, ...]) -> dict:
-        device = _cuda_device()
-        if device is None:
+        from talkrt.engines.devices import visible_gpu
+
+        gpu = visible_gpu()
+        if gpu is None:
             raise TalkrtError("TensorRT builds engines on the GPU they run on and no CUDA GPU is visible; use --backend tensorrt-rtx for a CPU-only build")
-        if compute_capabilities and compute_capabilities != (device[1],):
-            raise TalkrtError(f"TensorRT builds for the GPU it runs on ({device[0]}, {device[1]}); --compute-capability is for TensorRT-RTX")
-        return {"gpu": device[0], "compute_capability": device[1]}
+        if compute_capabilities and compute_capabilities != (gpu.compute_capability,):
+            raise TalkrtError(f"TensorRT builds for the GPU it runs on ({gpu.name}, {gpu.compute_capability}); --compute-capability is for TensorRT-RTX")
+        return {"gpu": gpu.name, "compute_capability": gpu.compute_capability}
 
     def configure(self, config, target: dict, hardware_compat: str, version_compatible: bool) -> None:
         trt = self.trt
