@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Optional, TypeVar
@@ -18,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from talkrt.errors import TalkrtError
+from talkrt.errors import TalkrtError, TalkrtWarning
 
 app = typer.Typer(
     name="talkrt",
@@ -37,13 +38,23 @@ _state = {"debug": False}
 F = TypeVar("F", bound=Callable)
 
 
+def _show_warning(show, message, category, filename, lineno, file=None, line=None) -> None:
+    """A TalkrtWarning is one `warning:` line on stderr; other warnings go to `show`."""
+    if issubclass(category, TalkrtWarning):
+        errors.print(f"[yellow]warning:[/] {escape(' '.join(str(message).split()))}", highlight=False, soft_wrap=True)
+    else:
+        show(message, category, filename, lineno, file, line)
+
+
 def user_errors(func: F) -> F:
     """Turn TalkrtError into one line and an exit code; unexpected errors into one line too, unless --debug."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
-            return func(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.showwarning = functools.partial(_show_warning, warnings.showwarning)
+                return func(*args, **kwargs)
         except TalkrtError as exc:
             if _state["debug"]:
                 raise
@@ -494,12 +505,14 @@ def _read_features(path: Path):
     return array
 
 
-def _run_pipeline(audio: Optional[Path], text: Optional[str], avatar: Path, boxes: Optional[Path], renderer: str, backend: str, model: Optional[Path], engines: Optional[Path], device: str, fps: str, batch_size: int, stream_chunk_ms: Optional[float], out: Path, tts_dir: Optional[Path] = None, *, landmarks: Optional[Path] = None, features: Optional[Path] = None, pca: Optional[Path] = None, trust: bool = False):
+def _run_pipeline(audio: Optional[Path], text: Optional[str], avatar: Path, boxes: Optional[Path], renderer: str, backend: str, model: Optional[Path], engines: Optional[Path], device: str, fps: str, batch_size: int, stream_chunk_ms: Optional[float], out: Path, tts_dir: Optional[Path] = None, *, landmarks: Optional[Path] = None, features: Optional[Path] = None, pca: Optional[Path] = None, trust: bool = False, channel: Optional[int] = None):
     from talkrt.runtime.media import read_audio
     from talkrt.runtime.pipeline import PipelineOptions, pipeline_from_files
 
     if (audio is None) == (text is None):
         raise TalkrtError("give exactly one of --audio FILE or --text TEXT")
+    if channel is not None and audio is None:
+        raise TalkrtError("--channel picks a channel of --audio; it does not apply to --text")
     if text is not None and tts_dir is None:
         raise TalkrtError("--text needs a voice: --tts DIR, a directory from `talkrt export vits`")
     if renderer not in RENDERER_CHOICES:
@@ -519,7 +532,7 @@ def _run_pipeline(audio: Optional[Path], text: Optional[str], avatar: Path, boxe
         samples, rate, seconds = _speak(text, synthesizer, manifest, None, 0)
         _say(f"tts: {len(samples) / rate:.2f} s of speech in {seconds * 1000:.0f} ms")
     else:
-        samples, rate = read_audio(audio)
+        samples, rate = read_audio(audio, channel=channel)
     prepared = _load_avatar(avatar, boxes, renderer, landmarks)
     options = PipelineOptions(fps=fps, batch_size=batch_size)
     pipeline = pipeline_from_files(prepared, renderer, backend, models, _device(device, backend, models["generator"]), options, **renderer_options)
@@ -547,6 +560,7 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cuda or cpu.")]
 FpsOpt = Annotated[str, typer.Option("--fps", help="Output frame rate: 25, 30, 29.97, 30000/1001, ...")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Frames rendered per batch.")]
 ChunkOpt = Annotated[Optional[float], typer.Option("--stream-chunk-ms", help="Stream the audio in chunks of this many ms (20-40 typical) instead of offline.")]
+ChannelOpt = Annotated[Optional[int], typer.Option("--channel", help="Use this audio channel (0-based) instead of averaging the channels.")]
 
 
 @app.command()
@@ -555,6 +569,7 @@ def run(
     avatar: AvatarOpt,
     out: Annotated[Path, typer.Option("--out", "-o", help="MP4 to write.")] = Path("out.mp4"),
     audio: AudioOpt = None,
+    channel: ChannelOpt = None,
     text: TextOpt = None,
     boxes: BoxesOpt = None,
     renderer: RendererOpt = "wav2lip",
@@ -573,7 +588,7 @@ def run(
 ) -> None:
     """Speech in, lip-synced video out: one pipeline on one device."""
     report = _run_pipeline(audio, text, avatar, boxes, renderer, backend, model, engines, device, fps, batch_size, stream_chunk_ms, out, tts_dir,
-                           landmarks=landmarks, features=features, pca=pca, trust=trust_checkpoint)
+                           landmarks=landmarks, features=features, pca=pca, trust=trust_checkpoint, channel=channel)
     _say(f"{out}: {report.frames} frames, {report.render_fps:.1f} fps, real-time factor {report.real_time_factor:.2f}, first frame after {report.time_to_first_frame_ms:.0f} ms", prefix="[green]wrote[/] ")
 
 
@@ -582,6 +597,7 @@ def run(
 def profile(
     avatar: AvatarOpt,
     audio: AudioOpt = None,
+    channel: ChannelOpt = None,
     text: TextOpt = None,
     boxes: BoxesOpt = None,
     renderer: RendererOpt = "wav2lip",
@@ -604,7 +620,7 @@ def profile(
     from talkrt.demo import save_report
 
     result = _run_pipeline(audio, text, avatar, boxes, renderer, backend, model, engines, device, fps, batch_size, stream_chunk_ms, out, tts_dir,
-                           landmarks=landmarks, features=features, pca=pca, trust=trust_checkpoint)
+                           landmarks=landmarks, features=features, pca=pca, trust=trust_checkpoint, channel=channel)
     console.print(result.rich_table())
     paths = save_report(result, report)
     _say(", ".join(str(p) for p in paths), prefix="[green]wrote[/] ")

@@ -22,3 +22,7 @@ class ValidationFailed(TalkrtError):
     """An exported graph or engine disagrees with its reference beyond the spec's tolerance."""
 
     exit_code = 4
+
+
+class TalkrtWarning(UserWarning):
+    """Input that works but may give a result the user did not mean (the CLI prints one line)."""

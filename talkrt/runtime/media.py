@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import operator
 import os
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -27,7 +28,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from talkrt.errors import TalkrtError
+from talkrt.errors import TalkrtError, TalkrtWarning
 from talkrt.fileio import atomic_path
 
 __all__ = [
@@ -51,6 +52,10 @@ _EXACT_DURATION_FORMATS = ("mov", "mp4", "m4a", "3gp", "3g2", "mj2")
 # Trim at most this many decoded samples past the stated end (one AAC frame is 1024;
 # more than this would mean metadata we should not trust).
 _MAX_END_PADDING = 4096
+# Averaged channels quieter than this fraction of the channels themselves cancel out
+# (antiphase stereo); channels quieter than _SILENT_RMS are silence, not cancellation.
+_CANCELLED_MIX_RATIO = 0.1
+_SILENT_RMS = 1e-4
 
 
 def _av():
@@ -74,8 +79,8 @@ def _require_file(path: Path, what: str) -> None:
 # --------------------------------------------------------------------------- audio in
 
 
-def _audio_frame_to_mono(frame) -> np.ndarray:
-    """One decoded AudioFrame -> float32 mono (channels averaged), integer formats scaled to [-1, 1)."""
+def _audio_frame_planes(frame) -> np.ndarray:
+    """One decoded AudioFrame -> float32 (channels, n), integer formats scaled to [-1, 1)."""
     samples = frame.to_ndarray()
     channels = frame.layout.nb_channels
     if frame.format.is_planar:
@@ -84,23 +89,25 @@ def _audio_frame_to_mono(frame) -> np.ndarray:
         planes = samples.reshape(-1, channels).T  # packed (1, n*C) -> (C, n)
     dtype = planes.dtype
     if np.issubdtype(dtype, np.floating):
-        planes = planes.astype(np.float32, copy=False)
-    elif dtype == np.uint8:
-        planes = (planes.astype(np.float32) - 128.0) / 128.0
-    elif np.issubdtype(dtype, np.signedinteger):
-        planes = planes.astype(np.float32) / float(2 ** (8 * dtype.itemsize - 1))
-    else:
-        raise TalkrtError(f"unsupported audio sample format {frame.format.name}")
-    if planes.shape[0] == 1:
-        return planes[0]
-    return planes.mean(axis=0, dtype=np.float32)
+        return planes.astype(np.float32, copy=False)
+    if dtype == np.uint8:
+        return (planes.astype(np.float32) - 128.0) / 128.0
+    if np.issubdtype(dtype, np.signedinteger):
+        return planes.astype(np.float32) / float(2 ** (8 * dtype.itemsize - 1))
+    raise TalkrtError(f"unsupported audio sample format {frame.format.name}")
 
 
-def read_audio(path: str | os.PathLike, target_rate: Optional[int] = None) -> tuple[np.ndarray, int]:
+def read_audio(
+    path: str | os.PathLike, target_rate: Optional[int] = None, *, channel: Optional[int] = None
+) -> tuple[np.ndarray, int]:
     """Decode the first audio stream of any file FFmpeg reads to float32 mono in [-1, 1].
 
     Works for wav, mp3, flac, ogg/opus, m4a and the audio of a video. Channels are
-    averaged. Encoder delay is removed by FFmpeg; the zero padding of the last AAC
+    averaged, or with `channel` (0-based) only that one is kept; when the average is
+    far quieter than the channels (antiphase stereo cancels out) a TalkrtWarning
+    says so. NaN or infinite samples raise TalkrtError rather than being clipped.
+    Encoder delay is removed by FFmpeg, and so is the end padding of Ogg/Opus
+    (granule position) and WebM (DiscardPadding); the zero padding of the last AAC
     frame is cut where the container states the exact end (MP4/M4A: the last
     packet's pts + duration), so a file written by `VideoWriter` reads back with
     exactly the length it was given. With
@@ -119,7 +126,16 @@ def read_audio(path: str | os.PathLike, target_rate: Optional[int] = None) -> tu
             target_rate = 0
         if target_rate <= 0:
             raise TalkrtError("invalid target sample rate: expected a positive integer in Hz")
+    if channel is not None:
+        try:
+            channel = operator.index(channel)
+        except TypeError:
+            raise TalkrtError("invalid audio channel: expected a 0-based integer") from None
     chunks: list[np.ndarray] = []
+    # Energy of each channel and of their average, to notice channels that cancel out.
+    channel_energy: Optional[np.ndarray] = None
+    mix_energy = 0.0
+    mixed_samples = 0
     rate: Optional[int] = None
     try:
         with av.open(str(path)) as container:
@@ -142,7 +158,29 @@ def read_audio(path: str | os.PathLike, target_rate: Optional[int] = None) -> tu
                         rate = int(frame.sample_rate)
                     elif frame.sample_rate != rate:
                         raise TalkrtError(f"{path}: the sample rate changes mid-stream ({rate} -> {frame.sample_rate} Hz)")
-                    chunks.append(_audio_frame_to_mono(frame))
+                    planes = _audio_frame_planes(frame)
+                    count = planes.shape[0]
+                    if channel is not None:
+                        if not 0 <= channel < count:
+                            raise TalkrtError(f"{path} has {count} audio channel{'s' if count != 1 else ''} (0 to {count - 1}); there is no channel {channel}")
+                        planes = planes[channel : channel + 1]
+                    # Clipping would turn +-inf into full-scale samples, and NaN passes through it.
+                    if not np.isfinite(planes).all():
+                        raise TalkrtError(f"{path} holds NaN or infinite samples (a float WAV written by a broken tool?): fix or re-export the audio")
+                    if planes.shape[0] == 1:
+                        chunks.append(planes[0])
+                        continue
+                    mono = planes.mean(axis=0, dtype=np.float32)
+                    chunks.append(mono)
+                    energy = np.einsum("cn,cn->c", planes, planes, dtype=np.float64)
+                    if channel_energy is None:
+                        channel_energy = energy
+                    elif channel_energy.shape == energy.shape:
+                        channel_energy += energy
+                    else:
+                        continue  # the layout changed mid-stream: keep the first layout's figures
+                    mix_energy += float(np.dot(mono.astype(np.float64), mono))
+                    mixed_samples += len(mono)
             declared = None
             if exact_end and stream_end is not None and rate and stream.time_base:
                 start = stream.start_time if stream.start_time is not None else 0
@@ -154,6 +192,8 @@ def read_audio(path: str | os.PathLike, target_rate: Optional[int] = None) -> tu
     if rate is None or not chunks or sum(len(c) for c in chunks) == 0:
         raise TalkrtError(f"{path}: no audio samples could be decoded")
     samples = np.concatenate(chunks)
+    if channel_energy is not None:
+        _warn_if_cancelled(path, channel_energy, mix_energy, mixed_samples)
     if declared is not None and 0 < declared < len(samples) <= declared + _MAX_END_PADDING:
         samples = samples[:declared]  # the encoder zero-padded the last frame (1024 samples for AAC)
     samples = np.clip(samples, -1.0, 1.0, out=samples)
@@ -161,6 +201,18 @@ def read_audio(path: str | os.PathLike, target_rate: Optional[int] = None) -> tu
         samples = _resample(samples, rate, target_rate)
         rate = target_rate
     return np.ascontiguousarray(samples, dtype=np.float32), rate
+
+
+def _warn_if_cancelled(path: Path, channel_energy: np.ndarray, mix_energy: float, num_samples: int) -> None:
+    channel_rms = float(np.sqrt(channel_energy / num_samples).mean())
+    mix_rms = float(np.sqrt(mix_energy / num_samples))
+    if channel_rms > _SILENT_RMS and mix_rms < _CANCELLED_MIX_RATIO * channel_rms:
+        warnings.warn(
+            f"{path}: its {len(channel_energy)} channels cancel out when averaged to mono (the mix is "
+            f"{mix_rms / channel_rms:.0%} as loud as the channels; antiphase stereo?): use one channel with --channel 0",
+            TalkrtWarning,
+            stacklevel=3,
+        )
 
 
 def _resample(samples: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
