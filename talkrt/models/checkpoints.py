@@ -10,11 +10,16 @@ fails loudly with a message that says what was expected.
 
 from __future__ import annotations
 
+import _compat_pickle
+import io
 import os
 import pickle
+import pickletools
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from torch import nn
@@ -53,12 +58,202 @@ def _numpy_safe_globals() -> list:
     return allowed
 
 
-def _looks_like_pickle_or_zip(path: Path) -> bool:
+# A marker on the scanner's stack, and the opcodes whose argument is a string (STACK_GLOBAL's operands).
+_MARK = object()
+_STRING_OPCODES = frozenset({"STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8"})
+_CHECKPOINT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".tar")
+
+
+class _Bounded:
+    """A file's read() capped at its end, so a garbage length field in a damaged pickle
+    (up to 2**64) cannot make the scanner allocate that much."""
+
+    def __init__(self, handle: BinaryIO, size: int) -> None:
+        self._handle, self._size = handle, size
+
+    def read(self, n: int = -1) -> bytes:
+        remaining = max(self._size - self._handle.tell(), 0)
+        return self._handle.read(remaining if n < 0 else min(n, remaining))
+
+    def readline(self) -> bytes:
+        return self._handle.readline()
+
+    def tell(self) -> int:
+        return self._handle.tell()
+
+
+def _global_name(module: str, name: str) -> str:
+    # Protocol 2 pickles (torch.save's default) may carry Python 2 names; torch maps them the same way.
+    if (module, name) in _compat_pickle.NAME_MAPPING:
+        module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+    elif module in _compat_pickle.IMPORT_MAPPING:
+        module = _compat_pickle.IMPORT_MAPPING[module]
+    return f"{module}.{name}"
+
+
+def _pickle_globals(stream: BinaryIO | _Bounded) -> list[str] | None:
+    """The globals that one pickle in ``stream`` imports, read opcode by opcode without
+    unpickling anything; None when the bytes are not a well-formed pickle.
+
+    The stack is replayed with placeholders (strings kept, for STACK_GLOBAL), so that
+    random bytes that happen to decode as opcodes are caught by their inconsistent
+    stack and memo use rather than taken for a pickle.
+    """
+    stack: list[object] = []
+    memo: dict[int, object] = {}
+    found: list[str] = []
+    try:
+        for opcode, arg, _ in pickletools.genops(stream):
+            name, before = opcode.name, opcode.stack_before
+            if name == "STOP":
+                return found if len(stack) == 1 and stack[0] is not _MARK else None
+            if name in ("MEMOIZE", "PUT", "BINPUT", "LONG_BINPUT"):  # the top stays on the stack
+                if not stack or stack[-1] is _MARK:
+                    return None
+                memo[len(memo) if name == "MEMOIZE" else arg] = stack[-1]
+                continue
+            if name in ("GET", "BINGET", "LONG_BINGET"):
+                if arg not in memo:
+                    return None
+                stack.append(memo[arg])
+                continue
+            if pickletools.markobject in before or (name == "POP" and stack and stack[-1] is _MARK):
+                if _MARK not in stack:
+                    return None
+                while stack.pop() is not _MARK:
+                    pass
+                count = before.index(pickletools.markobject) if pickletools.markobject in before else 0
+            else:
+                count = len(before)
+            if len(stack) < count:
+                return None
+            popped = stack[len(stack) - count :]
+            del stack[len(stack) - count :]
+            if any(item is _MARK for item in popped):
+                return None
+            if name in ("GLOBAL", "INST"):
+                found.append(_global_name(*str(arg).split(" ", 1)))
+            elif name == "STACK_GLOBAL":
+                module, qualname = popped
+                found.append(f"{module}.{qualname}" if isinstance(module, str) and isinstance(qualname, str) else "an unnamed global")
+            elif name.startswith("EXT"):
+                found.append(f"copyreg extension {arg}")
+            if name == "MARK":
+                stack.append(_MARK)
+            elif name in _STRING_OPCODES:
+                stack.append(arg)
+            else:
+                stack.extend([None] * len(opcode.stack_after))
+    except Exception:  # pickletools fails on bad bytes with ValueError, UnicodeDecodeError, struct.error...
+        return None
+    return None
+
+
+def _legacy_prefixes() -> tuple[bytes, ...]:
+    # torch.save before 1.6 (or with _use_new_zipfile_serialization=False) first pickles its magic number.
+    return tuple(pickle.dumps(torch.serialization.MAGIC_NUMBER, protocol=p) for p in range(2, 6))
+
+
+def _file_kind(path: Path) -> str:
+    """'zip' (torch.save), 'legacy' (torch.save's older format), 'pickle' (pickle.dump) or 'other'."""
     if zipfile.is_zipfile(path):
-        return True
+        return "zip"
     with open(path, "rb") as handle:
-        head = handle.read(2)
-    return len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5  # pickle PROTO opcode
+        head = handle.read(32)
+    if head.startswith(_legacy_prefixes()):
+        return "legacy"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:  # pickle's PROTO opcode
+        return "pickle"
+    return "other"
+
+
+def _scan_globals(path: Path, kind: str) -> list[str] | None:
+    """Every global the checkpoint's pickles import, or None when they are not well-formed."""
+    if kind == "zip":
+        try:
+            with zipfile.ZipFile(path) as archive:
+                member = next((n for n in archive.namelist() if n == "data.pkl" or n.endswith("/data.pkl")), None)
+                if member is None:
+                    return None
+                data = archive.read(member)
+        except (zipfile.BadZipFile, OSError, EOFError, RuntimeError):
+            return None
+        stream = io.BytesIO(data)
+        found = _pickle_globals(stream)
+        return found if found is not None and not stream.read(1) else None
+    if kind not in ("legacy", "pickle"):
+        return None
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        bounded = _Bounded(handle, size)
+        # the legacy format is five pickles (magic, version, system info, object, storage keys), then raw storage bytes
+        found = []
+        for _ in range(5 if kind == "legacy" else 1):
+            part = _pickle_globals(bounded)
+            if part is None:
+                return None
+            found += part
+        if kind == "pickle" and handle.tell() != size:  # pickle.dump writes nothing after STOP
+            return None
+    return found
+
+
+def _allowed_globals() -> set[str]:
+    """The globals torch's weights-only loader accepts here (tensor rebuilds, dtypes, storages, ours)."""
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals
+
+        allowed = set(_get_allowed_globals())
+    except (ImportError, AttributeError):  # a private helper: without it every global is named
+        allowed = set()
+    return allowed | {f"{g.__module__}.{g.__qualname__}" for g in _numpy_safe_globals()}
+
+
+def _clip(text: str, limit: int = 120) -> str:
+    """The first line of ``text``, shortened at a word boundary (a word cut in two reads as a typo)."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    line = lines[0] if lines else ""
+    if len(line) <= limit or " " not in line[:limit]:
+        return line
+    return line[:limit].rsplit(" ", 1)[0].rstrip(",;:") + " ..."
+
+
+def _torch_reason(exc: BaseException) -> str:
+    """The cause inside torch's weights-only notice, without the notice around it."""
+    message = str(exc)
+    if "WeightsUnpickler error:" in message:
+        message = message.split("WeightsUnpickler error:", 1)[1]
+    return _clip(message.split("Check the documentation of torch.load")[0], 100)
+
+
+def _directory_error(path: Path) -> TalkrtError:
+    candidates = sorted(p.name for p in path.iterdir() if p.is_file() and p.suffix in _CHECKPOINT_SUFFIXES)
+    inside = f" (it holds {', '.join(candidates[:3])}{', ...' if len(candidates) > 3 else ''})" if candidates else ""
+    return TalkrtError(f"{path} is a directory, not a checkpoint file: give the .pth / .pt file itself{inside}")
+
+
+def _unreadable(path: Path, exc: BaseException, trust: bool) -> TalkrtError:
+    """One line for a file the unpickler refused: corrupt, untrusted, or readable only by plain pickle."""
+    kind = _file_kind(path)
+    found = _scan_globals(path, kind)
+    if found is None:
+        if kind == "zip":
+            return TalkrtError(f"{path} is a zip archive but not a PyTorch checkpoint (no readable data.pkl inside); download or export it again")
+        return TalkrtError(f"{path} is not a PyTorch checkpoint: the file is corrupt or another kind of file; download or export it again")
+    what = "is a plain pickle (not written by torch.save) that" if kind == "pickle" else "holds more than tensors: it"
+    if trust:
+        return TalkrtError(f"{path} could not be unpickled ({_clip(f'{type(exc).__name__}: {exc}', 100)})")
+    allowed = _allowed_globals()
+    untrusted = list(dict.fromkeys(g for g in found if g not in allowed))
+    if untrusted:
+        named = ", ".join(untrusted[:4]) + (f" and {len(untrusted) - 4} more" if len(untrusted) > 4 else "")
+        return TalkrtError(
+            f"{path} {what} references {named}, which loading would import and call "
+            "(that can run any code): pass --trust-checkpoint only if you trust where the file came from"
+        )
+    if kind == "pickle":
+        return TalkrtError(f"{path} is a plain pickle, not written by torch.save, that the safe loader cannot read ({_torch_reason(exc)}); save the weights with torch.save")
+    return TalkrtError(f"{path} could not be read as a checkpoint ({_torch_reason(exc)}); download or export it again")
 
 
 def read_checkpoint(path: str | os.PathLike, trust: bool = False) -> object:
@@ -68,30 +263,29 @@ def read_checkpoint(path: str | os.PathLike, trust: bool = False) -> object:
     pickle can run arbitrary code, so that needs the user's explicit consent.
     """
     path = Path(path)
+    if path.is_dir():
+        raise _directory_error(path)
     if not path.is_file():
         raise TalkrtError(f"checkpoint not found: {path}")
     if path.stat().st_size == 0:
         raise TalkrtError(f"{path} is empty, not a checkpoint")
     try:
-        if trust:
-            return torch.load(path, map_location="cpu", weights_only=False)
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        message = str(exc)
-        if not trust and _looks_like_pickle_or_zip(path) and ("Unsupported global" in message or "Unsupported operand" in message):
-            detail = message.split("Unsupported", 1)[1].split(" was not", 1)[0].split("Check the documentation")[0].strip()
-            raise TalkrtError(
-                f"{path} holds more than tensors (unsupported {detail}) and would need arbitrary unpickling, "
-                "which can run code: pass --trust-checkpoint only if you trust where the file came from"
-            ) from exc
-        raise TalkrtError(f"{path} is not a PyTorch checkpoint (unpickling failed: {message.splitlines()[0][:120]})") from exc
+        # torch warns on stderr about e.g. the pickle protocol; the outcome is reported as one TalkrtError instead
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if trust:
+                if _file_kind(path) == "pickle":  # torch.load expects its magic number first
+                    with open(path, "rb") as handle:
+                        return pickle.load(handle)
+                return torch.load(path, map_location="cpu", weights_only=False)
+            with torch.serialization.safe_globals(_numpy_safe_globals()):
+                return torch.load(path, map_location="cpu", weights_only=True)
     except RuntimeError as exc:
         if "zip archive" in str(exc) or "central directory" in str(exc):
             raise TalkrtError(f"{path} is truncated or corrupt (its zip archive is unreadable); download it again") from exc
-        raise TalkrtError(f"{path} could not be read as a checkpoint: {str(exc).splitlines()[0][:160]}") from exc
+        raise TalkrtError(f"{path} could not be read as a checkpoint ({_clip(str(exc), 160)})") from exc
     except Exception as exc:  # the unpickler fails on garbage with whatever error the bytes lead it to
-        raise TalkrtError(f"{path} is not a PyTorch checkpoint ({type(exc).__name__}: {str(exc)[:120]})") from exc
+        raise _unreadable(path, exc, trust) from exc
 
 
 def _is_state_dict(obj: object) -> bool:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import pickle
+import random
+import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,6 +150,109 @@ def test_plain_pickle_is_refused_without_trust(tmp_path) -> None:
         pickle.dump({"weight": _Custom()}, handle, protocol=4)
     with pytest.raises(TalkrtError, match="--trust-checkpoint"):
         read_checkpoint(path)
+    # torch.load would stop at its missing magic number; a trusted plain pickle is read as what it is
+    assert isinstance(read_checkpoint(path, trust=True)["weight"], _Custom)
+
+
+class _Evil:
+    """A pickle that would create ``marker`` if it were ever unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (io.open, (self.marker, "w"))
+
+
+def _random_bytes(size: int = 4096, seed: int = 0) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def _write_random(tmp_path: Path) -> Path:
+    path = tmp_path / "random.pth"
+    path.write_bytes(_random_bytes())
+    return path
+
+
+def _write_pickle_header_then_random(tmp_path: Path, protocol: int = 2) -> Path:
+    path = tmp_path / "garbage.pth"
+    path.write_bytes(bytes([0x80, protocol]) + _random_bytes(seed=protocol))
+    return path
+
+
+def _write_evil_pickle(tmp_path: Path, protocol: int) -> Path:
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as handle:
+        pickle.dump({"state_dict": {"w": torch.ones(1)}, "payload": _Evil(tmp_path / "marker")}, handle, protocol=protocol)
+    return path
+
+
+def _write_zip_with_custom_class(tmp_path: Path) -> Path:
+    path = tmp_path / "custom.pth"
+    torch.save({"state_dict": {"w": torch.ones(2)}, "hparams": _Custom()}, path)
+    return path
+
+
+def _write_directory(tmp_path: Path) -> Path:
+    path = tmp_path / "weights"
+    path.mkdir()
+    (path / "wav2lip_gan.pth").write_bytes(b"")
+    return path
+
+
+CORRUPT = ("is not a PyTorch checkpoint: the file is corrupt or another kind of file", "download or export it again")
+UNTRUSTED = ("which loading would import and call", "pass --trust-checkpoint only if you trust where the file came from")
+
+BAD_FILES = {
+    # name: (writer, parts the message must hold, whether it advises --trust-checkpoint, how it ends)
+    "random bytes": (_write_random, CORRUPT, False, "export it again"),
+    "pickle header + random (protocol 2)": (_write_pickle_header_then_random, CORRUPT, False, "export it again"),
+    "pickle header + random (protocol 4)": (lambda t: _write_pickle_header_then_random(t, 4), CORRUPT, False, "export it again"),
+    "evil pickle (protocol 2)": (lambda t: _write_evil_pickle(t, 2), ("is a plain pickle (not written by torch.save) that references", "io.open", *UNTRUSTED), True, "came from"),
+    "evil pickle (protocol 4)": (lambda t: _write_evil_pickle(t, 4), ("is a plain pickle (not written by torch.save) that references", "io.open", *UNTRUSTED), True, "came from"),
+    "torch.save zip with a custom class": (
+        _write_zip_with_custom_class,
+        (f"holds more than tensors: it references {_Custom.__module__}._Custom", *UNTRUSTED),
+        True,
+        "came from",
+    ),
+    "directory": (_write_directory, ("is a directory, not a checkpoint file", "(it holds wav2lip_gan.pth)"), False, "wav2lip_gan.pth)"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FILES, ids=list(BAD_FILES))
+def test_bad_checkpoint_gets_one_precise_line(tmp_path, case) -> None:
+    writer, parts, advises_trust, ending = BAD_FILES[case]
+    path = writer(tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(TalkrtError) as info:
+            read_checkpoint(path)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith(str(path)), message
+    for part in parts:
+        assert part in message, message
+    assert ("--trust-checkpoint" in message) == advises_trust, message
+    assert message.endswith(ending), message  # our own words to the end: nothing cut mid-word
+    assert not any(word in message for word in ("torch.load", "weights_only", "WeightsUnpickler")), message
+    assert [str(w.message) for w in caught] == []
+    assert not (tmp_path / "marker").exists()  # nothing in the file ran
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_garbage_behind_a_pickle_header_is_never_called_untrusted(tmp_path, seed) -> None:
+    path = tmp_path / "garbage.pth"
+    path.write_bytes(bytes([0x80, 2 + seed % 4]) + _random_bytes(seed % 7 * 1000 + 100, seed))
+    with pytest.raises(TalkrtError, match="corrupt or another kind of file") as info:
+        read_checkpoint(path)
+    assert "--trust-checkpoint" not in str(info.value)
+
+
+def test_trusted_load_of_garbage_is_called_corrupt(tmp_path) -> None:
+    for path in (_write_random(tmp_path), _write_pickle_header_then_random(tmp_path)):
+        with pytest.raises(TalkrtError, match="is not a PyTorch checkpoint: the file is corrupt") as info:
+            read_checkpoint(path, trust=True)
+        assert "\n" not in str(info.value)
 
 
 class _WeightNormed(nn.Module):
