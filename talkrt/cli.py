@@ -224,6 +224,16 @@ def export_hubert_asr(
     run_export("hubert-asr", source, out, trust_checkpoint, seed, validate, preset=preset, normalize=normalize, checkpoint=source)
 
 
+@export_app.command("mel")
+@user_errors
+def export_mel(
+    out: Annotated[Path, typer.Option("--out", "-o", help="ONNX file to write.")],
+    validate: ValidateOpt = True,
+) -> None:
+    """Wav2Lip log-mel spectrogram: 16 kHz waveform -> 80 mel bins at 80 Hz, dynamic batch and samples (no weights, so no checkpoint)."""
+    run_export("mel", None, out, False, 0, validate)
+
+
 @export_app.command("vits")
 @user_errors
 def export_vits_command(
@@ -376,7 +386,7 @@ def _synthesizer(onnx_dir: Optional[Path], engines: Optional[Path], torch_dir: O
     return VitsSynthesizer.from_manifest(directory, backend=backend, device=_device(device, backend)), read_manifest(directory)
 
 
-def _speak(text: str, synthesizer, manifest: dict, speaker: Optional[int], seed: int):
+def _speak(text: str, synthesizer, manifest: dict, speaker: Optional[int], seed: int, skip_unknown: bool = False):
     """Text -> (float32 waveform where the voice ran, sample rate, seconds it took)."""
     import time
 
@@ -384,7 +394,7 @@ def _speak(text: str, synthesizer, manifest: dict, speaker: Optional[int], seed:
 
     from talkrt.models.vits_text import text_to_ids
 
-    ids = text_to_ids(text, manifest)
+    ids = text_to_ids(text, manifest, skip_unknown)
     if not ids:
         raise TalkrtError("the text has no characters this voice can speak")
     start = time.perf_counter()
@@ -392,6 +402,9 @@ def _speak(text: str, synthesizer, manifest: dict, speaker: Optional[int], seed:
     if waveform.is_cuda:  # the time printed is the synthesis, not its launch
         torch.cuda.synchronize(waveform.device)
     return waveform, manifest["sample_rate"], time.perf_counter() - start
+
+
+SkipUnknownOpt = Annotated[bool, typer.Option("--skip-unknown", help="Drop symbols the voice has no id for (they are refused otherwise).")]
 
 
 @app.command()
@@ -406,12 +419,13 @@ def tts(
     seed: Annotated[int, typer.Option(help="Seed of the sampling noise.")] = 0,
     sample_format: Annotated[str, typer.Option("--format", help="pcm16 or float32.")] = "pcm16",
     device: DeviceOpt = "auto",
+    skip_unknown: SkipUnknownOpt = False,
 ) -> None:
     """Speak TEXT with an exported VITS model and write a WAV file."""
     from talkrt.runtime.media import write_wav
 
     synthesizer, manifest = _synthesizer(onnx_dir, engines, torch_dir, device)
-    waveform, rate, seconds = _speak(text, synthesizer, manifest, speaker, seed)
+    waveform, rate, seconds = _speak(text, synthesizer, manifest, speaker, seed, skip_unknown)
     write_wav(out, waveform.cpu().numpy(), rate, sample_format)
     _say(f"{out}: {len(waveform) / rate:.2f} s at {rate} Hz in {seconds * 1000:.0f} ms", prefix="[green]wrote[/] ")
 
@@ -505,7 +519,7 @@ def _read_features(path: Path):
     return array
 
 
-def _run_pipeline(audio: Optional[Path], text: Optional[str], avatar: Path, boxes: Optional[Path], renderer: str, backend: str, model: Optional[Path], engines: Optional[Path], device: str, fps: str, batch_size: int, stream_chunk_ms: Optional[float], out: Path, tts_dir: Optional[Path] = None, *, landmarks: Optional[Path] = None, features: Optional[Path] = None, pca: Optional[Path] = None, trust: bool = False, channel: Optional[int] = None):
+def _run_pipeline(audio: Optional[Path], text: Optional[str], avatar: Path, boxes: Optional[Path], renderer: str, backend: str, model: Optional[Path], engines: Optional[Path], device: str, fps: str, batch_size: int, stream_chunk_ms: Optional[float], out: Path, tts_dir: Optional[Path] = None, *, landmarks: Optional[Path] = None, features: Optional[Path] = None, pca: Optional[Path] = None, trust: bool = False, skip_unknown: bool = False, channel: Optional[int] = None):
     from talkrt.runtime.media import read_audio
     from talkrt.runtime.pipeline import PipelineOptions, pipeline_from_files
 
@@ -529,7 +543,7 @@ def _run_pipeline(audio: Optional[Path], text: Optional[str], avatar: Path, boxe
     if text is not None:
         voice = {"trt": "engines", "ort": "onnx_dir", "torch": "torch_dir"}[backend]
         synthesizer, manifest = _synthesizer(**{"onnx_dir": None, "engines": None, "torch_dir": None, voice: tts_dir}, device=device)
-        samples, rate, seconds = _speak(text, synthesizer, manifest, None, 0)
+        samples, rate, seconds = _speak(text, synthesizer, manifest, None, 0, skip_unknown)
         _say(f"tts: {len(samples) / rate:.2f} s of speech in {seconds * 1000:.0f} ms")
     else:
         samples, rate = read_audio(audio, channel=channel)
@@ -585,10 +599,11 @@ def run(
     features: FeaturesOpt = None,
     pca: PcaOpt = None,
     trust_checkpoint: RunTrustOpt = False,
+    skip_unknown: SkipUnknownOpt = False,
 ) -> None:
     """Speech in, lip-synced video out: one pipeline on one device."""
     report = _run_pipeline(audio, text, avatar, boxes, renderer, backend, model, engines, device, fps, batch_size, stream_chunk_ms, out, tts_dir,
-                           landmarks=landmarks, features=features, pca=pca, trust=trust_checkpoint, channel=channel)
+                           landmarks=landmarks, features=features, pca=pca, trust=trust_checkpoint, skip_unknown=skip_unknown, channel=channel)
     _say(f"{out}: {report.frames} frames, {report.render_fps:.1f} fps, real-time factor {report.real_time_factor:.2f}, first frame after {report.time_to_first_frame_ms:.0f} ms", prefix="[green]wrote[/] ")
 
 
@@ -615,12 +630,13 @@ def profile(
     features: FeaturesOpt = None,
     pca: PcaOpt = None,
     trust_checkpoint: RunTrustOpt = False,
+    skip_unknown: SkipUnknownOpt = False,
 ) -> None:
     """Run the pipeline and report per-stage, per-frame latency: table, JSON, Markdown and a PNG plot."""
     from talkrt.demo import save_report
 
     result = _run_pipeline(audio, text, avatar, boxes, renderer, backend, model, engines, device, fps, batch_size, stream_chunk_ms, out, tts_dir,
-                           landmarks=landmarks, features=features, pca=pca, trust=trust_checkpoint, channel=channel)
+                           landmarks=landmarks, features=features, pca=pca, trust=trust_checkpoint, skip_unknown=skip_unknown, channel=channel)
     console.print(result.rich_table())
     paths = save_report(result, report)
     _say(", ".join(str(p) for p in paths), prefix="[green]wrote[/] ")

@@ -48,9 +48,10 @@ def _numel(dims) -> int:
 
 
 def describe_engine(path: str | os.PathLike) -> dict:
+    """The engine's sidecar, once the file is checked to be the engine it describes (size and sha256)."""
     from talkrt.engines.build import read_sidecar
 
-    return {"kind": "engine", "path": str(path), "bytes": Path(path).stat().st_size, "sidecar": read_sidecar(path)}
+    return {"kind": "engine", "path": str(path), "bytes": Path(path).stat().st_size, "sidecar": read_sidecar(path, verify=True)}
 
 
 def describe(path: str | os.PathLike) -> dict:

@@ -33,7 +33,7 @@ from talkrt.fileio import atomic_path, sha256_file, write_bytes_atomic, write_te
 
 PRECISIONS = ("fp32", "fp16", "auto")
 
-__all__ = ["BACKENDS", "PRECISIONS", "BuildOptions", "BuildResult", "build_engine", "read_sidecar", "sidecar_path", "compute_capability_list"]
+__all__ = ["BACKENDS", "PRECISIONS", "BuildOptions", "BuildResult", "build_engine", "read_sidecar", "rebuild_command", "sidecar_path", "compute_capability_list"]
 
 
 @dataclass(frozen=True)
@@ -231,14 +231,59 @@ def _precision(model: onnx.ModelProto, onnx_path: Path, out: Path, options: Buil
     return plan, mixed_path, mixed_path
 
 
-def read_sidecar(engine: str | os.PathLike) -> dict:
+# What loading an engine relies on; anything else in the sidecar is informational.
+REQUIRED_SIDECAR_KEYS = ("backend", "target", "engine_bytes", "engine_sha256")
+
+
+def rebuild_command(engine: str | os.PathLike, sidecar: dict) -> str:
+    """The `talkrt build` line that makes ``engine`` again, from what its sidecar still says."""
+    backend = sidecar.get("backend")
+    name = backend.get("name") if isinstance(backend, dict) else None
+    command = f"talkrt build {sidecar.get('onnx') or 'MODEL.onnx'} --out {engine}"
+    return f"{command} --backend {name}" if name in BACKENDS else command
+
+
+def read_sidecar(engine: str | os.PathLike, *, verify: bool = False) -> dict:
+    """The sidecar of ``engine``, with the keys loading relies on checked.
+
+    ``verify``: also refuse an engine whose size or sha256 differs from the sidecar's
+    (damaged, truncated or replaced); the size is compared first, as it costs nothing.
+    """
     path = sidecar_path(engine)
     if not path.is_file():
         raise TalkrtError(f"{engine} has no sidecar {path.name}; rebuild it with: talkrt build MODEL.onnx --out {engine}")
     try:
-        return json.loads(path.read_text())
+        sidecar = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise TalkrtError(f"{path} is not valid JSON ({exc.msg}); rebuild the engine") from exc
+    if not isinstance(sidecar, dict):
+        raise TalkrtError(f"{path} is not an engine sidecar (a JSON {type(sidecar).__name__}, not an object); rebuild the engine with: talkrt build MODEL.onnx --out {engine}")
+    missing = [key for key in REQUIRED_SIDECAR_KEYS if key not in sidecar]
+    backend = sidecar.get("backend")
+    if "backend" not in missing:
+        if not isinstance(backend, dict):
+            missing.append("backend.name")
+        else:
+            missing += [f"backend.{key}" for key in ("name", "version") if key not in backend]
+    if missing:
+        raise TalkrtError(f"{path} lacks {', '.join(repr(k) for k in missing)}; rebuild the engine with: {rebuild_command(engine, sidecar)}")
+    if backend["name"] not in BACKENDS:
+        raise TalkrtError(f"{path} names backend {backend['name']!r}, not one of {', '.join(BACKENDS)}; rebuild the engine with: {rebuild_command(engine, sidecar)}")
+    if verify:
+        _verify_engine(Path(engine), sidecar)
+    return sidecar
+
+
+def _verify_engine(engine: Path, sidecar: dict) -> None:
+    """Refuse an engine file that is not the one its sidecar describes, before anything deserialises it."""
+    size = engine.stat().st_size
+    if size != sidecar["engine_bytes"]:
+        found = f"it has {size:,} bytes, the sidecar says {sidecar['engine_bytes']:,}" if isinstance(sidecar["engine_bytes"], int) else f"it has {size:,} bytes"
+    elif sha256_file(engine) != sidecar["engine_sha256"]:
+        found = "its sha256 differs from the sidecar's"
+    else:
+        return
+    raise TalkrtError(f"{engine} does not match its sidecar {sidecar_path(engine).name} ({found}): damaged or replaced; rebuild it with: {rebuild_command(engine, sidecar)}")
 
 
 def compute_capability_list(values: Sequence[str]) -> tuple[str, ...]:

@@ -155,8 +155,13 @@ def save_polygraphy_outputs(runs: Mapping[str, Mapping[str, np.ndarray]], path: 
 def _run_engine(engine: Path, feeds: dict[str, np.ndarray], device: str) -> dict[str, np.ndarray]:
     import torch
 
+    from talkrt.engines.build import read_sidecar
+    from talkrt.engines.devices import visible_gpu
     from talkrt.engines.runners import make_runner
 
+    if torch.device(device).type != "cuda" or visible_gpu(device) is None:
+        read_sidecar(engine, verify=True)  # a damaged or replaced engine is the first thing to fix
+        raise TalkrtError(f"checking the engine {engine} runs it on a CUDA GPU and none is visible; on the CPU check an ONNX candidate instead: --candidate fp16, auto or FILE.onnx")
     runner = make_runner("trt", engine, device=device)
     inputs = {name: torch.from_numpy(np.ascontiguousarray(value)).to(runner.device) for name, value in feeds.items()}
     outputs = runner.run(inputs)

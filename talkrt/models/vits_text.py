@@ -7,7 +7,8 @@ Two vocabularies:
   written), characters outside the vocabulary are dropped, surrounding spaces
   are stripped, and the blank id 0 is put before, between and after the
   characters when ``add_blank`` is set, as transformers' ``VitsTokenizer`` does
-  for vocabularies that need no phonemizer.
+  for vocabularies that need no phonemizer. ``text_to_ids`` refuses such
+  characters instead, unless told to skip them.
 * The 178-symbol table of the original VITS (LJSpeech / VCTK models), whose
   inputs are IPA phonemes. Phonemizing (espeak) stays outside talkrt:
   ``encode_phonemes`` takes already-phonemized text.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Container
 from pathlib import Path
 
 from talkrt.errors import TalkrtError
@@ -122,13 +124,15 @@ class VitsTokenizer:
                 i += 1
         return "".join(out)
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text: str, skip_unknown: bool = True) -> list[int]:
+        """Token ids; with ``normalize``, characters outside the vocabulary are dropped as transformers
+        drops them, or refused in one error that lists them when ``skip_unknown`` is False."""
         if self.normalize:
             text = self.normalize_text(text)
         if self.language == "ron":
             text = text.replace("ț", "ţ")
         if self.normalize:
-            text = "".join(char for char in text if char in self.vocab).strip()
+            text = known_text(text, self.vocab, skip_unknown, "this voice's vocabulary")
         ids = []
         for char in text:
             if char not in self.vocab:
@@ -154,17 +158,34 @@ def original_vocab() -> dict[str, int]:
 DEMO_CHARACTERS = " abcdefghijklmnopqrstuvwxyz'.,?!-"
 
 
-def text_to_ids(text: str, manifest: dict) -> list[int]:
+def known_text(text: str, known: Container[str], skip_unknown: bool, where: str) -> str:
+    """``text`` without the characters outside ``known`` (``skip_unknown``), else refused in one line
+    listing them once each, in order; stripped, since dropping may leave spaces at the ends."""
+    unknown = list(dict.fromkeys(char for char in text if char not in known))
+    if unknown and not skip_unknown:
+        shown = ", ".join(repr(char) for char in unknown)
+        raise TalkrtError(f"the text has symbols outside {where}: {shown}; leave them out, or drop them with --skip-unknown")
+    return "".join(char for char in text if char in known).strip()
+
+
+def text_to_ids(text: str, manifest: dict, skip_unknown: bool = False) -> list[int]:
     """Token ids for ``text`` as the exported model expects them (see the VITS manifest).
 
     MMS models carry their character vocabulary; original VITS checkpoints take IPA
     phonemes (phonemize outside talkrt); random-weight models use DEMO_CHARACTERS.
+    Leading and trailing whitespace is stripped first: MMS drops it anyway, and an edge
+    pause is not something to ask for with spaces. A symbol the voice has no id for
+    raises a TalkrtError that lists every such symbol, unless ``skip_unknown`` drops them.
     """
+    text = text.strip()
     add_blank = bool(manifest.get("add_blank", True))
     if manifest.get("vocab"):
-        return VitsTokenizer(manifest["vocab"], add_blank=add_blank).encode(text)
+        return VitsTokenizer(manifest["vocab"], add_blank=add_blank).encode(text, skip_unknown=skip_unknown)
     if manifest.get("phonemes"):
-        return encode_phonemes(text, add_blank=add_blank)
+        text = known_text(text, ORIGINAL_SYMBOL_TO_ID, skip_unknown, "the VITS phoneme table (this voice takes IPA phonemes)")
+        # Nothing left to say gives no ids (not a lone blank), as for MMS vocabularies.
+        return encode_phonemes(text, add_blank=add_blank) if text else []
     size = int(manifest.get("vocab_size") or len(DEMO_CHARACTERS) + 1)
-    ids = [1 + DEMO_CHARACTERS.index(c) % (size - 1) for c in text.lower() if c in DEMO_CHARACTERS]
-    return intersperse(ids) if add_blank else ids
+    text = known_text(text.lower(), DEMO_CHARACTERS, skip_unknown, "the demo characters of a random-weight voice")
+    ids = [1 + DEMO_CHARACTERS.index(c) % (size - 1) for c in text]
+    return intersperse(ids) if add_blank and ids else ids

@@ -427,7 +427,7 @@ class VitsSynthesizer:
 def read_manifest(directory: str | os.PathLike) -> dict:
     path = Path(directory) / MANIFEST
     if not path.is_file():
-        raise TalkrtError(f"{directory} has no {MANIFEST}; export the model with talkrt.export.vits.export_vits first")
+        raise TalkrtError(f"{directory} has no {MANIFEST}; export the voice there first: talkrt export vits --out-dir {directory} (--checkpoint DIR or --random-init)")
     try:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as exc:

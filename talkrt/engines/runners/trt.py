@@ -1,11 +1,11 @@
 """TensorRT / TensorRT-RTX runner: tensor addresses from torch, execute_async_v3 on the pipeline's stream.
 
-The engine's sidecar says which runtime built it; an engine from another
-runtime version or for another GPU is refused before deserialisation, with the
-command that rebuilds it. Every call checks what TensorRT would otherwise take
-silently (dtype, device, contiguity, 256-byte alignment, buffer shapes) and
-every return value of the context, and picks the optimization profile that
-covers the input shapes.
+The engine's sidecar says which runtime built it; an engine whose size or
+sha256 differs from its sidecar's, or from another runtime version or for
+another GPU, is refused before deserialisation, with the command that rebuilds
+it. Every call checks what TensorRT would otherwise take silently (dtype,
+device, contiguity, 256-byte alignment, buffer shapes) and every return value
+of the context, and picks the optimization profile that covers the input shapes.
 
 TensorRT-RTX specialises kernels on the device: its runtime cache is kept next
 to the engine (``ENGINE.runtime-cache``) so the next process starts warm, and it
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from talkrt.engines.build import read_sidecar
+from talkrt.engines.build import read_sidecar, rebuild_command
 from talkrt.engines.devices import Gpu, rtx_unsupported, visible_gpu
 from talkrt.engines.profiles import select_profile
 from talkrt.engines.runners import TORCH_DTYPES, GraphIO, Runner, TensorIO, check_binding
@@ -36,11 +36,12 @@ TENSOR_ALIGNMENT = 256  # bytes: TensorRT's requirement for every I/O address
 def check_engine_target(engine: str | Path, sidecar: dict, installed_version: str, device: tuple[str, str] | None) -> None:
     """Refuse a stale or foreign engine, saying why and how to rebuild; ``device`` is (GPU name, compute capability)."""
     backend = sidecar["backend"]["name"]
-    rebuild = f"talkrt build {sidecar.get('onnx', 'MODEL.onnx')} --out {engine} --backend {backend}"
+    rebuild = rebuild_command(engine, sidecar)
     if sidecar["backend"]["version"] != installed_version:
         raise TalkrtError(f"{engine} was built by {backend} {sidecar['backend']['version']} but {installed_version} is installed; engines only load in the version that built them: {rebuild}")
     if device is None:
-        raise TalkrtError(f"{engine} is a {backend} engine and needs a CUDA GPU; none is visible (use --backend ort or torch on the CPU)")
+        # Callers differ in how to go on without a GPU (run: --backend ort; check: an ONNX candidate), so no option is named here.
+        raise TalkrtError(f"{engine} is a {backend} engine and needs a CUDA GPU; none is visible")
     name, capability = device
     if backend == "tensorrt-rtx" and not Gpu(name, capability).rtx_supported:
         raise TalkrtError(rtx_unsupported(Gpu(name, capability)))
@@ -60,7 +61,7 @@ class TensorRTRunner(Runner):
     backend = "trt"
 
     def __init__(self, engine: str | Path, device: str | torch.device = "cuda") -> None:
-        sidecar = read_sidecar(engine)
+        sidecar = read_sidecar(engine, verify=True)  # a damaged or replaced file never reaches the deserialiser
         builder = sidecar["backend"]["name"]
         trt = require(_MODULES[builder])
         gpu = visible_gpu(device) if torch.device(device).type == "cuda" else None
