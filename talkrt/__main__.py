@@ -2,4 +2,6 @@
 
 from talkrt.cli import main
 
-main()
+import sys
+
+sys.exit(main())

@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from talkrt.errors import TalkrtError, TalkrtWarning
+from talkrt.outputs import check_outputs
 
 app = typer.Typer(
     name="talkrt",
@@ -60,9 +61,10 @@ def user_errors(func: F) -> F:
                 raise
             errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            errors.print("[red]interrupted[/]")
-            raise typer.Exit(130) from None
+        except KeyboardInterrupt as exc:
+            terminated = isinstance(exc, Terminated)
+            errors.print("[red]terminated[/]" if terminated else "[red]interrupted[/]")
+            raise typer.Exit(143 if terminated else 130) from None
         except (typer.Exit, typer.Abort):
             raise
         except Exception as exc:
@@ -105,6 +107,7 @@ def run_export(family: str, weights: Optional[str], out: Path, trust: bool, seed
     """Export ``family`` from the checkpoint ``weights`` (None: random weights from ``seed``)."""
     from talkrt.export import get_spec
 
+    check_outputs({"--out": out}, {"--checkpoint": weights})
     spec = get_spec(family, **spec_options)
     with console.status(f"loading {spec.name} {'from ' + weights if weights else 'with random weights'}") as status:
         module = spec.build_module(weights, trust) if weights else spec.build_module(None, seed=seed)
@@ -249,6 +252,7 @@ def export_vits_command(
     from talkrt.export.vits import export_vits
 
     source = _weights_source(checkpoint, random_init)
+    check_outputs({"--out-dir": out_dir}, {"--checkpoint": source}, directories=["--out-dir"])
     with console.status("exporting VITS") as status:
         manifest = export_vits(out_dir, preset=preset, checkpoint=source, trust=trust_checkpoint, seed=seed, validate=validate, step=lambda text: status.update(text))
     files = ", ".join(manifest["files"].values())
@@ -307,7 +311,7 @@ def build(
     """Build a serialized engine and its JSON sidecar from an ONNX file (reusing a matching one at once)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from talkrt.engines.build import BuildOptions, build_engine, compute_capability_list
+    from talkrt.engines.build import BuildOptions, build_engine, compute_capability_list, sidecar_path
     from talkrt.engines.profiles import parse_profile_override
 
     options = BuildOptions(
@@ -326,11 +330,13 @@ def build(
     if onnx_file.is_dir():  # an exported VITS directory: its encoder and decoder
         from talkrt.runtime.tts import build_vits_engines
 
+        check_outputs({"DIR": onnx_file}, directories=["DIR"])
         with console.status(f"building the VITS engines in {onnx_file}"):
             manifest = build_vits_engines(onnx_file, options)
         _say(f"{', '.join(str(onnx_file / e) for e in manifest['engines'].values())} and updated {onnx_file / 'manifest.json'}", prefix="[green]wrote[/] ")
         return
     out = out or onnx_file.with_suffix(".engine")
+    check_outputs({"--out": [out, sidecar_path(out)]}, {"ONNX_FILE": onnx_file, "--calibration": calibration})
     with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console, transient=True) as bars:
         result = build_engine(onnx_file, out, options, _RichBuildProgress(bars))
     meta = result.metadata
@@ -424,6 +430,7 @@ def tts(
     """Speak TEXT with an exported VITS model and write a WAV file."""
     from talkrt.runtime.media import write_wav
 
+    check_outputs({"--out": out}, {"--engines": engines, "--onnx": onnx_dir, "--torch": torch_dir})
     synthesizer, manifest = _synthesizer(onnx_dir, engines, torch_dir, device)
     waveform, rate, seconds = _speak(text, synthesizer, manifest, speaker, seed, skip_unknown)
     write_wav(out, waveform.cpu().numpy(), rate, sample_format)
@@ -449,6 +456,7 @@ def avatar_prepare(
     """Detect (or read) faces, crop them for a renderer and save everything in one file."""
     from talkrt.runtime.avatar import prepare_avatar
 
+    check_outputs({"--out": out}, {"SOURCE": source, "--boxes": boxes, "--landmarks": landmarks})
     with console.status(f"preparing the {renderer} avatar from {source}"):
         avatar = prepare_avatar(source, boxes=boxes, max_frames=max_frames, renderer=renderer, landmarks=landmarks)
         avatar.save(out)
@@ -519,9 +527,28 @@ def _read_features(path: Path):
     return array
 
 
-def _run_pipeline(audio: Optional[Path], text: Optional[str], avatar: Path, boxes: Optional[Path], renderer: str, backend: str, model: Optional[Path], engines: Optional[Path], device: str, fps: str, batch_size: int, stream_chunk_ms: Optional[float], out: Path, tts_dir: Optional[Path] = None, *, landmarks: Optional[Path] = None, features: Optional[Path] = None, pca: Optional[Path] = None, trust: bool = False, skip_unknown: bool = False, channel: Optional[int] = None):
+def _check_run_options(device: str, fps: str, stream_chunk_ms: Optional[float]) -> None:
+    """The numeric and device options, before anything loads."""
+    import math
+
+    from talkrt.engines.devices import check_device_name
+    from talkrt.runtime.align import MAX_FPS, as_fps
+
+    check_device_name(device)
+    try:
+        rate = as_fps(fps)
+    except ValueError:
+        raise TalkrtError(f"--fps {fps!r}: give a frame rate such as 25, 30000/1001 or 29.97") from None
+    if rate > MAX_FPS:
+        raise TalkrtError(f"--fps {fps}: at most {MAX_FPS} frames per second")
+    if stream_chunk_ms is not None and not (math.isfinite(stream_chunk_ms) and 0 < stream_chunk_ms <= 10_000):
+        raise TalkrtError(f"--stream-chunk-ms {stream_chunk_ms}: give a chunk length above 0 and at most 10000 ms (20-40 is typical)")
+
+
+def _run_pipeline(audio: Optional[Path], text: Optional[str], avatar: Path, boxes: Optional[Path], renderer: str, backend: str, model: Optional[Path], engines: Optional[Path], device: str, fps: str, batch_size: int, stream_chunk_ms: Optional[float], out: Path, tts_dir: Optional[Path] = None, *, landmarks: Optional[Path] = None, features: Optional[Path] = None, pca: Optional[Path] = None, trust: bool = False, skip_unknown: bool = False, channel: Optional[int] = None, report_files: tuple = ()):
     from talkrt.runtime.media import read_audio
     from talkrt.runtime.pipeline import PipelineOptions, pipeline_from_files
+    from talkrt.runtime.renderers import check_renderer_models
 
     if (audio is None) == (text is None):
         raise TalkrtError("give exactly one of --audio FILE or --text TEXT")
@@ -533,8 +560,15 @@ def _run_pipeline(audio: Optional[Path], text: Optional[str], avatar: Path, boxe
         raise TalkrtError(f"unknown renderer {renderer!r}; available: {', '.join(RENDERER_CHOICES)}")
     if backend not in ("trt", "ort", "torch"):
         raise TalkrtError(f"unknown backend {backend!r}; choose trt, ort or torch")
+    _check_run_options(device, fps, stream_chunk_ms)
     renderer_options = _renderer_options(renderer, features, pca, trust)
     models = _models_for(backend, renderer, model, engines)
+    check_renderer_models(renderer, backend, models)
+    check_outputs(
+        {"--out": out, "--report": list(report_files)},
+        {"--audio": audio, "--avatar": avatar, "--boxes": boxes, "--model": model, "--engines": [p for p in models.values() if p], "--tts": tts_dir,
+         "--landmarks": landmarks, "--features": features, "--pca": pca},
+    )
     if backend == "torch" and model is not None:
         shared = {"reference"} if renderer == "dhlive" else set()
         random_roles = [role for role in models if role not in {"generator", *shared} and not (role in ("asr", "mapper") and features is not None)]
@@ -633,10 +667,10 @@ def profile(
     skip_unknown: SkipUnknownOpt = False,
 ) -> None:
     """Run the pipeline and report per-stage, per-frame latency: table, JSON, Markdown and a PNG plot."""
-    from talkrt.demo import save_report
+    from talkrt.demo import report_paths, save_report
 
     result = _run_pipeline(audio, text, avatar, boxes, renderer, backend, model, engines, device, fps, batch_size, stream_chunk_ms, out, tts_dir,
-                           landmarks=landmarks, features=features, pca=pca, trust=trust_checkpoint, skip_unknown=skip_unknown, channel=channel)
+                           landmarks=landmarks, features=features, pca=pca, trust=trust_checkpoint, skip_unknown=skip_unknown, channel=channel, report_files=report_paths(report))
     console.print(result.rich_table())
     paths = save_report(result, report)
     _say(", ".join(str(p) for p in paths), prefix="[green]wrote[/] ")
@@ -653,6 +687,7 @@ def demo(
     """The whole chain on built-in random-weight models, a synthetic face and synthetic speech (CUDA if present)."""
     from talkrt.demo import run_demo
 
+    check_outputs({"--out-dir": out_dir}, directories=["--out-dir"])
     with console.status("talkrt demo") as status:
         result = run_demo(out_dir, seconds, device, batch_size, step=lambda text: status.update(text))
     for note in result.notes:
@@ -760,8 +795,32 @@ def doctor() -> None:
     console.print(table)
 
 
-def main() -> None:
-    app()
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread: it unwinds like Ctrl-C, so temporary files are removed."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """The console entry point: usage mistakes (a value out of range, an unknown option) are one
+    line and exit 2, like every other mistake; SIGTERM cleans up as Ctrl-C does."""
+    import signal
+
+    # click's UsageError (BadParameter's base), whether typer vendors click or not
+    usage_error = next(base for base in typer.BadParameter.__mro__ if base.__name__ == "UsageError")
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        code = app(args=argv, standalone_mode=False)
+    except usage_error as exc:
+        command = exc.ctx.command_path if exc.ctx else "talkrt"
+        errors.print(f"[bold red]error:[/] {escape(exc.format_message())} (see `{escape(command)} --help`)", highlight=False, soft_wrap=True)
+        return 2
+    except typer.Abort:  # Ctrl-C or SIGTERM outside a command (while parsing)
+        errors.print("[red]interrupted[/]")
+        return 130
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

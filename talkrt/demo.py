@@ -127,9 +127,14 @@ def run_demo(out_dir: str | Path = "out", seconds: float = 4.0, device: str = "a
     return DemoResult(out_dir / "out.mp4", *paths, onnx_path, engine, backend, str(target), report, notes)
 
 
+def report_paths(stem: Path) -> tuple[Path, Path, Path]:
+    """stem.json, stem.md, stem.png."""
+    return stem.with_suffix(".json"), stem.with_suffix(".md"), stem.with_suffix(".png")
+
+
 def save_report(report, stem: Path) -> tuple[Path, Path, Path]:
     """JSON, Markdown and PNG beside each other: stem.json, stem.md, stem.png."""
-    json_path, markdown_path, plot_path = stem.with_suffix(".json"), stem.with_suffix(".md"), stem.with_suffix(".png")
+    json_path, markdown_path, plot_path = report_paths(stem)
     report.save_json(json_path)
     report.save_markdown(markdown_path)
     report.plot(plot_path)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from talkrt.errors import TalkrtError
 
 
 def _dims(value) -> list:
@@ -18,10 +17,9 @@ def describe_onnx(path: str | os.PathLike) -> dict:
     from talkrt.engines.profiles import graph_inputs
     from talkrt.export.onnx import op_counts
 
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
-        raise TalkrtError(f"{path} is not an ONNX model ({type(exc).__name__})") from exc
+    from talkrt.engines.model_files import load_onnx
+
+    model = load_onnx(path)
     elem = onnx.helper.tensor_dtype_to_np_dtype
     return {
         "kind": "onnx",
@@ -56,9 +54,9 @@ def describe_engine(path: str | os.PathLike) -> dict:
 
 def describe(path: str | os.PathLike) -> dict:
     """ONNX files are recognised by content (a protobuf ModelProto); anything with a sidecar is an engine."""
-    path = Path(path)
-    if not path.is_file():
-        raise TalkrtError(f"file not found: {path}")
+    from talkrt.engines.model_files import check_model_path
+
+    path = check_model_path(path, "file")
     if path.suffix == ".onnx":
         return describe_onnx(path)
     if Path(f"{path}.json").is_file() or path.suffix in (".engine", ".plan", ".trt"):

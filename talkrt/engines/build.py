@@ -71,12 +71,9 @@ def _profiles_json(profiles: list[Profile]) -> list[dict]:
 
 
 def _load(onnx_path: Path) -> onnx.ModelProto:
-    if not onnx_path.is_file():
-        raise TalkrtError(f"ONNX file not found: {onnx_path}")
-    try:
-        return onnx.load(str(onnx_path), load_external_data=False)
-    except Exception as exc:
-        raise TalkrtError(f"{onnx_path} is not an ONNX model ({type(exc).__name__})") from exc
+    from talkrt.engines.model_files import load_onnx
+
+    return load_onnx(onnx_path)
 
 
 def build_engine(

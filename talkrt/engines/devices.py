@@ -6,6 +6,8 @@ tensors report indexed devices, so comparing against a bare one is always unequa
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 
 import torch
@@ -67,6 +69,12 @@ class DeviceChoice:
     reason: str  # why, in a few words, for the line the CLI prints
 
 
+def check_device_name(requested: str) -> None:
+    """``--device`` is auto, cpu, cuda or cuda:N; anything else is one line, before any work."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", requested):
+        raise TalkrtError(f"unknown device {requested!r}; use auto, cpu, cuda or cuda:N")
+
+
 def resolve_device(
     requested: str,
     backend: str,
@@ -80,10 +88,9 @@ def resolve_device(
     ``engine_backend`` is the engine's builder (tensorrt or tensorrt-rtx) for trt;
     ``gpu`` and ``ort_cuda`` are probed unless given (tests pass them).
     """
+    check_device_name(requested)
     if gpu == "probe":
         gpu = visible_gpu(requested if requested.startswith("cuda") else "cuda")
-    if requested not in ("auto", "cpu") and not requested.startswith("cuda"):
-        raise TalkrtError(f"unknown device {requested!r}; use auto, cpu, cuda or cuda:N")
     cuda_device = normalize_device(requested if requested.startswith("cuda") else "cuda")
     if requested == "cpu":
         if backend == "trt":

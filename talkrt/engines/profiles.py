@@ -33,6 +33,9 @@ class ProfileOverride:
     values: tuple[int | Shape, int | Shape, int | Shape]
 
 
+MAX_WIDENING = 16  # how far --profile may raise a dim above the graph's own maximum
+
+
 def parse_profile_override(text: str) -> ProfileOverride:
     name, sep, rest = text.partition(":")
     parts = rest.split(",")
@@ -72,6 +75,7 @@ def spec_dims(model: onnx.ModelProto) -> dict[str, tuple[int, int, int]]:
 def resolve_profile(inputs: Sequence[GraphInput], dims: Mapping[str, tuple[int, int, int]], overrides: Sequence[ProfileOverride] = ()) -> Profile:
     """Combine the spec's dim ranges with user overrides into one profile for every input."""
     sizes = dict(dims)
+    set_by: dict[str, str] = {}  # dim -> the --profile that set it
     explicit: dict[str, tuple[Shape, Shape, Shape]] = {}
     by_name = {i.name: i for i in inputs}
     all_dims = {s for i in inputs for s in i.shape if isinstance(s, str)}
@@ -90,9 +94,17 @@ def resolve_profile(inputs: Sequence[GraphInput], dims: Mapping[str, tuple[int, 
         elif override.name not in all_dims:
             raise TalkrtError(f"--profile {override.name}: no input or dynamic dim of that name; inputs: {', '.join(by_name)}; dims: {', '.join(sorted(all_dims)) or 'none'}")
         sizes[dim] = override.values  # type: ignore[assignment]
+        set_by[dim] = f"--profile {override.name}"
+    for name, shapes in explicit.items():
+        _share_dims(by_name[name], shapes, sizes, set_by)
     for name, (low, opt, high) in sizes.items():
         if not 1 <= low <= opt <= high:
             raise TalkrtError(f"profile for {name}: need 1 <= min <= opt <= max, got {low}, {opt}, {high}")
+        if name in dims and high > MAX_WIDENING * dims[name][2]:
+            raise TalkrtError(
+                f"profile for {name}: max {high} is over {MAX_WIDENING}x the graph's own maximum {dims[name][2]}; an engine "
+                f"reserves memory for its largest shape: give at most {MAX_WIDENING * dims[name][2]}, or several profiles with --add-profile"
+            )
     profile: Profile = {}
     for graph_input in inputs:
         if graph_input.name in explicit:
@@ -105,6 +117,22 @@ def resolve_profile(inputs: Sequence[GraphInput], dims: Mapping[str, tuple[int, 
             tuple(sizes[s][i] if isinstance(s, str) else s for s in graph_input.shape) for i in range(3)
         )
     return profile
+
+
+def _share_dims(graph_input: GraphInput, shapes: tuple[Shape, Shape, Shape], sizes: dict, set_by: dict[str, str]) -> None:
+    """A full shape given for one input sets its named dims for every input that shares them
+    (face_sequences' batch is audio_sequences' batch too); two settings that disagree are refused."""
+    flag = f"--profile {graph_input.name}"
+    for axis, dim in enumerate(graph_input.shape):
+        if not isinstance(dim, str) or any(len(shape) != len(graph_input.shape) for shape in shapes):
+            continue
+        values = tuple(int(shape[axis]) for shape in shapes)
+        if dim in set_by and tuple(sizes[dim]) != values:
+            raise TalkrtError(
+                f"{flag} sets {dim!r} to {','.join(map(str, values))} but {set_by[dim]} sets it to "
+                f"{','.join(map(str, sizes[dim]))}: the inputs share that dim; give it once, e.g. --profile {dim}:{','.join(map(str, values))}"
+            )
+        sizes[dim], set_by[dim] = values, flag
 
 
 def _checked_shapes(graph_input: GraphInput, shapes: tuple[Shape, Shape, Shape]) -> tuple[Shape, Shape, Shape]:

@@ -62,10 +62,12 @@ def check(
 
     ``save_inputs`` / ``save_outputs``: write the inputs and every runner's outputs in Polygraphy's formats.
     """
-    onnx_path = Path(onnx_path)
-    if not onnx_path.is_file():
-        raise TalkrtError(f"ONNX file not found: {onnx_path}")
-    _refuse_overwrites(onnx_path, candidate, save_inputs, save_outputs)
+    from talkrt.engines.model_files import check_model_path
+    from talkrt.outputs import check_outputs
+
+    onnx_path = check_model_path(onnx_path, "ONNX")
+    candidate_file = None if candidate in ("fp16", "auto") else candidate
+    check_outputs({"--save-inputs": save_inputs, "--save-outputs": save_outputs}, {"ONNX_FILE": onnx_path, "--candidate": candidate_file})
     if candidate in ("fp16", "auto"):
         result = _check_plan(onnx_path, candidate, calibration, keep_runs=bool(save_inputs or save_outputs))
     else:
@@ -75,20 +77,6 @@ def check(
     if save_outputs:
         save_polygraphy_outputs(result.runs, save_outputs)
     return result
-
-
-def _refuse_overwrites(onnx_path: Path, candidate: str, save_inputs, save_outputs) -> None:
-    """Saved files must not replace the model, the candidate, or each other."""
-    protected = {onnx_path.resolve(): "the model"}
-    if Path(candidate).is_file():
-        protected.setdefault(Path(candidate).resolve(), "the candidate")
-    for option, target in (("--save-inputs", save_inputs), ("--save-outputs", save_outputs)):
-        if not target:
-            continue
-        resolved = Path(target).resolve()
-        if resolved in protected:
-            raise TalkrtError(f"{option} {target} would overwrite {protected[resolved]}; choose another path")
-        protected[resolved] = f"the file of {option}"
 
 
 def _check_plan(onnx_path: Path, mode: str, calibration: str | None, keep_runs: bool) -> CheckResult:
@@ -123,11 +111,10 @@ def _check_file(onnx_path: Path, path: Path, calibration: str | None, device: st
 
 
 def _same_inputs(path: Path, onnx_path: Path, feeds: Mapping[str, np.ndarray]) -> None:
-    import onnx
-
+    from talkrt.engines.model_files import load_onnx
     from talkrt.engines.profiles import graph_inputs
 
-    names = {i.name for i in graph_inputs(onnx.load(str(path), load_external_data=False))}
+    names = {i.name for i in graph_inputs(load_onnx(path))}
     if names != set(feeds):
         raise TalkrtError(f"{path.name} takes inputs {sorted(names)}, not those of {onnx_path.name} {sorted(feeds)}: it is not a version of the same graph")
 

@@ -879,10 +879,9 @@ class PrecisionReport:
 def _load(model: onnx.ModelProto | str | os.PathLike) -> onnx.ModelProto:
     if isinstance(model, onnx.ModelProto):
         return model
-    path = Path(model)
-    if not path.is_file():
-        raise TalkrtError(f"ONNX file not found: {path}")
-    return onnx.load(str(path))
+    from talkrt.engines.model_files import load_onnx
+
+    return load_onnx(model, external_data=True)
 
 
 def _spec_json(model: onnx.ModelProto) -> dict | None:

@@ -54,6 +54,9 @@ _NTSC_RATES = {
 }
 
 
+MAX_FPS = 120  # video for talking heads; above this a typo is likelier than a real rate
+
+
 def as_fps(fps: FpsLike) -> Fraction:
     """fps as an exact Fraction: 25, 25.0, "25", "30000/1001", 29.97 and "29.97" (-> 30000/1001)."""
     if isinstance(fps, bool):

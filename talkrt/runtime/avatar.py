@@ -142,6 +142,9 @@ def _check_box_order(boxes: np.ndarray, what: str) -> None:
         )
 
 
+MAX_COORDINATE = 1 << 16  # pixels; larger box coordinates are typos (and would wrap in int32)
+
+
 def read_boxes(path: str | os.PathLike, num_frames: int, allow_extra: bool = False) -> np.ndarray:
     """Raw face boxes (num_frames,4) int32 from a file the user wrote.
 
@@ -194,6 +197,10 @@ def read_boxes(path: str | os.PathLike, num_frames: int, allow_extra: bool = Fal
         boxes = np.asarray(rows, dtype=np.float64)
 
     boxes = one_per_frame(_as_box_array(boxes, what), num_frames, allow_extra, f"{what} has {{count}} boxes for {num_frames} frames")
+    outside = np.abs(boxes) > MAX_COORDINATE  # (non-finite ones are refused above)
+    if outside.any():  # before the int32 cast, which would wrap them (and numpy would warn)
+        frame = int(np.argwhere(outside)[0][0])
+        raise TalkrtError(f"{what}: box {frame} {boxes[frame].tolist()} has coordinates beyond {MAX_COORDINATE} pixels: give x1 y1 x2 y2 in the frame's pixels")
     boxes = np.rint(boxes).astype(np.int32)
     _check_box_order(boxes, what)
     return boxes

@@ -379,6 +379,24 @@ RENDERER_GRAPHS: dict[str, dict[str, tuple[str, dict, str]]] = {
 }
 
 
+def expected_graph(renderer: str, role: str) -> tuple[str, str]:
+    """(family, graph) of the ONNX graph or engine that plays ``role`` for ``renderer``."""
+    family, options, _ = RENDERER_GRAPHS[renderer][role]
+    return family, options.get("graph", family)
+
+
+def check_renderer_models(renderer: str, backend: str, models: dict) -> None:
+    """Every graph file given is one ``backend`` runs and the graph its role needs: checked
+    before anything loads, so a wrong file is one line with the fix."""
+    from talkrt.engines.model_files import check_model_file
+
+    if backend == "torch":
+        return
+    for role, path in models.items():
+        if path is not None:
+            check_model_file(path, backend, expected_graph(renderer, role))
+
+
 def build_renderer(
     name: str,
     backend: str,
@@ -411,7 +429,7 @@ def build_renderer(
         if backend != "torch":
             if path is None:
                 raise TalkrtError(f"{name} needs its {role} graph ({stem}.{'engine' if backend == 'trt' else 'onnx'}): export it with `talkrt export {family}`")
-            return make_runner(backend, path, device=device, stream=stream)
+            return make_runner(backend, path, device=device, stream=stream, expect=expected_graph(name, role))
         module = spec.build_module(str(path)) if path else spec.build_module(None, seed=0)
         return make_runner("torch", spec=spec, module=module, device=device, torch_dtype=torch_dtype)
 

@@ -163,7 +163,7 @@ def test_bad_requests_fail_before_writing(wav2lip_onnx, tmp_path, options, messa
 def test_not_an_onnx_file(tmp_path) -> None:
     bogus = tmp_path / "model.onnx"
     bogus.write_text("not a protobuf")
-    with pytest.raises(TalkrtError, match="is not an ONNX model"):
+    with pytest.raises(TalkrtError, match="is not a valid ONNX file"):
         build_engine(bogus, tmp_path / "model.engine", BuildOptions(backend="tensorrt-rtx"))
 
 

@@ -273,13 +273,19 @@ def test_boxes_files_json_text_csv(tmp_path):
         ("shape.json", '{"boxes": [1,2,3,4]}', "expected a JSON list"),
         ("empty.txt", "# nothing\n", "no boxes"),
         ("flipped.txt", "50 50 10 60\n", "empty"),
+        ("huge.txt", "0 0 1e12 1e12\n", r"box 0 \[0.0, 0.0, 1000000000000.0, 1000000000000.0\] has coordinates beyond 65536"),
+        ("nan.json", "[[0, 0, NaN, 10]]", "boxes must be finite numbers"),
     ],
 )
 def test_bad_boxes_files_are_one_line_errors(tmp_path, name, content, match):
+    import warnings
+
     path = tmp_path / name
     path.write_text(content)
-    with pytest.raises(TalkrtError, match=match) as error:
-        read_boxes(path, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's cast warnings must not leak past the one line
+        with pytest.raises(TalkrtError, match=match) as error:
+            read_boxes(path, 1 if name in ("huge.txt", "nan.json") else 3)
     assert_one_line(error)
 
 

@@ -9,7 +9,6 @@ nothing per call; without them it allocates (convenient for one-off calls).
 from __future__ import annotations
 
 import ast
-import json
 import math
 import operator
 from abc import ABC, abstractmethod
@@ -53,13 +52,9 @@ class GraphIO:
 
     @classmethod
     def from_onnx(cls, path: str | Path) -> "GraphIO":
-        import onnx
+        from talkrt.engines.model_files import load_onnx, onnx_spec
 
-        model = onnx.load(str(path), load_external_data=False)
-        props = {p.key: p.value for p in model.metadata_props}
-        if "talkrt.spec" not in props:
-            raise TalkrtError(f"{path} was not exported by talkrt (no talkrt.spec metadata); export it with `talkrt export`")
-        return cls.from_spec_json(json.loads(props["talkrt.spec"]))
+        return cls.from_spec_json(onnx_spec(load_onnx(path), Path(path)))
 
     def output_shapes(self, input_shapes: Mapping[str, Sequence[int]]) -> dict[str, tuple[int, ...]]:
         """Concrete output shapes for concrete input shapes (dims bound by name, derived dims evaluated)."""
@@ -209,17 +204,23 @@ def make_runner(
     device: str | torch.device = "cpu",
     stream: torch.cuda.Stream | None = None,
     torch_dtype: torch.dtype = torch.float32,
+    expect: tuple[str, str] | None = None,
 ) -> Runner:
     """A runner for ``backend``: trt takes an engine path, ort an ONNX path, torch a spec and module
-    (run in ``torch_dtype``; engines and ONNX graphs carry their precision themselves)."""
+    (run in ``torch_dtype``; engines and ONNX graphs carry their precision themselves).
+    ``expect`` = (family, graph): an ONNX file exported for another graph is refused."""
     if backend == "torch":
         from talkrt.engines.runners.pytorch import TorchRunner
 
         if spec is None or module is None:
             raise TalkrtError("the torch backend needs the model's spec and module")
         return TorchRunner(spec, module, device, torch_dtype)
-    if model is None or not Path(model).is_file():
-        raise TalkrtError(f"{backend} backend: model file not found: {model}")
+    if model is None:
+        raise TalkrtError(f"the {backend} backend needs a model file")
+    if backend in ("ort", "trt"):
+        from talkrt.engines.model_files import check_model_file
+
+        check_model_file(model, backend, expect)
     if backend == "ort":
         from talkrt.engines.runners.ort import OrtRunner
 
