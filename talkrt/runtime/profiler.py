@@ -62,7 +62,6 @@ from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 import numpy as np
 import torch
 
-from talkrt.engines.devices import normalize_device
 from talkrt.fileio import atomic_path, write_text_atomic
 from talkrt.runtime.align import num_video_frames
 
@@ -565,10 +564,12 @@ class Profiler:
         *,
         sample_rate: int = 16000,
     ) -> None:
-        self.device = normalize_device(device)
+        self.device = torch.device(device)  # (engines.devices.normalize_device is a layer above)
         if self.device.type == "cuda":
             if not torch.cuda.is_available():
                 raise ValueError(f"profiler device {self.device} requested but CUDA is not available")
+            if self.device.index is None:
+                self.device = torch.device("cuda", torch.cuda.current_device())
         elif self.device.type != "cpu":
             raise ValueError(f"unsupported profiler device {self.device} (use cpu or cuda)")
         if sample_rate <= 0:
