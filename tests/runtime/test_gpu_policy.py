@@ -21,6 +21,12 @@ from talkrt.runtime.sink import OverlappedSink
 CUDA = torch.device("cuda", 0)
 
 
+def wav2lip_pipeline(avatar, device: str) -> Pipeline:
+    """Wav2Lip with random weights in PyTorch, batch 4."""
+    spec = get_spec("wav2lip")
+    return Pipeline(avatar, Wav2LipRenderer(make_runner("torch", spec=spec, module=spec.build_module(None, seed=0), device=device)), PipelineOptions(batch_size=4))
+
+
 class _Runner:
     def __init__(self, backend: str, capturable: bool) -> None:
         self.backend, self.capturable = backend, capturable
@@ -164,8 +170,7 @@ def test_waveform_tensors_feed_the_pipeline_as_numpy_does(tmp_path) -> None:
 
     avatar = synthetic_avatar(num_frames=4)
     audio = synthetic_speech(0.5, seed=3)
-    spec = get_spec("wav2lip")
-    pipeline = Pipeline(avatar, Wav2LipRenderer(make_runner("torch", spec=spec, module=spec.build_module(None, seed=0), device="cpu")), PipelineOptions(batch_size=4))
+    pipeline = wav2lip_pipeline(avatar, "cpu")
     assert torch.equal(pipeline.frames(torch.from_numpy(audio), 16000), pipeline.frames(audio, 16000))
     report = pipeline.write_video(torch.from_numpy(audio), 16000, tmp_path / "out.mp4")
     assert report.frames == 13 and probe(tmp_path / "out.mp4")["num_frames"] == 13
@@ -181,8 +186,7 @@ def test_waveform_tensors_feed_the_pipeline_as_numpy_does(tmp_path) -> None:
 def test_a_waveform_on_the_gpu_is_not_copied_in() -> None:
     avatar = synthetic_avatar(num_frames=4)
     audio = synthetic_speech(0.5, seed=3)
-    spec = get_spec("wav2lip")
-    pipeline = Pipeline(avatar, Wav2LipRenderer(make_runner("torch", spec=spec, module=spec.build_module(None, seed=0), device="cuda")), PipelineOptions(batch_size=4))
+    pipeline = wav2lip_pipeline(avatar, "cuda")
     from_host = pipeline.frames(audio, 16000)
     assert pipeline.profiler.report(0.5, 25.0).h2d_bytes == audio.nbytes
     on_device = pipeline.frames(torch.from_numpy(audio).cuda(), 16000)
@@ -239,11 +243,10 @@ def test_graph_replay_equals_eager_frames() -> None:
 def test_cuda_streaming_equals_cuda_offline_and_cpu() -> None:
     avatar = synthetic_avatar(num_frames=5)
     audio = synthetic_speech(1.1, seed=9)
-    spec = get_spec("wav2lip")
-    cuda = Pipeline(avatar, Wav2LipRenderer(make_runner("torch", spec=spec, module=spec.build_module(None, seed=0), device="cuda")), PipelineOptions(batch_size=4))
+    cuda = wav2lip_pipeline(avatar, "cuda")
     offline = cuda.frames(audio, 16000)
     streamed = torch.cat([b.frames.cpu() for b in cuda.stream_chunks((audio[i : i + 640] for i in range(0, len(audio), 640)), 16000)])
     assert_streamed_matches(streamed, offline)
-    cpu = Pipeline(avatar, Wav2LipRenderer(make_runner("torch", spec=spec, module=spec.build_module(None, seed=0), device="cpu")), PipelineOptions(batch_size=4))
+    cpu = wav2lip_pipeline(avatar, "cpu")
     difference = (cpu.frames(audio, 16000).int() - offline.int()).abs()
     assert difference.max() <= 2  # float kernels differ between devices; uint8 frames within 2 levels
