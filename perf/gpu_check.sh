@@ -5,6 +5,7 @@
 #   bash perf/gpu_check.sh                 run every step (results under $OUT, or out/gpu_check/ without it)
 #   bash perf/gpu_check.sh --plan          print the steps, their limits and the wheels carried; change nothing
 #   bash perf/gpu_check.sh --fetch-wheels  download those wheels into .whl/ and stamp the commit beside them
+#   bash perf/gpu_check.sh --only pytest,demo   setup and the steps named (a short rerun after a fix)
 #
 # The exit status is 0 when no step failed or timed out (skipped steps are not failures).
 set -u
@@ -308,6 +309,9 @@ run_all() {
     export OUT_DIR WORK LOGS
     for line in "${STEPS[@]}"; do
         IFS='|' read -r name limit what <<<"$line"
+        if [ -n "${ONLY:-}" ] && [ "$name" != setup ] && [[ ",$ONLY," != *",$name,"* ]]; then
+            continue
+        fi
         run_step "$name" "$limit"
     done
     write_summary
@@ -321,9 +325,10 @@ case "${1:-}" in
     --plan) plan ;;
     --fetch-wheels) fetch_wheels ;;
     --step) "step_${2:?--step needs a step name}" ;;
+    --only) ONLY=${2:?--only needs step names, e.g. pytest,demo} run_all ;;
     "") run_all ;;
     *)
-        echo "usage: bash perf/gpu_check.sh [--plan | --fetch-wheels]" >&2
+        echo "usage: bash perf/gpu_check.sh [--plan | --fetch-wheels | --only STEP,STEP]" >&2
         exit 2
         ;;
 esac
