@@ -194,11 +194,12 @@ def test_a_waveform_on_the_gpu_is_not_copied_in() -> None:
     assert torch.equal(on_device, from_host)
 
 
-def assert_streamed_matches(streamed: torch.Tensor, offline: torch.Tensor) -> None:
-    """On a GPU, features of a growing prefix round differently from the whole (cuBLAS and cuFFT
-    choose kernels by length): frames may differ by one level, in a few pixels, never more."""
-    assert streamed.shape == offline.shape
-    difference = (streamed.int() - offline.int()).abs()
+def assert_within_one_level(frames: torch.Tensor, reference: torch.Tensor) -> None:
+    """GPU libraries choose kernels by shape and by the workspace they may take (cuBLAS and cuFFT by
+    the length of audio received so far; cuDNN by the memory free, which warm-up and capture change),
+    so float results differ in the last bits: frames may differ by one level, in a few pixels, never more."""
+    assert frames.shape == reference.shape
+    difference = (frames.int() - reference.int()).abs()
     assert difference.max() <= 1
     assert (difference > 0).float().mean() < 1e-3
 
@@ -220,12 +221,12 @@ def test_dinet_and_dhlive_on_cuda_match_the_cpu(name) -> None:
         if device == "cuda":
             assert pipeline.cuda_graph_used, pipeline.capture.reason
             streamed = torch.cat([b.frames.cpu() for b in pipeline.stream_chunks((audio[i : i + 640] for i in range(0, len(audio), 640)), 16000)])
-            assert_streamed_matches(streamed, frames["cuda"])
+            assert_within_one_level(streamed, frames["cuda"])
     assert (frames["cuda"].int() - frames["cpu"].int()).abs().max() <= 2
 
 
 @pytest.mark.gpu
-def test_graph_replay_equals_eager_frames() -> None:
+def test_graph_replay_matches_eager_frames() -> None:
     avatar = synthetic_avatar(num_frames=5)
     audio = synthetic_speech(1.3, seed=8)  # 33 frames: four full batches of 8 and a padded one
     spec = get_spec("wav2lip")
@@ -236,7 +237,7 @@ def test_graph_replay_equals_eager_frames() -> None:
         assert pipeline.cuda_graph_used is graphs, pipeline.capture.reason
         results[graphs] = pipeline.frames(audio, 16000)
     assert len(results[True]) == 33
-    assert torch.equal(results[True], results[False])
+    assert_within_one_level(results[True], results[False])
 
 
 @pytest.mark.gpu
@@ -246,7 +247,7 @@ def test_cuda_streaming_equals_cuda_offline_and_cpu() -> None:
     cuda = wav2lip_pipeline(avatar, "cuda")
     offline = cuda.frames(audio, 16000)
     streamed = torch.cat([b.frames.cpu() for b in cuda.stream_chunks((audio[i : i + 640] for i in range(0, len(audio), 640)), 16000)])
-    assert_streamed_matches(streamed, offline)
+    assert_within_one_level(streamed, offline)
     cpu = wav2lip_pipeline(avatar, "cpu")
     difference = (cpu.frames(audio, 16000).int() - offline.int()).abs()
     assert difference.max() <= 2  # float kernels differ between devices; uint8 frames within 2 levels
