@@ -61,7 +61,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from talkrt.errors import TalkrtError
-from talkrt.export.spec import Gate
+from talkrt.export.samplers import sample_inputs
+from talkrt.export.spec import Gate, TensorSpec
 
 FP16_MAX = 65504.0
 # An initializer whose FP16 copy differs from it by more than this (relative L2) underflows meaningfully:
@@ -891,9 +892,6 @@ def _spec_json(model: onnx.ModelProto) -> dict | None:
     return None
 
 
-_NP_DTYPES = {"float32": np.float32, "float16": np.float16, "float64": np.float64, "int64": np.int64, "int32": np.int32, "bool": np.bool_}
-
-
 def task_gates(model: onnx.ModelProto | str | os.PathLike) -> list[Gate]:
     """The gates a graph is judged by: its spec's, or the default gate for a graph without any."""
     source = _load(model)
@@ -944,15 +942,8 @@ def _calibration(
     if spec is not None:
         sizes = {name: sizes[1] for name, sizes in spec.get("dims", {}).items()}
         sizes.update(dims or {})
-        for tensor in spec["inputs"]:
-            shape = tuple(sizes[s] if isinstance(s, str) else s for s in tensor["shape"])
-            low, high = tensor.get("value_range", (0.0, 1.0))
-            dtype = _NP_DTYPES.get(tensor.get("dtype", "float32"), np.float32)
-            if np.issubdtype(dtype, np.integer):
-                feeds[tensor["name"]] = rng.integers(int(low), int(high) + 1, shape).astype(dtype)
-            else:
-                feeds[tensor["name"]] = rng.uniform(low, high, shape).astype(dtype)
-        return feeds
+        # drawn as validation draws them (each input's sampler), from the spec the file carries
+        return sample_inputs([TensorSpec.from_json(tensor) for tensor in spec["inputs"]], sizes, rng)
     for value in inputs:
         shape = []
         for axis, dim in enumerate(value.type.tensor_type.shape.dim):
@@ -1011,7 +1002,7 @@ def plan_precision(
     FP32 (see the module docstring), at most ``max_pins`` times.
 
     Calibration inputs: ``calibration`` (a dict or an .npz, one array per input), else drawn
-    (seeded) from the spec's value ranges at its opt sizes, with ``dims`` overriding sizes
+    (seeded) by the spec's samplers at its opt sizes, with ``dims`` overriding sizes
     (e.g. ``{"batch": 2}``). A graph without a talkrt spec keeps DEFAULT_KEEP_FP32_OPS, is
     gated by cosine >= 0.999 on every float output, and needs calibration unless its
     inputs are static.

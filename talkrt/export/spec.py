@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import talkrt
+from talkrt.export.samplers import Sampler, sample_inputs
 
 DimPoint = Mapping[str, int]  # symbolic dim name -> concrete size
 
@@ -48,10 +49,31 @@ class TensorSpec:
     dtype: str = "float32"
     convention: str = ""  # what the values mean, e.g. "BGR in [0, 1]"; written into the ONNX metadata
     value_range: tuple[float, float] = (0.0, 1.0)  # where example inputs are drawn from
+    # How example inputs are drawn; None: uniformly from value_range (integers inclusive).
+    sampler: Sampler | None = None
 
     @property
     def dynamic_axes(self) -> dict[int, str]:
         return {axis: size for axis, size in enumerate(self.shape) if isinstance(size, str)}
+
+    def to_json(self) -> dict:
+        data = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "convention": self.convention, "value_range": list(self.value_range)}
+        if self.sampler is not None:  # absent: the default draw, so files of graphs without one are unchanged
+            data["sampler"] = self.sampler.to_json()
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> TensorSpec:
+        """One tensor of a ``talkrt.spec`` JSON; files written before samplers have none and get the default."""
+        sampler = data.get("sampler")
+        return cls(
+            str(data["name"]),
+            tuple(data["shape"]),
+            str(data.get("dtype", "float32")),
+            str(data.get("convention", "")),
+            tuple(data.get("value_range", (0.0, 1.0))),
+            Sampler.from_json(sampler) if sampler else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -123,6 +145,20 @@ class ExportSpec:
             unknown = set(tensor.dynamic_axes.values()) - names
             if unknown:
                 raise ValueError(f"{self.family}/{self.graph}: {tensor.name} uses undeclared dims {sorted(unknown)}")
+        inputs = {t.name: t for t in self.inputs}
+        for tensor in self.inputs:
+            sampler = tensor.sampler
+            if sampler is None:
+                continue
+            if sampler.dim is not None and sampler.dim not in {d.name for d in self.dims}:
+                raise ValueError(f"{self.family}/{self.graph}: {tensor.name}'s sampler runs over {sampler.dim!r}, not one of its dims")
+            if sampler.kind == "mask_from_lengths" and sampler.dim not in tensor.shape:
+                raise ValueError(f"{self.family}/{self.graph}: {tensor.name} is a mask over {sampler.dim!r} but has no such axis")
+            for other in (sampler.lengths, sampler.masked_by):
+                if other is not None and (other not in inputs or other == tensor.name):
+                    raise ValueError(f"{self.family}/{self.graph}: {tensor.name}'s sampler reads {other!r}, which is not another input")
+            if sampler.masked_by is not None and (inputs[sampler.masked_by].sampler or Sampler("uniform")).kind != "mask_from_lengths":
+                raise ValueError(f"{self.family}/{self.graph}: {tensor.name} is masked by {sampler.masked_by!r}, which is not a mask")
         trace = self.trace_point
         for point in self.validation_points:
             if dict(point) == dict(trace):
@@ -143,20 +179,11 @@ class ExportSpec:
         return tuple(point[s] if isinstance(s, str) else s for s in tensor.shape)
 
     def example_inputs(self, point: DimPoint | None = None, seed: int = 0) -> dict[str, "object"]:
-        """Fresh random inputs at ``point`` (default: the traced point), drawn from each input's value range."""
+        """Fresh random inputs at ``point`` (default: the traced point), drawn by each input's sampler."""
         import torch
 
         point = self.trace_point if point is None else {**self.trace_point, **point}
-        generator = torch.Generator().manual_seed(seed)
-        tensors = {}
-        for tensor in self.inputs:
-            low, high = tensor.value_range
-            shape = self.shape(tensor, point)
-            if tensor.dtype.startswith("int"):
-                tensors[tensor.name] = torch.randint(int(low), int(high) + 1, shape, generator=generator, dtype=getattr(torch, tensor.dtype))
-            else:
-                tensors[tensor.name] = torch.rand(shape, generator=generator, dtype=getattr(torch, tensor.dtype)) * (high - low) + low
-        return tensors
+        return sample_inputs(self.inputs, point, torch.Generator().manual_seed(seed))
 
     def profile(self, overrides: Mapping[str, tuple[int, int, int]] | None = None) -> dict[str, tuple[tuple[int, ...], ...]]:
         """Input name -> (min, opt, max) shapes, from the dims unless ``overrides`` (dim name -> sizes) says otherwise."""
@@ -174,8 +201,8 @@ class ExportSpec:
             "opset": self.opset,
             "exporter": self.exporter,
             "dims": {d.name: [d.min, d.opt, d.max] for d in self.dims},
-            "inputs": [_tensor_json(t) for t in self.inputs],
-            "outputs": [_tensor_json(t) for t in self.outputs],
+            "inputs": [t.to_json() for t in self.inputs],
+            "outputs": [t.to_json() for t in self.outputs],
             "derived_dims": dict(self.derived_dims),
             "tolerance": {"atol": self.tolerance.atol, "rtol": self.tolerance.rtol},
             "keep_fp32_ops": list(self.keep_fp32_ops),
@@ -194,7 +221,3 @@ class ExportSpec:
                 props[f"talkrt.tensor.{tensor.name}"] = tensor.convention
         props.update({f"talkrt.{k}": str(v) for k, v in self.metadata.items()})
         return props
-
-
-def _tensor_json(tensor: TensorSpec) -> dict:
-    return {"name": tensor.name, "shape": list(tensor.shape), "dtype": tensor.dtype, "convention": tensor.convention, "value_range": list(tensor.value_range)}

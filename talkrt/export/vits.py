@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from talkrt.errors import TalkrtError
+from talkrt.export.samplers import NORMAL, Sampler, lengths_over, mask_over
 from talkrt.export.spec import Dim, ExportSpec, Gate, TensorSpec, Tolerance
 from talkrt.runtime.tts import expand_to_frames
 
@@ -402,45 +403,6 @@ def decoder_receptive_field(config) -> int:
 # ----------------------------------------------------------------------------- specs
 
 
-class VitsExportSpec(ExportSpec):
-    """ExportSpec whose example inputs are what VITS graphs see: valid lengths and masks, Gaussian noise."""
-
-    def example_inputs(self, point=None, seed: int = 0):
-        point = self.trace_point if point is None else {**self.trace_point, **point}
-        generator = torch.Generator().manual_seed(seed)
-        tensors = {}
-        batch = point["batch"]
-        lengths = None
-        frame_lengths = None
-        for tensor in self.inputs:
-            shape = self.shape(tensor, point)
-            low, high = tensor.value_range
-            name = tensor.name
-            if name == "input_lengths":
-                tokens = point["tokens"]
-                lengths = torch.randint(1, tokens + 1, (batch,), generator=generator)
-                lengths[0] = tokens  # the longest item fills the padded width
-                tensors[name] = lengths
-            elif name == "output_mask":
-                frames = point["frames"]
-                frame_lengths = torch.randint(1, frames + 1, (batch,), generator=generator)
-                frame_lengths[0] = frames
-                tensors[name] = sequence_mask(frame_lengths, frames).unsqueeze(1)
-            elif tensor.dtype.startswith("int"):
-                tensors[name] = torch.randint(int(low), int(high) + 1, shape, generator=generator, dtype=getattr(torch, tensor.dtype))
-            elif name.endswith("noise"):
-                tensors[name] = torch.randn(shape, generator=generator)
-            else:
-                tensors[name] = torch.rand(shape, generator=generator) * (high - low) + low
-        if frame_lengths is not None:
-            # the expanded prior is zero beyond each item's frames, as length regulation leaves it
-            mask = tensors["output_mask"]
-            for name in ("prior_means", "prior_log_variances"):
-                if name in tensors:
-                    tensors[name] = tensors[name] * mask
-        return tensors
-
-
 def _model_facts(preset: str | None, checkpoint: str | None) -> tuple[str, dict]:
     """(preset or checkpoint name, facts the specs need): from the preset's config, or by loading the checkpoint."""
     from talkrt.models.vits import VITS_PRESETS, load_vits, make_config
@@ -514,8 +476,8 @@ def _spec(graph: str, name: str, facts: dict, preset: str | None, checkpoint: st
     frames = Dim("frames", 1, 256, 4096, trace=200)
     noise_frames = Dim("noise_frames", 1, 1024, 16384, trace=600)
     ids = TensorSpec("input_ids", ("batch", "tokens"), "int64", "token ids, padded with 0 to the longest item" + (" (id 0 interspersed: add_blank)" if facts["add_blank"] else ""), (0, facts["vocab_size"] - 1))
-    lengths = TensorSpec("input_lengths", ("batch",), "int64", "number of valid tokens per item (1..tokens); the mask is built inside the graph", (1, 64))
-    duration_noise = TensorSpec("duration_noise", ("batch", 2, "tokens"), convention="standard normal noise for the stochastic duration predictor (scaled by noise_scale_w inside)", value_range=(-3.0, 3.0))
+    lengths = TensorSpec("input_lengths", ("batch",), "int64", "number of valid tokens per item (1..tokens); the mask is built inside the graph", (1, 64), lengths_over("tokens"))
+    duration_noise = TensorSpec("duration_noise", ("batch", 2, "tokens"), convention="standard normal noise for the stochastic duration predictor (scaled by noise_scale_w inside)", value_range=(-3.0, 3.0), sampler=NORMAL)
     noise_scale_w = TensorSpec("noise_scale_w", (1,), convention="duration noise scale (0.8 in the VITS notebooks)", value_range=(0.0, 1.0))
     length_scale = TensorSpec("length_scale", (1,), convention="duration multiplier (1 / speaking rate)", value_range=(0.8, 1.5))
     noise_scale = TensorSpec("noise_scale", (1,), convention="prior noise scale (0.667 in the VITS notebooks)", value_range=(0.0, 1.0))
@@ -541,7 +503,7 @@ def _spec(graph: str, name: str, facts: dict, preset: str | None, checkpoint: st
     )
     if graph == "encoder":
         inputs = (ids, lengths, *((duration_noise, noise_scale_w) if stochastic else ()), length_scale, *speaker)
-        return VitsExportSpec(
+        return ExportSpec(
             family=FAMILY,
             graph="encoder",
             description=f"{name} VITS text encoder + {'stochastic ' if stochastic else ''}duration predictor: tokens -> durations and prior",
@@ -568,17 +530,19 @@ def _spec(graph: str, name: str, facts: dict, preset: str | None, checkpoint: st
             metadata=metadata,
         )
     if graph == "decoder":
-        return VitsExportSpec(
+        # the expanded prior is zero beyond each item's frames, as length regulation leaves it
+        beyond_frames = Sampler("uniform", masked_by="output_mask")
+        return ExportSpec(
             family=FAMILY,
             graph="decoder",
             description=f"{name} VITS prior sampling + flow (reverse) + HiFi-GAN: expanded prior -> {rate} Hz waveform",
             build_module=build,
             inputs=(
-                TensorSpec("prior_means", ("batch", channels, "frames"), convention="prior mean expanded to frames (talkrt.runtime.tts.regulate_lengths), 0 beyond each item", value_range=(-1.0, 1.0)),
-                TensorSpec("prior_log_variances", ("batch", channels, "frames"), convention="prior log standard deviation expanded to frames, 0 beyond each item", value_range=(-1.0, 0.5)),
-                TensorSpec("latent_noise", ("batch", channels, "frames"), convention="standard normal noise, scaled by exp(prior_log_variances) * noise_scale inside", value_range=(-3.0, 3.0)),
+                TensorSpec("prior_means", ("batch", channels, "frames"), convention="prior mean expanded to frames (talkrt.runtime.tts.regulate_lengths), 0 beyond each item", value_range=(-1.0, 1.0), sampler=beyond_frames),
+                TensorSpec("prior_log_variances", ("batch", channels, "frames"), convention="prior log standard deviation expanded to frames, 0 beyond each item", value_range=(-1.0, 0.5), sampler=beyond_frames),
+                TensorSpec("latent_noise", ("batch", channels, "frames"), convention="standard normal noise, scaled by exp(prior_log_variances) * noise_scale inside", value_range=(-3.0, 3.0), sampler=NORMAL),
                 noise_scale,
-                TensorSpec("output_mask", ("batch", 1, "frames"), convention="1 on each item's frames, 0 beyond"),
+                TensorSpec("output_mask", ("batch", 1, "frames"), convention="1 on each item's frames, 0 beyond", sampler=mask_over("frames")),
                 *speaker,
             ),
             outputs=(TensorSpec("waveform", ("batch", 1, "samples"), convention=f"mono waveform at {rate} Hz in [-1, 1], {hop} samples per frame; trim each item to frames * {hop}", value_range=(-1.0, 1.0)),),
@@ -599,13 +563,13 @@ def _spec(graph: str, name: str, facts: dict, preset: str | None, checkpoint: st
             ids,
             lengths,
             *((duration_noise,) if stochastic else ()),
-            TensorSpec("latent_noise", ("batch", channels, "noise_frames"), convention="standard normal prior noise; frame f uses column f, frames beyond the columns given get none (give about 20 per token)", value_range=(-3.0, 3.0)),
+            TensorSpec("latent_noise", ("batch", channels, "noise_frames"), convention="standard normal prior noise; frame f uses column f, frames beyond the columns given get none (give about 20 per token)", value_range=(-3.0, 3.0), sampler=NORMAL),
             noise_scale,
             *((noise_scale_w,) if stochastic else ()),
             length_scale,
             *speaker,
         )
-        return VitsExportSpec(
+        return ExportSpec(
             family=FAMILY,
             graph="full",
             description=f"{name} VITS in one graph for ONNX Runtime: tokens -> waveform (data-dependent length)",
