@@ -133,9 +133,9 @@ def test_export_hubert_from_checkpoint_directory(tmp_path) -> None:
     """A transformers directory with legacy weight-norm names and do_normalize false in its preprocessor config."""
     from transformers import HubertConfig
 
-    from talkrt.models.hubert import PRESETS, build_random
+    from talkrt.models.hubert import ENCODER_PRESETS, build_random
 
-    preset = PRESETS["tiny-hubert"]
+    preset = ENCODER_PRESETS["tiny-hubert"]
     state = build_random(preset, seed=1).state_dict()
     state = {k.replace("parametrizations.weight.original0", "weight_g").replace("parametrizations.weight.original1", "weight_v"): v for k, v in state.items()}
     checkpoint = tmp_path / "my-hubert"

@@ -14,7 +14,7 @@ from typing import Protocol
 from talkrt.errors import MissingDependency, TalkrtError
 from talkrt.optional import available, require
 
-BACKENDS = ("tensorrt-rtx", "tensorrt")
+ENGINE_BUILDERS = ("tensorrt-rtx", "tensorrt")
 # TensorRT-RTX's own CPU-AOT default set, spelled out so the sidecar records what was built.
 DEFAULT_RTX_COMPUTE_CAPABILITIES = ("8.0", "8.6", "8.9", "12.0")
 HARDWARE_COMPAT = ("none", "ampere_plus", "same_compute_capability")
@@ -29,8 +29,8 @@ class BuildProgress(Protocol):
 
 
 def select_backend(name: str) -> "Backend":
-    if name not in ("auto", *BACKENDS):
-        raise TalkrtError(f"unknown backend {name!r}; choose one of auto, {', '.join(BACKENDS)}")
+    if name not in ("auto", *ENGINE_BUILDERS):
+        raise TalkrtError(f"unknown backend {name!r}; choose one of auto, {', '.join(ENGINE_BUILDERS)}")
     if name == "auto":
         from talkrt.engines.devices import visible_gpu
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import onnx
 
 import talkrt
-from talkrt.engines.backends import BACKENDS, HARDWARE_COMPAT, BuildProgress, make_logger, make_monitor, parse_errors, select_backend
+from talkrt.engines.backends import ENGINE_BUILDERS, HARDWARE_COMPAT, BuildProgress, make_logger, make_monitor, parse_errors, select_backend
 from talkrt.engines.cache import EngineCache, engine_key
 from talkrt.engines.profiles import Profile, ProfileOverride, graph_inputs, resolve_profile, spec_dims
 from talkrt.engines.sanitize import key_inputs, sanitize_for_build
@@ -33,7 +33,7 @@ from talkrt.fileio import atomic_path, sha256_file, write_bytes_atomic, write_te
 
 PRECISIONS = ("fp32", "fp16", "auto")
 
-__all__ = ["BACKENDS", "PRECISIONS", "BuildOptions", "BuildResult", "build_engine", "read_sidecar", "rebuild_command", "sidecar_path", "compute_capability_list"]
+__all__ = ["ENGINE_BUILDERS", "PRECISIONS", "BuildOptions", "BuildResult", "build_engine", "read_sidecar", "rebuild_command", "sidecar_path", "compute_capability_list"]
 
 
 @dataclass(frozen=True)
@@ -237,7 +237,7 @@ def rebuild_command(engine: str | os.PathLike, sidecar: dict) -> str:
     backend = sidecar.get("backend")
     name = backend.get("name") if isinstance(backend, dict) else None
     command = f"talkrt build {sidecar.get('onnx') or 'MODEL.onnx'} --out {engine}"
-    return f"{command} --backend {name}" if name in BACKENDS else command
+    return f"{command} --backend {name}" if name in ENGINE_BUILDERS else command
 
 
 def read_sidecar(engine: str | os.PathLike, *, verify: bool = False) -> dict:
@@ -264,8 +264,8 @@ def read_sidecar(engine: str | os.PathLike, *, verify: bool = False) -> dict:
             missing += [f"backend.{key}" for key in ("name", "version") if key not in backend]
     if missing:
         raise TalkrtError(f"{path} lacks {', '.join(repr(k) for k in missing)}; rebuild the engine with: {rebuild_command(engine, sidecar)}")
-    if backend["name"] not in BACKENDS:
-        raise TalkrtError(f"{path} names backend {backend['name']!r}, not one of {', '.join(BACKENDS)}; rebuild the engine with: {rebuild_command(engine, sidecar)}")
+    if backend["name"] not in ENGINE_BUILDERS:
+        raise TalkrtError(f"{path} names backend {backend['name']!r}, not one of {', '.join(ENGINE_BUILDERS)}; rebuild the engine with: {rebuild_command(engine, sidecar)}")
     if verify:
         _verify_engine(Path(engine), sidecar)
     return sidecar

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from talkrt.errors import TalkrtError
 from talkrt.export.spec import Dim, ExportSpec, Gate, TensorSpec, Tolerance
-from talkrt.models.hubert import CTC_BLANK, CTC_LABELS, HOP, NORMALIZE_EPS, PRESETS, RECEPTIVE_FIELD, SAMPLE_RATE, EncoderPreset
+from talkrt.models.hubert import CTC_BLANK, CTC_LABELS, HOP, NORMALIZE_EPS, ENCODER_PRESETS, RECEPTIVE_FIELD, SAMPLE_RATE, EncoderPreset
 
 # FP16 overflows in these: LayerNorm / InstanceNorm statistics over long sequences and
 # the variance of the utterance normalisation (specs/models.md, HuBERT FP16 notes).
@@ -85,9 +85,9 @@ def encoder_spec(
 ) -> ExportSpec:
     """The spec for one encoder; ``normalize`` None follows the checkpoint's preprocessor config or the preset."""
     preset_name = preset or ("chinese-hubert-base" if architecture == "hubert" else "wav2vec2-base-960h")
-    if preset_name not in PRESETS:
-        raise TalkrtError(f"unknown preset {preset_name!r}; known: {', '.join(PRESETS)}")
-    chosen = PRESETS[preset_name]
+    if preset_name not in ENCODER_PRESETS:
+        raise TalkrtError(f"unknown preset {preset_name!r}; known: {', '.join(ENCODER_PRESETS)}")
+    chosen = ENCODER_PRESETS[preset_name]
     if chosen.architecture != architecture:
         raise TalkrtError(f"preset {preset_name} is a {chosen.architecture} model; use `talkrt export {chosen.architecture}`")
     hidden, layers, default_normalize = _checkpoint_facts(checkpoint, chosen)
@@ -148,11 +148,11 @@ def asr_spec(preset: str | None = None, normalize: bool | None = None, checkpoin
     from talkrt.models.hubert import ctc_label_index, read_vocab
 
     preset_name = preset or ASR_PRESET
-    asr_presets = [name for name, p in PRESETS.items() if p.vocab_size is not None and p.architecture == "hubert"]
+    asr_presets = [name for name, p in ENCODER_PRESETS.items() if p.vocab_size is not None and p.architecture == "hubert"]
     if preset_name not in asr_presets:
-        known = "unknown preset" if preset_name not in PRESETS else "preset"
+        known = "unknown preset" if preset_name not in ENCODER_PRESETS else "preset"
         raise TalkrtError(f"{known} {preset_name!r} has no HuBERT CTC head; hubert-asr presets: {', '.join(asr_presets)}")
-    chosen = PRESETS[preset_name]
+    chosen = ENCODER_PRESETS[preset_name]
     hidden, layers, default_normalize = _checkpoint_facts(checkpoint, chosen)
     normalize = default_normalize if normalize is None else normalize
     if checkpoint is None:

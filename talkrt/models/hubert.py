@@ -57,7 +57,7 @@ class EncoderPreset:
 _BASE = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072, "feat_extract_norm": "group", "do_stable_layer_norm": False, "conv_bias": False}
 _LARGE = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096, "feat_extract_norm": "layer", "do_stable_layer_norm": True, "conv_bias": True}
 
-PRESETS: dict[str, EncoderPreset] = {
+ENCODER_PRESETS: dict[str, EncoderPreset] = {
     preset.name: preset
     for preset in (
         EncoderPreset("chinese-hubert-base", "hubert", _BASE, True, "TencentGameMate/chinese-hubert-base (DH_live, GPT-SoVITS)"),

@@ -372,7 +372,7 @@ def _map_original_key(key: str, sdp: bool = True) -> str:
 _DECODER_WEIGHT_NORM = re.compile(r"^dec\.(ups\.\d+|resblocks\.\d+\.convs[12]\.\d+|conv_pre|conv_post)\.weight_[gv]$")
 
 
-def fold_weight_norm(g: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def weight_from_norm(g: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """``torch.nn.utils.weight_norm(dim=0)``'s weight: g * v / ||v||, the norm over all dims but 0."""
     # The same kernel the original's weight-norm hook runs, so the fold is bit-exact.
     return torch._weight_norm(v, g.reshape(-1, *([1] * (v.dim() - 1))), 0).detach().clone()
@@ -415,7 +415,7 @@ def map_original_state_dict(state: Mapping[str, torch.Tensor], source: str = "ch
         g, v = pending_g[base], pending_v[base]
         if g.dim() != v.dim() or g.shape[0] != v.shape[0]:
             raise TalkrtError(f"{source}: {base}.weight_g {tuple(g.shape)} does not fit weight_v {tuple(v.shape)}")
-        mapped[_map_original_key(base + ".weight")] = fold_weight_norm(g, v)
+        mapped[_map_original_key(base + ".weight")] = weight_from_norm(g, v)
     if unmapped:
         raise TalkrtError(
             f"{source} is not an original VITS generator checkpoint: {len(unmapped)} keys have no VitsModel counterpart, e.g. "

@@ -148,11 +148,6 @@ class VitsTokenizer:
         return self.encode(text)
 
 
-def original_vocab() -> dict[str, int]:
-    """The original symbol table as symbol -> id."""
-    return dict(ORIGINAL_SYMBOL_TO_ID)
-
-
 # For random-weight models, which have no vocabulary: letters, space and punctuation
 # on ids 1.. (0 stays the blank), wrapped into the model's vocabulary size.
 DEMO_CHARACTERS = " abcdefghijklmnopqrstuvwxyz'.,?!-"

@@ -38,7 +38,7 @@ __all__ = [
     "FBANK",
     "CTC_25HZ",
     "DHLIVE_LSTM",
-    "PRESETS",
+    "ALIGNMENTS",
     "gather_windows",
 ]
 
@@ -154,15 +154,6 @@ class FeatureAlignment:
     def feature_rate(self) -> Fraction:
         """Feature frames per second (80, 50 or 25)."""
         return Fraction(self.sample_rate, self.hop)
-
-    def with_context(self, left: int, right: Optional[int] = None) -> "FeatureAlignment":
-        """The same features with `left` extra frames before and `right` (default: left) after."""
-        right = left if right is None else right
-        if left < 0 or right < 0:
-            raise ValueError("context frames must be non-negative")
-        return dataclasses.replace(
-            self, offset=self.offset - left, window=self.window + left + right
-        )
 
     def lookahead_ms(self, fps: FpsLike) -> float:
         """Audio after a frame's own start that the frame needs, in ms (worst frame).
@@ -303,7 +294,7 @@ WAV2LIP_MEL = FeatureAlignment(
 
 # HuBERT / Wav2Vec2: conv front-end of receptive field 400, stride 320, no padding,
 # so T = (S - 400) // 320 + 1; two feature frames per 25 fps frame. The transformer
-# sees whatever chunk it is given; context frames come from with_context().
+# sees whatever chunk it is given.
 HUBERT = FeatureAlignment(
     name="hubert",
     hop=320,
@@ -383,7 +374,7 @@ DHLIVE_LSTM = FeatureAlignment(
     signal_padding="symmetric",
 )
 
-PRESETS = {preset.name: preset for preset in (WAV2LIP_MEL, HUBERT, WAV2VEC2, DEEPSPEECH, FBANK, CTC_25HZ, DHLIVE_LSTM)}
+ALIGNMENTS = {preset.name: preset for preset in (WAV2LIP_MEL, HUBERT, WAV2VEC2, DEEPSPEECH, FBANK, CTC_25HZ, DHLIVE_LSTM)}
 
 
 def gather_windows(

@@ -27,7 +27,6 @@ __all__ = [
     "mel_num_frames",
     "resample",
     "resampled_length",
-    "to_mono",
     "wav_bytes",
     "wav_data_url",
     "to_16k",
@@ -278,13 +277,6 @@ class Wav2LipMel(nn.Module):
 # --------------------------------------------------------------------- resampling
 
 
-def to_mono(wav: torch.Tensor, channel_axis: int) -> torch.Tensor:
-    """Average the channels on `channel_axis`: (C, S) with axis 0 or (S, C) with axis -1 -> (S,)."""
-    if not wav.is_floating_point():
-        raise TypeError(f"expected a floating-point waveform, got {wav.dtype}")
-    return wav.mean(dim=channel_axis)
-
-
 @dataclass(frozen=True)
 class _PolyphasePlan:
     """A resample_poly filter laid out as one strided conv1d.
@@ -353,7 +345,7 @@ def resample(wav: torch.Tensor, orig_sr: int, target_sr: int = 16000) -> torch.T
 
     Same Kaiser(5.0) FIR of half-length 10*max(up, down), cutoff 1/max(up, down),
     zero padding at both ends and output length ceil(S*up/down). Leading axes are
-    batch axes; average channels first with `to_mono`. Equal rates return `wav`
+    batch axes (average channels first). Equal rates return `wav`
     itself (no copy).
     """
     if orig_sr <= 0 or target_sr <= 0:

@@ -5,8 +5,7 @@ Reading: `read_audio` (any container or codec FFmpeg knows -> float32 mono),
 `probe` (what a file holds, for tests and for users checking an output).
 
 Writing: `VideoWriter` (H.264 + AAC in MP4, fed in batches of frames, written
-atomically), `write_raw_frames` (headerless BGR24 plus a JSON sidecar), and
-`iter_av_chunks` (frames paired with their own audio slices, for streaming).
+atomically), and `iter_av_chunks` (frames paired with their own audio slices, for streaming).
 
 PyAV is imported inside the functions, so `import talkrt.runtime.media` costs
 nothing and a missing PyAV is reported with its install command. Rate changes
@@ -16,7 +15,6 @@ rest of talkrt sample for sample; PyAV only decodes, encodes and muxes.
 
 from __future__ import annotations
 
-import json
 import operator
 import os
 import warnings
@@ -39,9 +37,7 @@ __all__ = [
     "probe",
     "read_audio",
     "read_image",
-    "read_raw_frames",
     "read_video_frames",
-    "write_raw_frames",
 ]
 
 # Sampling rates the AAC bitstream can signal; other rates are resampled to 48 kHz.
@@ -550,73 +546,6 @@ class VideoWriter:
             frame.time_base = Fraction(1, self._encoded_rate)
             self._container.mux(self._audio_stream.encode(frame))
             self._audio_sent += count
-
-
-# --------------------------------------------------------------------------- raw frames
-
-
-def write_raw_frames(path: str | os.PathLike, frames: Any, fps: Any = None) -> dict:
-    """Write headerless BGR24 frames (the "raw frames" output) and a JSON sidecar `path + ".json"`.
-
-    `frames` is one (N, H, W, 3) uint8 array or tensor, or an iterable of frames or
-    batches (written as they come). The sidecar holds width, height, count, fps
-    ("30000/1001", or null), pixel_format ("bgr24") and frame_bytes; FFmpeg reads the
-    data with `-f rawvideo -pix_fmt bgr24 -s WxH -r FPS -i PATH`. Both files are
-    written atomically, the data first, so a sidecar always describes complete data.
-    Returns the sidecar's content.
-    """
-    from talkrt.runtime.align import as_fps
-
-    path = Path(path)
-    sidecar = Path(str(path) + ".json")
-    rate = None if fps is None else as_fps(fps)
-    size: Optional[tuple[int, int]] = None
-    count = 0
-    with atomic_path(sidecar) as sidecar_tmp:
-        with atomic_path(path) as data_tmp:
-            with open(data_tmp, "wb") as handle:
-                for batch in _iter_frame_batches(frames):
-                    if size is None:
-                        size = batch.shape[1:3]
-                    elif batch.shape[1:3] != size:
-                        raise ValueError(f"frame size changed from {size} to {batch.shape[1:3]}")
-                    handle.write(batch.tobytes())
-                    count += len(batch)
-            if size is None or count == 0:
-                raise TalkrtError(f"no frames to write to {path}")
-        height, width = size
-        meta = {
-            "format": "rawvideo",
-            "pixel_format": "bgr24",
-            "width": int(width),
-            "height": int(height),
-            "count": count,
-            "fps": None if rate is None else f"{rate.numerator}/{rate.denominator}",
-            "frame_bytes": int(width) * int(height) * 3,
-        }
-        sidecar_tmp.write_text(json.dumps(meta, indent=2) + "\n")
-    return meta
-
-
-def read_raw_frames(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
-    """Read back `write_raw_frames` output: ((N, H, W, 3) uint8 BGR, the sidecar dict)."""
-    path = Path(path)
-    sidecar = Path(str(path) + ".json")
-    _require_file(path, "raw frames file")
-    _require_file(sidecar, "raw frames sidecar")
-    try:
-        meta = json.loads(sidecar.read_text())
-        width, height, count = int(meta["width"]), int(meta["height"]), int(meta["count"])
-    except (ValueError, KeyError, TypeError) as error:
-        raise TalkrtError(f"invalid raw frames sidecar {sidecar}: {_one_line(error)}") from error
-    if meta.get("pixel_format", "bgr24") != "bgr24":
-        raise TalkrtError(f"{sidecar}: unsupported pixel format {meta.get('pixel_format')!r}")
-    expected = width * height * 3 * count
-    actual = path.stat().st_size
-    if actual != expected:
-        raise TalkrtError(f"{path} holds {actual} bytes, its sidecar says {count} frames of {width}x{height} ({expected} bytes)")
-    frames = np.fromfile(path, dtype=np.uint8).reshape(count, height, width, 3)
-    return frames, meta
 
 
 # --------------------------------------------------------------------------- streaming

@@ -19,7 +19,7 @@ from talkrt.errors import TalkrtError
 from talkrt.export import get_spec
 from talkrt.export.onnx import export_onnx, read_metadata
 from talkrt.export.validate import onnx_session, validate_onnx
-from talkrt.models.hubert import PRESETS, SpeechRecognizer, build_random, ctc_label_index, load_pretrained_ctc, num_frames, read_vocab
+from talkrt.models.hubert import ENCODER_PRESETS, SpeechRecognizer, build_random, ctc_label_index, load_pretrained_ctc, num_frames, read_vocab
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -54,7 +54,7 @@ def _write_ctc_checkpoint(directory, seed: int = 0, vocab: dict | None = HF_VOCA
     from transformers import HubertConfig, HubertForCTC
 
     torch.manual_seed(seed)
-    config = HubertConfig(**{**PRESETS[PRESET].config, **config_overrides})
+    config = HubertConfig(**{**ENCODER_PRESETS[PRESET].config, **config_overrides})
     model = HubertForCTC(config).eval()
     state = {k.replace("parametrizations.weight.original0", "weight_g").replace("parametrizations.weight.original1", "weight_v"): v.contiguous() for k, v in model.state_dict().items()}
     directory.mkdir(parents=True)
@@ -72,7 +72,7 @@ def test_random_model_equals_transformers_ctc_logits() -> None:
     ours = get_spec("hubert-asr", preset=PRESET).build_module(None, seed=5)
     assert isinstance(ours, SpeechRecognizer) and ours.normalize
     assert ours.index.tolist() == HF_INDEX and "index" not in ours.state_dict()
-    reference = HubertForCTC(HubertConfig(**PRESETS[PRESET].config)).eval()
+    reference = HubertForCTC(HubertConfig(**ENCODER_PRESETS[PRESET].config)).eval()
     reference.load_state_dict({k[len("model.") :]: v for k, v in ours.state_dict().items()}, strict=True)
     wav = _speech(2, 7777, seed=0)
     with torch.no_grad():
@@ -125,8 +125,8 @@ def test_bad_checkpoints_are_refused_in_one_line(tmp_path) -> None:
     from safetensors.torch import save_file
     from transformers import HubertConfig
 
-    save_file(build_random(PRESETS[PRESET]).state_dict(), str(encoder / "model.safetensors"))
-    (encoder / "config.json").write_text(json.dumps(HubertConfig(**PRESETS[PRESET].config).to_dict()))
+    save_file(build_random(ENCODER_PRESETS[PRESET]).state_dict(), str(encoder / "model.safetensors"))
+    (encoder / "config.json").write_text(json.dumps(HubertConfig(**ENCODER_PRESETS[PRESET].config).to_dict()))
     with pytest.raises(TalkrtError, match=r"has no CTC head \(no lm_head\.weight\)"):
         load_pretrained_ctc(encoder)
     with pytest.raises(TalkrtError, match="has no HuBERT CTC head; hubert-asr presets: hubert-large-ls960-ft, tiny-hubert-asr"):

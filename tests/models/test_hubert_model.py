@@ -11,7 +11,7 @@ from conftest import key_listing
 
 from talkrt.errors import TalkrtError
 from talkrt.models.checkpoints import map_weight_norm_names
-from talkrt.models.hubert import PRESETS, SpeechEncoder, build_random, load_pretrained, num_frames
+from talkrt.models.hubert import ENCODER_PRESETS, SpeechEncoder, build_random, load_pretrained, num_frames
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -24,7 +24,7 @@ def _shapes(module) -> dict[str, tuple[int, ...]]:
 def test_presets_match_official_layouts(preset, listing) -> None:
     """The listings use legacy weight_g/weight_v names, as transformers 4.x saved them."""
     official = {k: shape for k, (shape, _) in key_listing(listing).items()}
-    ours = _shapes(build_random(PRESETS[preset]))
+    ours = _shapes(build_random(ENCODER_PRESETS[preset]))
     renamed = map_weight_norm_names({k: torch.empty(s) for k, s in official.items()}, set(ours))
     assert {k: tuple(v.shape) for k, v in renamed.items()} == ours
 
@@ -36,7 +36,7 @@ def _legacy_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def _write_checkpoint_dir(directory, preset_name: str, seed: int, fmt: str, prefix: str = "", extra: dict | None = None, do_normalize: bool | None = None):
     from transformers import HubertConfig, Wav2Vec2Config
 
-    preset = PRESETS[preset_name]
+    preset = ENCODER_PRESETS[preset_name]
     model = build_random(preset, seed)
     state = {prefix + k: v for k, v in _legacy_names(model.state_dict()).items()}
     state.update(extra or {})
@@ -98,13 +98,13 @@ def test_wrong_architecture_and_missing_config(tmp_path) -> None:
 def test_layer_choice_equals_transformers_hidden_states(preset) -> None:
     """Post-LN (HuBERT base) and pre-LN (stable layer norm) encoders both count layers like hidden_states."""
     wav = torch.randn(1, 6000, generator=torch.Generator().manual_seed(1))
-    full = build_random(PRESETS[preset], seed=3)
+    full = build_random(ENCODER_PRESETS[preset], seed=3)
     with torch.no_grad():
         outputs = full(wav, output_hidden_states=True)
         # The last layer is last_hidden_state (after a pre-LN model's final LayerNorm).
         expected = [*outputs.hidden_states[:-1], outputs.last_hidden_state]
         for layer, reference in enumerate(expected):
-            encoder = SpeechEncoder(build_random(PRESETS[preset], seed=3), layer=layer, normalize=False)
+            encoder = SpeechEncoder(build_random(ENCODER_PRESETS[preset], seed=3), layer=layer, normalize=False)
             torch.testing.assert_close(encoder(wav), reference, atol=1e-5, rtol=1e-5)
             assert len(encoder.model.encoder.layers) == layer
 
@@ -115,7 +115,7 @@ def test_normalization_matches_the_feature_extractor() -> None:
     wav = (np.random.default_rng(0).standard_normal(7777) * 0.3 + 0.05).astype(np.float32)
     extractor = Wav2Vec2FeatureExtractor(do_normalize=True)
     prepared = extractor(wav, sampling_rate=16000, return_tensors="pt").input_values
-    model = build_random(PRESETS["tiny-hubert"], seed=0)
+    model = build_random(ENCODER_PRESETS["tiny-hubert"], seed=0)
     with torch.no_grad():
         expected = model(prepared).last_hidden_state
         ours = SpeechEncoder(model, normalize=True)(torch.from_numpy(wav)[None])
@@ -127,11 +127,11 @@ def test_frame_count(samples, frames) -> None:
     """floor((S - 400) / 320) + 1; 3.833375 s at 16 kHz gives 191 frames."""
     assert num_frames(samples) == frames
     if samples <= 61334:
-        encoder = SpeechEncoder(build_random(PRESETS["tiny-hubert"]), layer=0)
+        encoder = SpeechEncoder(build_random(ENCODER_PRESETS["tiny-hubert"]), layer=0)
         with torch.no_grad():
             assert encoder(torch.zeros(1, samples) + 0.01 * torch.randn(1, samples)).shape == (1, frames, 64)
 
 
 def test_bad_layer() -> None:
     with pytest.raises(TalkrtError, match="layer 3 does not exist"):
-        SpeechEncoder(build_random(PRESETS["tiny-hubert"]), layer=3)
+        SpeechEncoder(build_random(ENCODER_PRESETS["tiny-hubert"]), layer=3)

@@ -14,7 +14,7 @@ from talkrt.models.checkpoints import map_weight_norm_names
 from talkrt.models.vits import (
     _empty_model,
     build_random_vits,
-    fold_weight_norm,
+    weight_from_norm,
     load_vits,
     make_config,
     map_original_state_dict,
@@ -142,7 +142,7 @@ def test_fold_weight_norm_matches_torch() -> None:
     layer = torch.nn.utils.weight_norm(torch.nn.ConvTranspose1d(8, 4, 6, stride=3))
     with torch.no_grad():
         layer.weight_g.uniform_(0.5, 2.0)
-    torch.testing.assert_close(fold_weight_norm(layer.weight_g, layer.weight_v), torch._weight_norm(layer.weight_v, layer.weight_g, 0))
+    torch.testing.assert_close(weight_from_norm(layer.weight_g, layer.weight_v), torch._weight_norm(layer.weight_v, layer.weight_g, 0))
 
 
 def test_original_nosdp_and_json_config(tmp_path, ljs_state) -> None:

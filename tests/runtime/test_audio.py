@@ -16,7 +16,6 @@ from talkrt.runtime.audio import (
     mel_num_frames,
     resample,
     resampled_length,
-    to_mono,
     wav2lip_mel,
 )
 
@@ -147,17 +146,6 @@ def test_resample_batched_rows_are_independent() -> None:
     batched = resample(batch, 22050)
     for row, wav in zip(batched, batch):
         torch.testing.assert_close(row, resample(wav, 22050), atol=1e-6, rtol=0)
-
-
-@pytest.mark.parametrize("channel_axis", [0, -1])
-def test_stereo_to_mono_then_resample(channel_axis: int) -> None:
-    left, right = speech_like(9600, seed=4, sample_rate=48000), speech_like(9600, seed=5, sample_rate=48000)
-    stereo = np.stack([left, right], axis=channel_axis)
-    mono = to_mono(torch.from_numpy(stereo), channel_axis=channel_axis)
-    np.testing.assert_allclose(mono.numpy(), (left + right) / 2, rtol=0, atol=1e-7)
-    expected = scipy_resample((left.astype(np.float64) + right) / 2, 48000, 16000)
-    actual = resample(mono, 48000).numpy()
-    assert np.abs(actual - expected).max() <= 1e-5 * np.abs(expected).max()
 
 
 def test_resample_rejects_bad_rates() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from fractions import Fraction
 
 import numpy as np
@@ -20,9 +19,7 @@ from talkrt.runtime.media import (
     probe,
     read_audio,
     read_image,
-    read_raw_frames,
     read_video_frames,
-    write_raw_frames,
 )
 
 SR = 16000
@@ -276,38 +273,6 @@ def test_read_image_png_and_jpeg(tmp_path):
 
     with pytest.raises(TalkrtError, match="not found"):
         read_image(tmp_path / "missing.png")
-
-
-# ------------------------------------------------------------------- raw frames
-
-
-def test_raw_frames_round_trip(tmp_path):
-    frames = np.random.default_rng(0).integers(0, 256, (6, 49, 65, 3), dtype=np.uint8)
-    path = tmp_path / "frames.bgr"
-    meta = write_raw_frames(path, frames, fps=29.97)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["frames.bgr", "frames.bgr.json"]
-    sidecar = json.loads((tmp_path / "frames.bgr.json").read_text())
-    assert sidecar == meta
-    assert (sidecar["width"], sidecar["height"], sidecar["count"]) == (65, 49, 6)
-    assert sidecar["fps"] == "30000/1001" and sidecar["pixel_format"] == "bgr24"
-    assert path.stat().st_size == frames.nbytes
-
-    back, back_meta = read_raw_frames(path)
-    np.testing.assert_array_equal(back, frames)
-    assert back_meta == meta
-
-    # Streamed in batches (numpy and torch) gives the same bytes.
-    streamed = tmp_path / "streamed.bgr"
-    write_raw_frames(streamed, iter([frames[:2], torch.from_numpy(frames[2:5]), frames[5]]), fps=29.97)
-    assert streamed.read_bytes() == path.read_bytes()
-
-    def failing():
-        yield frames[:2]
-        raise RuntimeError("renderer died")
-
-    with pytest.raises(RuntimeError):
-        write_raw_frames(tmp_path / "broken.bgr", failing())
-    assert not any(p.name.startswith((".broken", "broken")) for p in tmp_path.iterdir())
 
 
 # ------------------------------------------------------------------- A/V chunks

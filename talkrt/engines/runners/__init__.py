@@ -192,7 +192,7 @@ class Runner(ABC):
         """Run on ``stream`` (the current stream when None) and write ``outputs`` in place."""
 
 
-BACKENDS = ("trt", "ort", "torch")
+RUNTIME_BACKENDS = ("trt", "ort", "torch")
 
 
 def make_runner(
@@ -229,4 +229,4 @@ def make_runner(
         from talkrt.engines.runners.trt import TensorRTRunner
 
         return TensorRTRunner(model, device)
-    raise TalkrtError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    raise TalkrtError(f"unknown backend {backend!r}; choose one of {', '.join(RUNTIME_BACKENDS)}")
