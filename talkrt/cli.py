@@ -710,7 +710,7 @@ def inspect(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Inputs, outputs, dims, metadata and op counts of an ONNX file; the sidecar of an engine."""
-    from talkrt.inspect import describe
+    from talkrt.inspection import describe
 
     info = describe(file)
     if as_json:
