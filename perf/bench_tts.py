@@ -52,10 +52,10 @@ from _machine import PRECISIONS, REPO, cpu_counters, cuda_problem, git_commit, m
 
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from talkrt.export.vits import export_vits  # noqa: E402
+from talkrt.models.vits.specs import export_vits  # noqa: E402
 from talkrt.fileio import write_text_atomic  # noqa: E402
-from talkrt.models.vits_text import text_to_ids  # noqa: E402
-from talkrt.runtime.tts import VitsSynthesizer  # noqa: E402
+from talkrt.models.vits.text import text_to_ids  # noqa: E402
+from talkrt.models.vits.synth import VitsSynthesizer  # noqa: E402
 
 console = Console(stderr=True)
 

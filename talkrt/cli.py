@@ -249,7 +249,7 @@ def export_vits_command(
     validate: ValidateOpt = True,
 ) -> None:
     """VITS text to speech as three graphs: encoder | length regulation (runtime) | decoder, plus one graph for ONNX Runtime."""
-    from talkrt.export.vits import export_vits
+    from talkrt.models.vits.specs import export_vits
 
     source = _weights_source(checkpoint, random_init)
     check_outputs({"--out-dir": out_dir}, {"--checkpoint": source}, directories=["--out-dir"])
@@ -328,7 +328,7 @@ def build(
         cache=cache,
     )
     if onnx_file.is_dir():  # an exported VITS directory: its encoder and decoder
-        from talkrt.runtime.tts import build_vits_engines
+        from talkrt.models.vits.synth import build_vits_engines
 
         check_outputs({"DIR": onnx_file}, directories=["DIR"])
         with console.status(f"building the VITS engines in {onnx_file}"):
@@ -383,7 +383,7 @@ def _device(requested: str, backend: str, engine: Optional[Path] = None):
 
 
 def _synthesizer(onnx_dir: Optional[Path], engines: Optional[Path], torch_dir: Optional[Path], device: str):
-    from talkrt.runtime.tts import VitsSynthesizer, read_manifest
+    from talkrt.models.vits.synth import VitsSynthesizer, read_manifest
 
     chosen = [(d, b) for d, b in ((engines, "trt"), (onnx_dir, "ort"), (torch_dir, "torch")) if d is not None]
     if len(chosen) != 1:
@@ -398,7 +398,7 @@ def _speak(text: str, synthesizer, manifest: dict, speaker: Optional[int], seed:
 
     import torch
 
-    from talkrt.models.vits_text import text_to_ids
+    from talkrt.models.vits.text import text_to_ids
 
     ids = text_to_ids(text, manifest, skip_unknown)
     if not ids:

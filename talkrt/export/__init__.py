@@ -16,7 +16,7 @@ FAMILIES: dict[str, str] = {
     "wav2vec2": "talkrt.export.hubert:wav2vec2_spec",
     "hubert-asr": "talkrt.export.hubert:asr_spec",
     "mel": "talkrt.export.mel:mel_spec",
-    "vits": "talkrt.export.vits:vits_spec",
+    "vits": "talkrt.models.vits.specs:vits_spec",
     "dinet": "talkrt.export.dinet:dinet_spec",
     "dinet-mapper": "talkrt.export.dinet:mapper_spec",
     "dhlive-render": "talkrt.export.dhlive:render_spec",

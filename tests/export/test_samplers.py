@@ -14,7 +14,7 @@ from talkrt.export.check import check
 from talkrt.export.precision import SPEC_KEY, calibration_feeds
 from talkrt.export.samplers import INTEGERS, NORMAL, UNIFORM, Sampler, default_sampler, lengths_over, mask_over, sample_inputs
 from talkrt.export.spec import Dim, ExportSpec, TensorSpec, Tolerance
-from talkrt.export.vits import export_vits
+from talkrt.models.vits.specs import export_vits
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 

@@ -130,8 +130,8 @@ def test_no_host_device_copies_between_stages(avatar) -> None:
 
 def test_streaming_tts_feeds_the_streaming_pipeline(ort_pipeline) -> None:
     """Text -> VITS chunks -> frames as soon as their windows are complete: the same frames as offline."""
-    from talkrt.models.vits import build_random_vits
-    from talkrt.runtime.tts import VitsSynthesizer
+    from talkrt.models.vits.model import build_random_vits
+    from talkrt.models.vits.synth import VitsSynthesizer
 
     synthesizer = VitsSynthesizer.from_model(build_random_vits("tiny", seed=1), "cpu")
     ids = list(range(1, 30)) * 3

@@ -10,9 +10,10 @@ import torch
 from torch import nn
 
 from talkrt.errors import TalkrtError
-from talkrt.export.vits import export_vits
-from talkrt.models.vits import build_random_vits
-from talkrt.runtime.tts import VitsSynthesizer, build_vits_engines, expand_prior, regulate_lengths
+from talkrt.models.vits.specs import export_vits
+from talkrt.models.vits.model import build_random_vits
+from talkrt.models.vits.length import expand_prior, regulate_lengths
+from talkrt.models.vits.synth import VitsSynthesizer, build_vits_engines
 
 TOKENS = [5, 17, 3, 22, 9, 31, 2, 14, 27, 6, 11, 35, 8, 19, 4, 25, 13, 30, 7, 16, 1, 21, 12, 33, 10, 24, 18, 29, 15, 36]
 

@@ -1,7 +1,7 @@
 """VITS text-to-speech on one device: encoder graph -> length regulation -> decoder graph.
 
 The encoder and decoder are runners (ONNX Runtime, TensorRT / TensorRT-RTX, or
-PyTorch; see talkrt.export.vits for what each graph takes and gives). Between
+PyTorch; see talkrt.models.vits.specs for what each graph takes and gives). Between
 them, on the same device and in torch, length regulation turns durations into
 frames: a frame count per item, an output mask and the prior expanded to frames
 by a gather (``token_index`` from a searchsorted over the cumulative durations).
@@ -30,59 +30,12 @@ import torch
 from talkrt.engines.devices import normalize_device
 from talkrt.engines.runners import StagingBuffers
 from talkrt.errors import TalkrtError
+from talkrt.models.vits.length import LengthRegulation, expand_prior, regulate_lengths
 
 MANIFEST = "manifest.json"
 # VITS notebook settings (jaywalnut310/vits inference.ipynb; transformers' VitsConfig defaults)
 NOISE_SCALE = 0.667
 NOISE_SCALE_W = 0.8
-
-
-# ----------------------------------------------------------------------------- length regulation
-
-
-@dataclass(frozen=True)
-class LengthRegulation:
-    frame_lengths: torch.Tensor  # (batch,) int64: frames per item, at least 1
-    output_mask: torch.Tensor  # (batch, 1, frames) float32: 1 on each item's frames
-    token_index: torch.Tensor  # (batch, frames) int64: the token of each frame; == tokens where none
-
-    @property
-    def frames(self) -> int:
-        return int(self.output_mask.shape[-1])
-
-
-def regulate_lengths(durations: torch.Tensor) -> LengthRegulation:
-    """Frame counts, output mask and frame -> token index from ``durations`` (batch, tokens).
-
-    ``durations`` are whole frames per token, 0 on padding (the encoder graph's
-    output). Frame f of an item belongs to the first token whose cumulative
-    duration exceeds f. The frame count is the one value read back to the host:
-    it sizes the decoder's inputs.
-    """
-    if durations.dim() != 2:
-        raise TalkrtError(f"durations must be (batch, tokens), got shape {tuple(durations.shape)}")
-    frame_lengths = torch.clamp_min(durations.sum(dim=-1), 1).to(torch.int64)
-    frames = int(frame_lengths.max())
-    cumulative = torch.cumsum(durations, dim=-1).contiguous()
-    positions = torch.arange(frames, device=durations.device, dtype=durations.dtype).expand(durations.shape[0], frames).contiguous()
-    index = torch.searchsorted(cumulative, positions, right=True)  # number of cumulative durations <= f
-    output_mask = (torch.arange(frames, device=durations.device).unsqueeze(0) < frame_lengths.unsqueeze(1)).to(torch.float32).unsqueeze(1)
-    return LengthRegulation(frame_lengths, output_mask, index)
-
-
-def expand_to_frames(per_token: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """(batch, C, tokens) values and (batch, frames) token indices -> (batch, C, frames).
-
-    An index equal to ``tokens`` (no token) picks an appended zero column, so the
-    result equals transformers' 0/1 attention-matrix product exactly.
-    """
-    padded = torch.cat([per_token, torch.zeros_like(per_token[:, :, :1])], dim=2)
-    return padded.gather(2, index.unsqueeze(1).expand(-1, per_token.shape[1], -1))
-
-
-def expand_prior(per_token: torch.Tensor, regulation: LengthRegulation) -> torch.Tensor:
-    """The prior (batch, C, tokens) expanded to (batch, C, frames), 0 beyond each item's frames."""
-    return expand_to_frames(per_token, regulation.token_index) * regulation.output_mask
 
 
 # ----------------------------------------------------------------------------- synthesizer
@@ -152,8 +105,9 @@ class VitsSynthesizer:
     def from_model(cls, model, device: str | torch.device = "cpu", torch_dtype: torch.dtype = torch.float32) -> "VitsSynthesizer":
         """PyTorch runners around a ``VitsModel`` (the reference backend), run in ``torch_dtype``."""
         from talkrt.engines.runners import make_runner
-        from talkrt.export.vits import build_vits_graph, decoder_receptive_field, vits_specs_for_model
-        from talkrt.models.vits import vits_info
+        from talkrt.models.vits.graphs import decoder_receptive_field
+        from talkrt.models.vits.specs import build_vits_graph, vits_specs_for_model
+        from talkrt.models.vits.model import vits_info
 
         info = vits_info(model)
         specs = vits_specs_for_model(model)
@@ -177,7 +131,7 @@ class VitsSynthesizer:
     def from_manifest(
         cls, directory: str | os.PathLike, backend: str = "ort", device: str | torch.device = "cpu", trust: bool = False, torch_dtype: torch.dtype = torch.float32
     ) -> "VitsSynthesizer":
-        """The graphs named by ``directory/manifest.json`` (written by ``talkrt.export.vits.export_vits``).
+        """The graphs named by ``directory/manifest.json`` (written by ``talkrt.models.vits.specs.export_vits``).
 
         ``ort`` runs the ONNX files, ``trt`` the engines that ``build_vits_engines``
         recorded in the manifest, ``torch`` rebuilds the PyTorch modules from the
@@ -188,7 +142,7 @@ class VitsSynthesizer:
         directory = Path(directory)
         manifest = read_manifest(directory)
         if backend == "torch":
-            from talkrt.models.vits import build_random_vits, load_vits
+            from talkrt.models.vits.model import build_random_vits, load_vits
 
             if manifest.get("checkpoint"):
                 model = load_vits(manifest["checkpoint"], trust=trust)[0]

@@ -158,7 +158,7 @@ def build_random_vits(preset: str = "mms-tts-eng", seed: int = 0, **overrides):
     vocab = None
     phonemes = False
     if preset in _ORIGINAL_PRESETS and config.vocab_size == 178:
-        from talkrt.models.vits_text import ORIGINAL_SYMBOLS
+        from talkrt.models.vits.text import ORIGINAL_SYMBOLS
 
         vocab = {s: i for i, s in enumerate(ORIGINAL_SYMBOLS)}
         phonemes = True
@@ -562,7 +562,7 @@ def _load_original(path: Path, trust: bool, config_json: str | os.PathLike | Non
     vocab = None
     phonemes = False
     if vocab_size == 178:
-        from talkrt.models.vits_text import ORIGINAL_SYMBOLS
+        from talkrt.models.vits.text import ORIGINAL_SYMBOLS
 
         vocab = {s: i for i, s in enumerate(ORIGINAL_SYMBOLS)}
         phonemes = True

@@ -11,7 +11,7 @@ from conftest import fake_state_dict, key_listing
 
 from talkrt.errors import TalkrtError
 from talkrt.models.checkpoints import map_weight_norm_names
-from talkrt.models.vits import (
+from talkrt.models.vits.model import (
     _empty_model,
     build_random_vits,
     weight_from_norm,
@@ -20,7 +20,7 @@ from talkrt.models.vits import (
     map_original_state_dict,
     vits_info,
 )
-from talkrt.models.vits_text import ORIGINAL_SYMBOLS, VitsTokenizer, encode_phonemes, intersperse
+from talkrt.models.vits.text import ORIGINAL_SYMBOLS, VitsTokenizer, encode_phonemes, intersperse
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 

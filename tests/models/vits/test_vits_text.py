@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from talkrt.errors import TalkrtError
-from talkrt.models.vits_text import DEMO_CHARACTERS, ORIGINAL_SYMBOLS, text_to_ids
+from talkrt.models.vits.text import DEMO_CHARACTERS, ORIGINAL_SYMBOLS, text_to_ids
 
 
 def test_mms_vocabulary_with_blanks() -> None:

@@ -20,19 +20,18 @@ import torch
 from talkrt.export import get_spec
 from talkrt.export.onnx import export_onnx, read_metadata
 from talkrt.export.validate import onnx_session
-from talkrt.export.vits import (
+from talkrt.models.vits.graphs import decoder_receptive_field, rational_quadratic_spline
+from talkrt.models.vits.specs import (
     GRAPHS,
     TRACE_TOKENS,
     build_vits_graph,
-    decoder_receptive_field,
     export_vits,
-    rational_quadratic_spline,
     vits_spec,
     vits_specs,
     vits_specs_for_model,
 )
-from talkrt.models.vits import build_random_vits
-from talkrt.runtime.tts import VitsSynthesizer
+from talkrt.models.vits.model import build_random_vits
+from talkrt.models.vits.synth import VitsSynthesizer
 
 LENGTHS = (1, 2, 5, 6, 37, 200)
 
