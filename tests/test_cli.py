@@ -133,7 +133,7 @@ def test_export_hubert_from_checkpoint_directory(tmp_path) -> None:
     """A transformers directory with legacy weight-norm names and do_normalize false in its preprocessor config."""
     from transformers import HubertConfig
 
-    from talkrt.models.hubert import ENCODER_PRESETS, build_random
+    from talkrt.models.hubert.model import ENCODER_PRESETS, build_random
 
     preset = ENCODER_PRESETS["tiny-hubert"]
     state = build_random(preset, seed=1).state_dict()

@@ -12,9 +12,9 @@ from talkrt.errors import TalkrtError
 # family -> "module:factory"; the factory returns the family's ExportSpec.
 FAMILIES: dict[str, str] = {
     "wav2lip": "talkrt.export.wav2lip:wav2lip_spec",
-    "hubert": "talkrt.export.hubert:hubert_spec",
-    "wav2vec2": "talkrt.export.hubert:wav2vec2_spec",
-    "hubert-asr": "talkrt.export.hubert:asr_spec",
+    "hubert": "talkrt.models.hubert.specs:hubert_spec",
+    "wav2vec2": "talkrt.models.hubert.specs:wav2vec2_spec",
+    "hubert-asr": "talkrt.models.hubert.specs:asr_spec",
     "mel": "talkrt.export.mel:mel_spec",
     "vits": "talkrt.models.vits.specs:vits_spec",
     "dinet": "talkrt.export.dinet:dinet_spec",

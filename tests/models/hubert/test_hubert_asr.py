@@ -19,7 +19,7 @@ from talkrt.errors import TalkrtError
 from talkrt.export import get_spec
 from talkrt.export.onnx import export_onnx, read_metadata
 from talkrt.export.validate import onnx_session, validate_onnx
-from talkrt.models.hubert import ENCODER_PRESETS, SpeechRecognizer, build_random, ctc_label_index, load_pretrained_ctc, num_frames, read_vocab
+from talkrt.models.hubert.model import ENCODER_PRESETS, SpeechRecognizer, build_random, ctc_label_index, load_pretrained_ctc, num_frames, read_vocab
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 

@@ -11,7 +11,7 @@ from conftest import key_listing
 
 from talkrt.errors import TalkrtError
 from talkrt.models.checkpoints import map_weight_norm_names
-from talkrt.models.hubert import ENCODER_PRESETS, SpeechEncoder, build_random, load_pretrained, num_frames
+from talkrt.models.hubert.model import ENCODER_PRESETS, SpeechEncoder, build_random, load_pretrained, num_frames
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 

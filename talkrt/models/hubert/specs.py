@@ -9,7 +9,7 @@ from pathlib import Path
 
 from talkrt.errors import TalkrtError
 from talkrt.export.spec import Dim, ExportSpec, Gate, TensorSpec, Tolerance
-from talkrt.models.hubert import CTC_BLANK, CTC_LABELS, HOP, NORMALIZE_EPS, ENCODER_PRESETS, RECEPTIVE_FIELD, SAMPLE_RATE, EncoderPreset
+from talkrt.models.hubert.model import CTC_BLANK, CTC_LABELS, HOP, NORMALIZE_EPS, ENCODER_PRESETS, RECEPTIVE_FIELD, SAMPLE_RATE, EncoderPreset
 
 # FP16 overflows in these: LayerNorm / InstanceNorm statistics over long sequences and
 # the variance of the utterance normalisation (specs/models.md, HuBERT FP16 notes).
@@ -20,7 +20,7 @@ def _checkpoint_facts(checkpoint: str | None, preset: EncoderPreset) -> tuple[in
     """(hidden size, layers, do_normalize): from the checkpoint directory when given, else the preset."""
     if checkpoint is None:
         return preset.hidden_size, preset.num_layers, preset.do_normalize
-    from talkrt.models.hubert import read_do_normalize
+    from talkrt.models.hubert.model import read_do_normalize
 
     directory = Path(checkpoint)
     config_path = directory / "config.json"
@@ -70,7 +70,7 @@ def build_encoder(
     layer: int | None,
     normalize: bool,
 ):
-    from talkrt.models.hubert import SpeechEncoder, build_random, load_pretrained
+    from talkrt.models.hubert.model import SpeechEncoder, build_random, load_pretrained
 
     model = build_random(preset, seed) if checkpoint is None else load_pretrained(checkpoint, preset.architecture, trust)
     return SpeechEncoder(model, layer, normalize)
@@ -130,7 +130,7 @@ ASR_PRESET = "hubert-large-ls960-ft"
 
 def build_recognizer(checkpoint: str | None = None, trust: bool = False, seed: int = 0, *, preset: EncoderPreset, normalize: bool):
     """SpeechRecognizer over a HubertForCTC: from a checkpoint directory (strict, head included) or the preset with random weights."""
-    from talkrt.models.hubert import SpeechRecognizer, build_random, ctc_label_index, load_pretrained_ctc, read_vocab
+    from talkrt.models.hubert.model import SpeechRecognizer, build_random, ctc_label_index, load_pretrained_ctc, read_vocab
 
     if checkpoint is None:
         model, index = build_random(preset, seed, ctc=True), ctc_label_index(preset.vocab_size, source=f"preset {preset.name}")
@@ -145,7 +145,7 @@ def asr_spec(preset: str | None = None, normalize: bool | None = None, checkpoin
 
     ``normalize`` None follows the checkpoint's preprocessor config, else the preset (True).
     """
-    from talkrt.models.hubert import ctc_label_index, read_vocab
+    from talkrt.models.hubert.model import ctc_label_index, read_vocab
 
     preset_name = preset or ASR_PRESET
     asr_presets = [name for name, p in ENCODER_PRESETS.items() if p.vocab_size is not None and p.architecture == "hubert"]
