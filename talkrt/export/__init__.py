@@ -11,11 +11,11 @@ from talkrt.errors import TalkrtError
 
 # family -> "module:factory"; the factory returns the family's ExportSpec.
 FAMILIES: dict[str, str] = {
-    "wav2lip": "talkrt.export.wav2lip:wav2lip_spec",
+    "wav2lip": "talkrt.models.wav2lip.specs:wav2lip_spec",
     "hubert": "talkrt.models.hubert.specs:hubert_spec",
     "wav2vec2": "talkrt.models.hubert.specs:wav2vec2_spec",
     "hubert-asr": "talkrt.models.hubert.specs:asr_spec",
-    "mel": "talkrt.export.mel:mel_spec",
+    "mel": "talkrt.models.wav2lip.mel:mel_spec",
     "vits": "talkrt.models.vits.specs:vits_spec",
     "dinet": "talkrt.export.dinet:dinet_spec",
     "dinet-mapper": "talkrt.export.dinet:mapper_spec",

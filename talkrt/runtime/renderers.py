@@ -5,7 +5,8 @@ the device, and fills its runners' preallocated inputs for a batch of frames
 from the avatar and the feature windows. Every renderer returns faces as
 (n, 3, H, W) BGR in [0, 1] in its avatar's crop size, ready for the compositor.
 
-* Wav2Lip: 80 Hz mel windows + the masked and reference 96x96 face.
+* Wav2Lip: 80 Hz mel windows + the masked and reference 96x96 face
+  (talkrt.models.wav2lip.renderer).
 * DINet: 25 Hz 29-dim DeepSpeech-like windows (precomputed, or HuBERT-ASR CTC
   emissions through DINet_optimized's mapper) + the masked 416x320 face + 5
   fixed references; RGB in and out.
@@ -25,89 +26,15 @@ import torch.nn.functional as F
 
 from talkrt.engines.runners import Runner
 from talkrt.errors import TalkrtError
-from talkrt.runtime.align import CTC_25HZ, DEEPSPEECH, DHLIVE_LSTM, WAV2LIP_MEL, FeatureAlignment
-from talkrt.runtime.audio import wav2lip_mel
+from talkrt.models.wav2lip.renderer import Wav2LipRenderer
+from talkrt.runtime.align import CTC_25HZ, DEEPSPEECH, DHLIVE_LSTM, FeatureAlignment
 
-BGR = (2, 1, 0)  # the same index turns RGB into BGR and back
-
-
-def _batch_views(buffers: Mapping[str, torch.Tensor], count: int) -> dict[str, torch.Tensor]:
-    """The first ``count`` rows of each buffer (the last, partial batch reuses the same memory)."""
-    return {name: tensor if len(tensor) == count else tensor[:count] for name, tensor in buffers.items()}
-
-
-def _to_device_images(images: np.ndarray, device: torch.device) -> torch.Tensor:
-    """(M, H, W, C) uint8 host images -> (M, C, H, W) uint8 on the device, contiguous."""
-    return torch.as_tensor(np.ascontiguousarray(images), device=device).permute(0, 3, 1, 2).contiguous()
-
-
-class _Renderer:
-    """What every renderer shares: its runners' lifecycle and capture facts."""
-
-    runner: Runner  # the generator, run once per batch
-    feature_channels: int  # C of the (n, C, window) feature windows render() takes
-
-    @property
-    def batch_runners(self) -> tuple[Runner, ...]:
-        """The runners render() calls (they decide whether the batch can be captured)."""
-        return (self.runner,)
-
-    def runners(self) -> tuple[Runner, ...]:
-        return self.batch_runners
-
-    def release(self) -> None:
-        for runner in self.runners():
-            runner.release()
-
-    def warm_samples(self) -> int:
-        """How much 16 kHz audio the GPU warm-up feeds features() (any length will do, unless the
-        features were given for one utterance)."""
-        return 16000
-
-
-class Wav2LipRenderer(_Renderer):
-    """Wav2Lip: 80x16 mel windows and the masked + reference 96x96 face -> the lower face."""
-
-    name = "wav2lip"
-    alignment: FeatureAlignment = WAV2LIP_MEL
-    feature_channels = 80
-
-    def __init__(self, runner: Runner) -> None:
-        self.runner = runner
-        self.device = runner.device
-        self.face_size = 96
-        self.crop_size = (96, 96)
-
-    def reset(self) -> None:
-        """Nothing carried between utterances."""
-
-    def features(self, wav16k: torch.Tensor) -> torch.Tensor:
-        """(S,) 16 kHz -> (80, T) mel on the waveform's device."""
-        return wav2lip_mel(wav16k)
-
-    def bind(self, avatar, batch_size: int) -> None:
-        """Prepare the per-avatar-frame face inputs once and allocate the batch buffers.
-
-        Wav2Lip's reference is the same frame unmasked (inference.py), so each avatar
-        frame's 6-channel input is fixed: channels 0-2 with rows 48: zeroed, 3-5 intact.
-        """
-        faces = _to_device_images(avatar.crops, self.device).float().div_(255.0)  # BGR (M, 3, 96, 96)
-        masked = faces.clone()
-        masked[:, :, self.face_size // 2 :] = 0.0
-        self.face_inputs = torch.cat([masked, faces], dim=1).contiguous()  # (M, 6, 96, 96)
-        self.inputs = {
-            "audio_sequences": torch.empty(batch_size, 1, 80, 16, device=self.device),
-            "face_sequences": torch.empty(batch_size, 6, self.face_size, self.face_size, device=self.device),
-        }
-        self.outputs = self.runner.allocate_outputs({k: v.shape for k, v in self.inputs.items()})
-
-    def render(self, avatar_frames: torch.Tensor, windows: torch.Tensor, stream: torch.cuda.Stream | None = None) -> torch.Tensor:
-        """Faces (n, 3, 96, 96) BGR in [0, 1] for avatar frames (n,) and mel windows (n, 80, 16)."""
-        count = len(avatar_frames)
-        inputs, outputs = _batch_views(self.inputs, count), _batch_views(self.outputs, count)
-        torch.index_select(self.face_inputs, 0, avatar_frames, out=inputs["face_sequences"])
-        inputs["audio_sequences"].copy_(windows.unsqueeze(1))
-        return self.runner.run(inputs, outputs, stream)["generated_faces"]
+# The shared base and helpers live in renderer_base (the family packages import them from
+# there); the renderers still in this module use them under their old names.
+from talkrt.runtime.renderer_base import BGR
+from talkrt.runtime.renderer_base import Renderer as _Renderer
+from talkrt.runtime.renderer_base import batch_views as _batch_views
+from talkrt.runtime.renderer_base import to_device_images as _to_device_images
 
 
 # ----------------------------------------------------------------------------- DINet

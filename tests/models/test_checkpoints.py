@@ -17,7 +17,7 @@ from torch import nn
 from talkrt.errors import TalkrtError
 from talkrt.export.onnx import fold_weight_norm
 from talkrt.models.checkpoints import guess_family, load_strict, read_checkpoint
-from talkrt.models.wav2lip import Wav2Lip
+from talkrt.models.wav2lip.model import Wav2Lip
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import torch
 
 from talkrt.errors import TalkrtError
 from talkrt.export import get_spec
-from talkrt.export.mel import MIN_SAMPLES
+from talkrt.models.wav2lip.mel import MIN_SAMPLES
 from talkrt.export.onnx import export_onnx, read_metadata, to_onnx_proto
 from talkrt.export.validate import onnx_session
 from talkrt.runtime.audio import WAV2LIP_MEL_CONFIG, Wav2LipMel, mel_filterbank, mel_num_frames, wav2lip_mel

@@ -1,6 +1,6 @@
 """The Wav2Lip generator computes what the original computes.
 
-The reference below is written independently of talkrt.models.wav2lip: plain
+The reference below is written independently of talkrt.models.wav2lip.model: plain
 functional ops over the official state_dict, driven by a layer table transcribed
 from Rudrabha/Wav2Lip models/wav2lip.py (kernel, stride, padding, residual,
 transposed), with the original's in-place residual add, skip order and output head.
@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from conftest import fake_state_dict
 
 from talkrt.models.checkpoints import load_strict
-from talkrt.models.wav2lip import Wav2Lip
+from talkrt.models.wav2lip.model import Wav2Lip
 
 # (state_dict prefix, stride, padding, residual, transposed, output_padding); kernels come from the weights.
 R, T = "residual", "transposed"

@@ -2,7 +2,8 @@
 
 Exporting the front-end lets a pipeline keep audio features on the engine side
 too. The graph has no weights, only two constants: the STFT as windowed cos/sin
-Conv kernels and the mel filterbank (talkrt.runtime.audio.Wav2LipMel).
+Conv kernels and the mel filterbank (talkrt.runtime.audio.Wav2LipMel, which stays
+beside `wav2lip_mel` and shares its real-valued STFT path).
 """
 
 from __future__ import annotations

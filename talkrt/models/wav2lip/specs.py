@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from talkrt.export.spec import Dim, ExportSpec, Gate, TensorSpec, Tolerance
-from talkrt.models.wav2lip import FACE_SIZE, MEL_BINS, MEL_WINDOW
+from talkrt.models.wav2lip.model import FACE_SIZE, MEL_BINS, MEL_WINDOW
 
 
 def build_wav2lip(checkpoint: str | None = None, trust: bool = False, seed: int = 0):
     """The eval-mode generator from an official checkpoint, or with random weights when ``checkpoint`` is None."""
     from talkrt.models.checkpoints import load_strict
     from talkrt.models.random_init import random_model
-    from talkrt.models.wav2lip import Wav2Lip
+    from talkrt.models.wav2lip.model import Wav2Lip
 
     if checkpoint is None:
         return random_model(Wav2Lip, seed)
