@@ -46,7 +46,7 @@ from _machine import PRECISIONS, REPO, cpu_counters, cuda_problem, git_commit, m
 
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from talkrt.export.dinet import dinet_spec  # noqa: E402
+from talkrt.models.dinet.specs import dinet_spec  # noqa: E402
 from talkrt.export.onnx import export_onnx  # noqa: E402
 from talkrt.fileio import write_text_atomic  # noqa: E402
 

@@ -509,7 +509,7 @@ def _renderer_options(renderer: str, features: Optional[Path], pca: Optional[Pat
     if features is not None:
         options["features"] = _read_features(features)
     if renderer == "dhlive":
-        from talkrt.models.dhlive import MouthPCA
+        from talkrt.models.dhlive.model import MouthPCA
 
         options["pca"] = MouthPCA.load(pca, trust) if pca is not None else MouthPCA.random()
     return options

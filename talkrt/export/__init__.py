@@ -17,10 +17,10 @@ FAMILIES: dict[str, str] = {
     "hubert-asr": "talkrt.models.hubert.specs:asr_spec",
     "mel": "talkrt.models.wav2lip.mel:mel_spec",
     "vits": "talkrt.models.vits.specs:vits_spec",
-    "dinet": "talkrt.export.dinet:dinet_spec",
-    "dinet-mapper": "talkrt.export.dinet:mapper_spec",
-    "dhlive-render": "talkrt.export.dhlive:render_spec",
-    "dhlive-audio": "talkrt.export.dhlive:audio_spec",
+    "dinet": "talkrt.models.dinet.specs:dinet_spec",
+    "dinet-mapper": "talkrt.models.dinet.specs:mapper_spec",
+    "dhlive-render": "talkrt.models.dhlive.specs:render_spec",
+    "dhlive-audio": "talkrt.models.dhlive.specs:audio_spec",
 }
 
 

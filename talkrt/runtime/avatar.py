@@ -24,7 +24,7 @@ File format (one ``.npz``, no pickles; see :meth:`Avatar.save`)::
     fps         str      exact frame rate, e.g. "25" or "30000/1001"
     source      str      the image or video the avatar was prepared from
     renderer    str      the renderer the crops are for: wav2lip, dinet, dhlive (version 2)
-    extra.NAME  arrays   the renderer's own per-avatar inputs (version 2; see avatar_dinet / avatar_dhlive)
+    extra.NAME  arrays   the renderer's own per-avatar inputs (version 2; see talkrt.models.dinet.avatar / talkrt.models.dhlive.avatar)
 
 Wav2Lip crops are square (S x S). DINet's and DH_live's crops have their own
 size (416x320, 256x256): ``crops`` is then (N,H,W,3), ``blend_mask`` (H,W) and
@@ -44,9 +44,10 @@ from pathlib import Path
 
 import numpy as np
 
-from talkrt.errors import MissingDependency, TalkrtError
+from talkrt.errors import TalkrtError
 from talkrt.fileio import atomic_path
 from talkrt.runtime.align import as_fps
+from talkrt.runtime.avatar_base import one_per_frame, opencv, resize_crops
 
 __all__ = [
     "AVATAR_VERSION",
@@ -55,7 +56,6 @@ __all__ = [
     "BoxDetector",
     "blend_mask",
     "crop_faces",
-    "resize_crops",
     "detect_faces",
     "haar_detector",
     "ping_pong_indices",
@@ -82,16 +82,6 @@ HAAR_MAX_HEIGHT = 480
 BoxDetector = Callable[[np.ndarray], np.ndarray]
 
 _KEYS = ("format", "version", "frames", "boxes", "crops", "blend_mask", "face_size", "fps", "source")
-
-
-def _cv2():
-    try:
-        import cv2
-    except ImportError as error:  # pragma: no cover - a declared dependency
-        raise MissingDependency(
-            "OpenCV is needed to prepare avatars: pip install 'opencv-python-headless>=4.8,<5'"
-        ) from error
-    return cv2
 
 
 # --------------------------------------------------------------------------- indices
@@ -206,18 +196,6 @@ def read_boxes(path: str | os.PathLike, num_frames: int, allow_extra: bool = Fal
     return boxes
 
 
-def one_per_frame(values: np.ndarray, num_frames: int, allow_extra: bool, mismatch: str) -> np.ndarray:
-    """One entry per frame: a single entry is repeated, a longer file cut when ``allow_extra`` (a video read
-    with max_frames); otherwise the counts must agree (``mismatch`` is formatted with ``count``)."""
-    if len(values) == 1:
-        return np.repeat(values, num_frames, axis=0)
-    if allow_extra and len(values) > num_frames:
-        return values[:num_frames]
-    if len(values) != num_frames:
-        raise TalkrtError(mismatch.format(count=len(values)) + ": give one per frame or one for all")
-    return values
-
-
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -272,7 +250,7 @@ def haar_detector(min_size_fraction: float = 0.1) -> BoxDetector:
     works offline with nothing to download. Frames taller than 480 px are
     downscaled for detection and the boxes scaled back.
     """
-    cv2 = _cv2()
+    cv2 = opencv()
     cascade_path = os.path.join(cv2.data.haarcascades, HAAR_CASCADE)
     cascade = cv2.CascadeClassifier(cascade_path)
     if cascade.empty():
@@ -338,16 +316,6 @@ def crop_faces(frames: np.ndarray, boxes: np.ndarray, face_size: int = 96) -> np
     averaging would alias less when a large face is shrunk to 96x96.
     """
     return resize_crops(frames, boxes, (face_size, face_size))
-
-
-def resize_crops(frames: np.ndarray, boxes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``cv2.resize(frame[y1:y2, x1:x2], (W, H))`` per frame (INTER_LINEAR), (N,H,W,3) uint8; ``size`` is (H, W)."""
-    cv2 = _cv2()
-    height, width = size
-    crops = np.empty((len(frames), height, width, 3), dtype=np.uint8)
-    for i, (x1, y1, x2, y2) in enumerate(np.asarray(boxes).tolist()):
-        crops[i] = cv2.resize(frames[i][y1:y2, x1:x2], (width, height), interpolation=cv2.INTER_LINEAR)
-    return crops
 
 
 def blend_mask(face_size: int = 96) -> np.ndarray:
@@ -611,9 +579,9 @@ def _landmarks_for(frames, boxes, landmarks, allow_extra: bool, detector, smooth
 def landmark_avatar(frames: np.ndarray, landmarks: np.ndarray, renderer: str, fps, source: str) -> Avatar:
     """A DINet or DH_live avatar from BGR frames and (N,68,2) landmarks."""
     if renderer == "dinet":
-        from talkrt.runtime.avatar_dinet import prepare_dinet as prepare
+        from talkrt.models.dinet.avatar import prepare_dinet as prepare
     elif renderer == "dhlive":
-        from talkrt.runtime.avatar_dhlive import prepare_dhlive as prepare
+        from talkrt.models.dhlive.avatar import prepare_dhlive as prepare
     else:
         raise TalkrtError(f"renderer {renderer!r} does not crop around landmarks")
     return Avatar(frames=frames, fps=as_fps(fps), source=source, **prepare(frames, landmarks))
@@ -624,7 +592,7 @@ def landmark_avatar(frames: np.ndarray, landmarks: np.ndarray, renderer: str, fp
 
 def _draw_face(height: int, width: int, cx: float, cy: float, scale: float, mouth_open: float) -> np.ndarray:
     """A frontal cartoon face (BGR) that OpenCV's Haar cascade recognises as a face."""
-    cv2 = _cv2()
+    cv2 = opencv()
     aa = cv2.LINE_AA
     img = np.empty((height, width, 3), dtype=np.uint8)
     img[:] = (90, 110, 120)  # grey-brown wall

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from talkrt.errors import TalkrtError
+from talkrt.runtime.avatar_base import one_per_frame
 
 NUM_POINTS = 68
 JAW = list(range(0, 17))
@@ -97,8 +98,6 @@ def read_landmarks(path: str | os.PathLike, num_frames: int, allow_extra: bool =
     points = points.astype(np.float64)
     if not np.all(np.isfinite(points)):
         raise TalkrtError(f"{what}: landmarks must be finite numbers")
-    from talkrt.runtime.avatar import one_per_frame
-
     return one_per_frame(points, num_frames, allow_extra, f"{what} has landmarks for {{count}} frames, the video has {num_frames}")
 
 

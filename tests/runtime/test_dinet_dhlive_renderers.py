@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from talkrt.demo import synthetic_speech
-from talkrt.models.dhlive import MouthPCA
+from talkrt.models.dhlive.model import MouthPCA
 from talkrt.runtime.align import CTC_25HZ, DEEPSPEECH, DHLIVE_LSTM, num_video_frames
 from talkrt.runtime.avatar import synthetic_avatar
 from talkrt.runtime.fbank import fbank

@@ -146,7 +146,7 @@ def test_avatar_indices_are_made_on_the_device() -> None:
 def test_warming_the_features_changes_no_frame(name) -> None:
     """The GPU warm-up runs each renderer's features on silence; nothing of it may stay behind
     (DH_live keeps LSTM steps between calls). Proved here on the CPU, where the warm-up is the same code."""
-    from talkrt.models.dhlive import MouthPCA
+    from talkrt.models.dhlive.model import MouthPCA
     from talkrt.runtime.renderers import build_renderer
 
     avatar = synthetic_avatar(3, renderer=name)
@@ -208,7 +208,7 @@ def assert_within_one_level(frames: torch.Tensor, reference: torch.Tensor) -> No
 @pytest.mark.parametrize("name", ["dinet", "dhlive"])
 def test_dinet_and_dhlive_on_cuda_match_the_cpu(name) -> None:
     """Captured on the GPU, streaming equals offline there, and the frames match the CPU's within 2 levels."""
-    from talkrt.models.dhlive import MouthPCA
+    from talkrt.models.dhlive.model import MouthPCA
     from talkrt.runtime.renderers import build_renderer
 
     avatar = synthetic_avatar(3, renderer=name)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from talkrt.errors import TalkrtError
+from talkrt.models.dhlive.avatar import crop_boxes, face_mask, mouth_index, prepare_dhlive
+from talkrt.models.dinet.avatar import PASTE_ROWS, dinet_boxes, prepare_dinet
 from talkrt.runtime.avatar import Avatar, synthetic_avatar, synthetic_frames
-from talkrt.runtime.avatar_dhlive import crop_boxes, face_mask, mouth_index, prepare_dhlive
-from talkrt.runtime.avatar_dinet import PASTE_ROWS, dinet_boxes, prepare_dinet
 from talkrt.runtime.landmarks import TEMPLATE, apply_affine, invert_affine, read_landmarks, similarity_to, template_landmarks
 
 
@@ -131,7 +131,7 @@ def test_dhlive_layout():
     np.testing.assert_array_equal(boxes, crop_boxes(points, (256, 256)))
     sources, crops = extras["sources"], fields["crops"]
     black = (sources == 0).all(-1) & (crops != 0).any(-1)
-    from talkrt.runtime.avatar_dhlive import to_crop
+    from talkrt.models.dhlive.avatar import to_crop
 
     local = to_crop(points[0], boxes[0])
     rows, cols = np.nonzero(black[0])
@@ -160,7 +160,7 @@ def test_mouth_index_keeps_the_last_write():
     written = index[0][index[0] != canvas[0] * canvas[1]]
     assert len(written) < 200
     last = {}
-    from talkrt.runtime.avatar_dhlive import face_poses, mouth_grid
+    from talkrt.models.dhlive.avatar import face_poses, mouth_grid
 
     poses = face_poses(points)
     pixels = apply_affine(invert_affine(poses[0]), mouth_grid(points, poses)).astype(np.int64)

@@ -179,8 +179,8 @@ def test_rtx_build(exported, tmp_path) -> None:
 def test_dinet_pipeline_runs_from_the_asr_and_mapper_graphs(exported, tmp_path) -> None:
     """DINet_optimized's feature chain through ONNX Runtime: emissions -> every second frame -> mapper."""
     from talkrt.engines.runners import make_runner
+    from talkrt.models.dinet.renderer import CtcFeatures
     from talkrt.runtime.align import CTC_25HZ
-    from talkrt.runtime.renderers import CtcFeatures
 
     _, asr_module, asr_path, _ = exported
     mapper_spec = get_spec("dinet-mapper")

@@ -10,7 +10,7 @@ Renderer
     computation is two pure functions, :meth:`DINetFiveRef.encode_reference` (once
     per avatar) and :meth:`DINetFiveRef.generate` (per frame), whose composition is
     the original ``forward`` operation for operation. The only change is AdaAT's
-    5-D ``grid_sample``, replaced by the exact 4-D rewrite of ``talkrt.models.adaat``
+    5-D ``grid_sample``, replaced by the exact 4-D rewrite of ``talkrt.models.dinet.adaat``
     (specs/models.md 2.3).
 
     Inputs are 256x256 crops in [0, 1], channels in cv2's BGR order:
@@ -47,8 +47,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from talkrt.errors import TalkrtError
-from talkrt.models.adaat import AdaAT
-from talkrt.models.dinet_blocks import DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d
+from talkrt.models.dinet.adaat import AdaAT
+from talkrt.models.dinet.blocks import DownBlock2d, ResBlock2d, SameBlock2d, UpBlock2d
 
 IMAGE_SIZE = 256
 SOURCE_CHANNELS = 6  # face with the lower face black (3) + drawn prompt (3)

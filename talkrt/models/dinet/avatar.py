@@ -21,7 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 from talkrt.errors import TalkrtError
-from talkrt.models.dinet import FACE_HEIGHT, FACE_WIDTH, REFERENCE_FRAMES
+from talkrt.models.dinet.model import FACE_HEIGHT, FACE_WIDTH, REFERENCE_FRAMES
+from talkrt.runtime.avatar_base import resize_crops
 
 CROP_SCALE = 1.05  # inference.py's random_scale for the frames it renders
 PASTE_ROWS = FACE_HEIGHT * 12 // 13  # 3r of the 13r/4 crop height: 384 of 416
@@ -73,8 +74,6 @@ def dinet_blend_mask() -> np.ndarray:
 
 def prepare_dinet(frames: np.ndarray, landmarks: np.ndarray) -> dict:
     """Avatar fields for DINet from BGR frames (N,H,W,3) and landmarks (N,68,2)."""
-    from talkrt.runtime.avatar import resize_crops
-
     boxes = dinet_boxes(landmarks, frames.shape[1:3])
     return {
         "boxes": boxes,

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from talkrt.models.dhlive import IMAGE_SIZE, N_REF
+from talkrt.models.dhlive.model import IMAGE_SIZE, N_REF
+from talkrt.runtime.avatar_base import resize_crops
 from talkrt.runtime.landmarks import (
     INNER_LIPS,
     JAW,
@@ -177,8 +178,6 @@ def face_mask() -> np.ndarray:
 
 def prepare_dhlive(frames: np.ndarray, landmarks: np.ndarray) -> dict:
     """Avatar fields for DH_live from BGR frames (N,H,W,3) and 68-point landmarks (N,68,2)."""
-    from talkrt.runtime.avatar import resize_crops
-
     boxes = crop_boxes(landmarks, frames.shape[1:3])
     crops = resize_crops(frames, boxes, (IMAGE_SIZE, IMAGE_SIZE))
     local = np.stack([to_crop(points, box) for points, box in zip(landmarks, boxes)])

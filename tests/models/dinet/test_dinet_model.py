@@ -1,7 +1,7 @@
 """DINet computes what MRzzm/DINet computes, and loads its released checkpoint strictly.
 
 The AdaAT reference below is written plainly from the original's semantics
-(specs/models.md 2.3), independently of talkrt.models.adaat: it builds the
+(specs/models.md 2.3), independently of talkrt.models.dinet.adaat: it builds the
 (B, D, H, W, 3) grid [X, Y, z_k] and calls the 5-D ``F.grid_sample`` (default
 trilinear, zeros padding, align_corners=False) on the feature map with a
 singleton channel axis, as the original does.
@@ -18,8 +18,8 @@ from conftest import fake_state_dict, key_listing
 from torch import nn
 
 from talkrt.errors import TalkrtError
-from talkrt.models.adaat import AdaAT
-from talkrt.models.dinet import DINet, DINetMapper, load_dinet, load_mapper, mask_mouth, random_dinet, random_mapper
+from talkrt.models.dinet.adaat import AdaAT
+from talkrt.models.dinet.model import DINet, DINetMapper, load_dinet, load_mapper, mask_mouth, random_dinet, random_mapper
 
 
 def reference_adaat(module: nn.Module, feature_map: torch.Tensor, para_code: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from talkrt.errors import TalkrtError
-from talkrt.models.dhlive import (
+from talkrt.models.dhlive.model import (
     Audio2Feature,
     Audio2FeatureFrame,
     DHLiveGenerator,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from talkrt.export.spec import Dim, ExportSpec, Gate, TensorSpec, Tolerance
-from talkrt.models.dinet import AUDIO_DIM, AUDIO_PAD, AUDIO_WINDOW, FACE_HEIGHT, FACE_WIDTH, FEATURE_RATE, MOUTH_COLS, MOUTH_ROWS, REFERENCE_FRAMES
+from talkrt.models.dinet.model import AUDIO_DIM, AUDIO_PAD, AUDIO_WINDOW, FACE_HEIGHT, FACE_WIDTH, FEATURE_RATE, MOUTH_COLS, MOUTH_ROWS, REFERENCE_FRAMES
 
 EXPORTER = "dynamo"
 OPSET = 18
@@ -11,14 +11,14 @@ OPSET = 18
 
 def build_dinet(checkpoint: str | None = None, trust: bool = False, seed: int = 0):
     """The eval-mode generator from ``clip_training_DINet_256mouth.pth``, or with random weights when ``checkpoint`` is None."""
-    from talkrt.models.dinet import load_dinet, random_dinet
+    from talkrt.models.dinet.model import load_dinet, random_dinet
 
     return random_dinet(seed) if checkpoint is None else load_dinet(checkpoint, trust)
 
 
 def build_mapper(checkpoint: str | None = None, trust: bool = False, seed: int = 0):
     """DINet_optimized's ``wav2vecDS.pt`` mapper, or with random weights when ``checkpoint`` is None."""
-    from talkrt.models.dinet import load_mapper, random_mapper
+    from talkrt.models.dinet.model import load_mapper, random_mapper
 
     return random_mapper(seed) if checkpoint is None else load_mapper(checkpoint, trust)
 

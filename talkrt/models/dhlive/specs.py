@@ -10,7 +10,7 @@
   the original ``forward``. The runtime binds the same cached features for every
   frame of an avatar (tile them when B > 1).
 
-AdaAT's 5-D grid_sample is the exact 4-D rewrite (``talkrt.models.adaat``): one
+AdaAT's 5-D grid_sample is the exact 4-D rewrite (``talkrt.models.dinet.adaat``): one
 4-D ``GridSample`` node, which exists from opset 16 and changes meaning at opset
 20 (N-D, renamed modes), so the renderer stays at opset 17. GridSample is kept
 in FP32 in FP16 builds: its sampling coordinates are in [-1, 1] over 64 pixels,
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from talkrt.errors import TalkrtError
 from talkrt.export.spec import Dim, ExportSpec, Gate, TensorSpec, Tolerance
-from talkrt.models.dhlive import (
+from talkrt.models.dhlive.model import (
     FBANK_BINS,
     FBANK_FRAMES_PER_VIDEO_FRAME,
     FEATURE_SIZE,
@@ -63,7 +63,7 @@ _BGR = "BGR in [0, 1] (cv2 channel order, /255)"
 
 def build_dhlive_render(checkpoint: str | None = None, trust: bool = False, seed: int = 0, *, graph: str = "generator"):
     """The eval-mode export module of one renderer graph (random weights when ``checkpoint`` is None)."""
-    from talkrt.models.dhlive import DHLiveGenerator, DHLiveReferenceEncoder, DINetFiveRef, load_dhlive_render
+    from talkrt.models.dhlive.model import DHLiveGenerator, DHLiveReferenceEncoder, DINetFiveRef, load_dhlive_render
     from talkrt.models.random_init import random_model
 
     model = random_model(DINetFiveRef, seed) if checkpoint is None else load_dhlive_render(checkpoint, trust)
@@ -73,7 +73,7 @@ def build_dhlive_render(checkpoint: str | None = None, trust: bool = False, seed
 
 def build_dhlive_audio(checkpoint: str | None = None, trust: bool = False, seed: int = 0):
     """The eval-mode per-frame ``Audio2Feature`` (random weights when ``checkpoint`` is None)."""
-    from talkrt.models.dhlive import Audio2Feature, Audio2FeatureFrame, load_dhlive_audio
+    from talkrt.models.dhlive.model import Audio2Feature, Audio2FeatureFrame, load_dhlive_audio
     from talkrt.models.random_init import random_model
 
     model = random_model(Audio2Feature, seed) if checkpoint is None else load_dhlive_audio(checkpoint, trust)

@@ -4,7 +4,7 @@
 Layer tables follow ``models/DINet.py``; module names are kept so the official
 generator (``ckpt['state_dict']['net_g']`` with DataParallel's ``module.``)
 loads strictly. The 5-D ``grid_sample`` of the original AdaAT is replaced by
-an exact 4-D rewrite (talkrt.models.adaat), so the graph exports to ONNX opset
+an exact 4-D rewrite (talkrt.models.dinet.adaat), so the graph exports to ONNX opset
 17 and builds with TensorRT without a plugin.
 
 Preprocessing contract (``inference.py``), applied by the caller:
@@ -24,8 +24,8 @@ import os
 import torch
 from torch import nn
 
-from talkrt.models.adaat import AdaAT
-from talkrt.models.dinet_blocks import DownBlock1d, DownBlock2d, ResBlock1d, ResBlock2d, SameBlock1d, SameBlock2d, UpBlock2d
+from talkrt.models.dinet.adaat import AdaAT
+from talkrt.models.dinet.blocks import DownBlock1d, DownBlock2d, ResBlock1d, ResBlock2d, SameBlock1d, SameBlock2d, UpBlock2d
 
 MOUTH_SIZE = 256
 FACE_HEIGHT = MOUTH_SIZE // 2 * 3 + MOUTH_SIZE // 8  # 416

@@ -14,7 +14,7 @@ from talkrt.errors import TalkrtError
 from talkrt.export import get_spec
 from talkrt.export.onnx import export_onnx, read_metadata
 from talkrt.export.validate import onnx_session
-from talkrt.models.dhlive import Audio2Feature
+from talkrt.models.dhlive.model import Audio2Feature
 
 GRAPHS = {
     "dhlive-render-reference": ("dhlive-render", {"graph": "reference"}),
