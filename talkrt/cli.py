@@ -760,7 +760,7 @@ def check(
 ) -> None:
     """Verdict table: the candidate against FP32 on the model's task-level gates (PSNR, cosine, SNR, max abs)."""
     from talkrt.errors import ValidationFailed
-    from talkrt.export.check import check as run_check
+    from talkrt.precision.check import check as run_check
 
     with console.status(f"checking {engine or candidate} against {onnx_file}"):
         result = run_check(onnx_file, str(engine) if engine else candidate, str(calibration) if calibration else None, save_inputs=save_inputs, save_outputs=save_outputs)

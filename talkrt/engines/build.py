@@ -1,7 +1,7 @@
 """ONNX -> serialized engine with TensorRT-RTX or TensorRT, plus its JSON sidecar and a cache entry.
 
 Precision: ``fp32`` builds the graph as exported. ``fp16`` and ``auto`` first make
-a mixed-precision plan (export/precision.py): strongly typed builders (TensorRT
+a mixed-precision plan (precision/plan.py): strongly typed builders (TensorRT
 11, TensorRT-RTX) parse the mixed graph; TensorRT 10 parses the FP32 graph with
 the FP16 flag and FP32 constraints on the plan's FP32 layers. Either way the
 sidecar records which nodes stay FP32 and why.
@@ -215,7 +215,7 @@ def _precision(model: onnx.ModelProto, onnx_path: Path, out: Path, options: Buil
     """The precision plan, the file to parse, and a temporary file to delete after parsing."""
     if options.precision == "fp32":
         return {"mode": "fp32", "fp32_nodes": "all", "reason": "FP32 build: every node keeps the graph's FP32 type"}, onnx_path, None
-    from talkrt.export.precision import plan_precision
+    from talkrt.precision.plan import plan_precision
 
     mixed, report = plan_precision(model, options.precision, options.calibration)
     plan = report.to_json()

@@ -1,4 +1,4 @@
-"""PyTorch -> ONNX: one ExportSpec per graph, export, validation and precision plans.
+"""PyTorch -> ONNX: one ExportSpec per graph, export and validation (precision plans: talkrt/precision/).
 
 Families register a spec factory here; their modules are imported only when used.
 """

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from talkrt.export import get_spec
-from talkrt.export.check import check
-from talkrt.export.precision import SPEC_KEY, calibration_feeds
+from talkrt.precision.check import check
+from talkrt.precision.plan import SPEC_KEY, calibration_feeds
 from talkrt.export.samplers import INTEGERS, NORMAL, UNIFORM, Sampler, default_sampler, lengths_over, mask_over, sample_inputs
 from talkrt.export.spec import Dim, ExportSpec, TensorSpec, Tolerance
 from talkrt.models.vits.specs import export_vits

@@ -16,7 +16,10 @@ from talkrt.engines.build import BuildOptions, build_engine
 from talkrt.errors import TalkrtError
 from talkrt.export import get_spec
 from talkrt.export.onnx import export_onnx, read_metadata
-from talkrt.export.precision import PrecisionReport, convert_to_mixed, gate_value, gates_from_spec_json, plan_precision
+from talkrt.precision.gates import gate_value, gates_from_spec_json
+from talkrt.precision.plan import plan_precision
+from talkrt.precision.report import PrecisionReport
+from talkrt.precision.rewrite import convert_to_mixed
 from talkrt.export.spec import Dim, ExportSpec, Gate, TensorSpec, Tolerance
 
 pytestmark = pytest.mark.filterwarnings("ignore")

@@ -39,7 +39,7 @@ class CheckResult:
 
 
 def _rows(gates, reference: dict[str, np.ndarray], actual: dict[str, np.ndarray]) -> list[dict]:
-    from talkrt.export.precision import gate_value
+    from talkrt.precision.gates import gate_value
 
     rows = []
     for gate in gates:
@@ -80,7 +80,7 @@ def check(
 
 
 def _check_plan(onnx_path: Path, mode: str, calibration: str | None, keep_runs: bool) -> CheckResult:
-    from talkrt.export.precision import calibration_feeds, plan_precision, run_onnx
+    from talkrt.precision.plan import calibration_feeds, plan_precision, run_onnx
 
     mixed, report = plan_precision(onnx_path, mode, calibration)
     rows = [{**row, "output": row.get("output")} for row in report.to_json()["gates_after"]]
@@ -92,7 +92,7 @@ def _check_plan(onnx_path: Path, mode: str, calibration: str | None, keep_runs: 
 
 
 def _check_file(onnx_path: Path, path: Path, calibration: str | None, device: str) -> CheckResult:
-    from talkrt.export.precision import calibration_feeds, run_onnx, task_gates
+    from talkrt.precision.plan import calibration_feeds, run_onnx, task_gates
 
     if not path.is_file():
         raise TalkrtError(f"candidate not found: {path} (give fp16, auto, an .onnx file or an engine)")

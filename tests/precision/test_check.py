@@ -15,9 +15,10 @@ from typer.testing import CliRunner
 from talkrt.cli import app
 from talkrt.errors import TalkrtError
 from talkrt.export import get_spec
-from talkrt.export.check import check
+from talkrt.precision.check import check
 from talkrt.export.onnx import export_onnx
-from talkrt.export.precision import calibration_feeds, convert_to_mixed, run_onnx
+from talkrt.precision.plan import calibration_feeds, run_onnx
+from talkrt.precision.rewrite import convert_to_mixed
 
 runner = CliRunner()
 pytestmark = pytest.mark.filterwarnings("ignore")
