@@ -26,6 +26,7 @@ import onnx
 import talkrt
 from talkrt.engines.backends import ENGINE_BUILDERS, HARDWARE_COMPAT, BuildProgress, make_logger, make_monitor, parse_errors, select_backend
 from talkrt.engines.cache import EngineCache, engine_key
+from talkrt.engines.model_files import load_onnx
 from talkrt.engines.profiles import Profile, ProfileOverride, graph_inputs, resolve_profile, spec_dims
 from talkrt.engines.sanitize import key_inputs, sanitize_for_build
 from talkrt.errors import TalkrtError
@@ -70,12 +71,6 @@ def _profiles_json(profiles: list[Profile]) -> list[dict]:
     return [{name: {"min": list(s[0]), "opt": list(s[1]), "max": list(s[2])} for name, s in profile.items()} for profile in profiles]
 
 
-def _load(onnx_path: Path) -> onnx.ModelProto:
-    from talkrt.engines.model_files import load_onnx
-
-    return load_onnx(onnx_path)
-
-
 def build_engine(
     onnx_path: str | os.PathLike,
     out: str | os.PathLike,
@@ -93,7 +88,7 @@ def build_engine(
         raise TalkrtError(f"unknown hardware compatibility {options.hardware_compat!r}; choose one of {', '.join(HARDWARE_COMPAT)}")
     if options.calibration and options.precision != "auto":
         raise TalkrtError("--calibration is for --precision auto")
-    model = _load(onnx_path)
+    model = load_onnx(onnx_path)
     inputs = graph_inputs(model)
     dims = spec_dims(model)
     profiles = [resolve_profile(inputs, dims, overrides) for overrides in (options.profile_overrides, *options.extra_profiles)]

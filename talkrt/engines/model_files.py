@@ -57,8 +57,10 @@ def onnx_spec(model, path: Path) -> dict:
     return json.loads(props[SPEC_KEY])
 
 
-def check_model_file(path: str | os.PathLike, backend: str, expected: tuple[str, str] | None = None) -> Path:
-    """Refuse a file the backend cannot run, or a graph other than ``expected`` = (family, graph)."""
+def check_model_file(path: str | os.PathLike, backend: str, expected: tuple[str, str] | None = None) -> dict | None:
+    """Refuse a file the backend cannot run, or a graph other than ``expected`` = (family, graph).
+
+    Returns the talkrt spec read from an ONNX file (ort), so that the runner need not parse it again."""
     path = check_model_path(path)
     if backend == "trt":
         if path.suffix == ".onnx":
@@ -66,7 +68,7 @@ def check_model_file(path: str | os.PathLike, backend: str, expected: tuple[str,
                 f"{path} is an ONNX file, not an engine: build one with `talkrt build {path} --out {path.with_suffix('.engine')}` "
                 "and pass that, or run the ONNX file with --backend ort"
             )
-        return path
+        return None
     if backend == "ort":
         if is_engine(path):
             raise TalkrtError(f"{path} is a TensorRT engine: run it with --backend trt, or give --backend ort the .onnx file")
@@ -76,7 +78,8 @@ def check_model_file(path: str | os.PathLike, backend: str, expected: tuple[str,
                 f"{path} is talkrt's {_graph_name(spec.get('family'), spec.get('graph'))} graph, not the "
                 f"{_graph_name(*expected)} graph needed here: export that with `talkrt export {expected[0]}`"
             )
-    return path
+        return spec
+    return None
 
 
 def _graph_name(family: str | None, graph: str | None) -> str:

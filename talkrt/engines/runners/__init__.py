@@ -217,16 +217,15 @@ def make_runner(
         return TorchRunner(spec, module, device, torch_dtype)
     if model is None:
         raise TalkrtError(f"the {backend} backend needs a model file")
-    if backend in ("ort", "trt"):
-        from talkrt.engines.model_files import check_model_file
+    if backend not in ("ort", "trt"):
+        raise TalkrtError(f"unknown backend {backend!r}; choose one of {', '.join(RUNTIME_BACKENDS)}")
+    from talkrt.engines.model_files import check_model_file
 
-        check_model_file(model, backend, expect)
+    spec_json = check_model_file(model, backend, expect)
     if backend == "ort":
         from talkrt.engines.runners.ort import OrtRunner
 
-        return OrtRunner(model, device, stream)
-    if backend == "trt":
-        from talkrt.engines.runners.trt import TensorRTRunner
+        return OrtRunner(model, device, stream, GraphIO.from_spec_json(spec_json))
+    from talkrt.engines.runners.trt import TensorRTRunner
 
-        return TensorRTRunner(model, device)
-    raise TalkrtError(f"unknown backend {backend!r}; choose one of {', '.join(RUNTIME_BACKENDS)}")
+    return TensorRTRunner(model, device)

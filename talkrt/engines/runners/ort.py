@@ -22,8 +22,8 @@ _NUMPY_DTYPES = {torch.float32: np.float32, torch.float16: np.float16, torch.int
 class OrtRunner(Runner):
     backend = "ort"
 
-    def __init__(self, path: str | Path, device: str | torch.device = "cpu", stream: torch.cuda.Stream | None = None) -> None:
-        super().__init__(GraphIO.from_onnx(path), device)
+    def __init__(self, path: str | Path, device: str | torch.device = "cpu", stream: torch.cuda.Stream | None = None, io: GraphIO | None = None) -> None:
+        super().__init__(io or GraphIO.from_onnx(path), device)  # ``io``: already read by the caller
         ort = require("onnxruntime")
         options = ort.SessionOptions()
         options.log_severity_level = 3
