@@ -20,7 +20,8 @@ and the same batch size.
     paste-back, host copy, H.264 encoding; needs PyAV, skipped without it).
     End-to-end fps / render-only fps is reported for both pipeline variants
     (the goal with the overlapped sink is >= 0.95). "encode only" writes the
-    offline run's frames, already on the host, with the same encoder: where it is
+    offline run's frames, already on the host, with the same encoder, fed as
+    ``write_video`` feeds it (yuv420p planes on a GPU, BGR frames on the CPU): where it is
     slower than the renderer (a fast GPU), the MP4 row cannot beat it, and MP4 fps /
     min(render-only, encode-only) fps says how well the sink overlaps the two.
 (b) The baseline, shaped like Wav2Lip's ``inference.py`` (and LiveTalking's loop):
@@ -279,15 +280,19 @@ class NaiveBaseline:
 # --------------------------------------------------------------------------- timing
 
 
-def encode_only(batches: list[torch.Tensor], audio: np.ndarray, fps, out: Path) -> dict:
-    """The encoder alone: host frames (RGB uint8 batches) to an MP4 with the audio, as write_video writes them."""
+def encode_only(batches: list[torch.Tensor], audio: np.ndarray, fps, out: Path, device: torch.device) -> dict:
+    """The encoder alone, fed as write_video feeds it: host frames (BGR uint8 batches) on the CPU;
+    on a GPU, yuv420p planes converted there beforehand (untimed: the pipeline does it on the device)."""
     from talkrt.runtime.media import VideoWriter
+    from talkrt.runtime.yuv import bgr_to_i420
 
+    planes = device.type == "cuda"
+    inputs = [bgr_to_i420(batch.to(device)).cpu() for batch in batches] if planes else batches
     t0 = time.perf_counter()
     frames, first_ms = 0, None
     with VideoWriter(out, fps, audio, SAMPLE_RATE) as writer:
-        for batch in batches:
-            writer.write_frames(batch)
+        for batch in inputs:
+            writer.write_i420(batch) if planes else writer.write_frames(batch)
             frames += len(batch)
             first_ms = first_ms or (time.perf_counter() - t0) * 1000.0
     return {"ttff_ms": first_ms, "total_ms": (time.perf_counter() - t0) * 1000.0, "frames": frames}
@@ -491,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
                 return {"profile_stage_total_ms": {name: stage.total_ms for name, stage in reports[-1].stages.items()}, "mp4_bytes": video.stat().st_size}
 
             rows.append(measure(TO_MP4, video_run, args.repeats, after=video_stages))
-            rows.append(measure(ENCODE_ONLY, lambda warm: encode_only(kept["offline"], audio, pipeline.fps, Path(tmp) / "encode.mp4"), args.repeats))
+            rows.append(measure(ENCODE_ONLY, lambda warm: encode_only(kept["offline"], audio, pipeline.fps, Path(tmp) / "encode.mp4", device), args.repeats))
         else:
             log.print(f"{TO_MP4}: skipped: no PyAV")
         # Release the pipeline's runtime (an idle ONNX Runtime pool must not share the cores with the baseline).

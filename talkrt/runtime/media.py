@@ -18,7 +18,7 @@ from __future__ import annotations
 import operator
 import os
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -43,6 +43,8 @@ __all__ = [
 # Sampling rates the AAC bitstream can signal; other rates are resampled to 48 kHz.
 AAC_SAMPLE_RATES = frozenset({96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350})
 _AAC_FALLBACK_RATE = 48000
+# libavutil's AVCOL_SPC_SMPTE170M, the BT.601 matrix (PyAV's Colorspace enum holds swscale's codes).
+_AVCOL_SPC_SMPTE170M = 6
 # Demuxers whose stream durations are exact (edit lists), used to trim encoder padding.
 _EXACT_DURATION_FORMATS = ("mov", "mp4", "m4a", "3gp", "3g2", "mj2")
 # Trim at most this many decoded samples past the stated end (one AAC frame is 1024;
@@ -326,6 +328,11 @@ class VideoWriter:
 
     - fps is exact (`as_fps`): 29.97 means 30000/1001; frame k has pts k in a
       time base of 1/fps, so timestamps never drift.
+    - Colour: BT.601 limited-range yuv420p, and the stream is tagged so.
+      `write_frames` converts BGR on the host (libswscale); `write_i420` takes planes
+      already converted, e.g. on the GPU by `talkrt.runtime.yuv.bgr_to_i420` before
+      the host copy (half the bytes, and no conversion on the encoding thread).
+      x264 runs frame threads, which scale with the cores at avatar sizes.
     - Odd sizes: yuv420p needs even dimensions, so an odd width or height is padded
       by ONE pixel on the right / bottom, repeating the last column / row. The file
       is then one pixel wider and/or taller; crop `[:H, :W]` after decoding.
@@ -366,7 +373,7 @@ class VideoWriter:
         self.expect_exact = bool(expect_exact)
         self.sample_rate = int(sample_rate)
         self.frames_written = 0
-        self.width: Optional[int] = None  # of the frames given
+        self.width: Optional[int] = None  # of the encoded frames (even sizes)
         self.height: Optional[int] = None
         self._closed = False
         self._video_stream = None
@@ -474,9 +481,18 @@ class VideoWriter:
     def _open_streams(self, height: int, width: int) -> None:
         self.height, self.width = height, width
         stream = self._container.add_stream("libx264", rate=self.fps)
-        stream.width = width + (width % 2)
-        stream.height = height + (height % 2)
+        stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
+        # The planes are BT.601 limited range (talkrt.runtime.yuv); say so in the stream.
+        from av.video.reformatter import ColorPrimaries, ColorRange, ColorTrc
+
+        context = stream.codec_context
+        context.color_primaries, context.color_trc = ColorPrimaries.SMPTE170M, ColorTrc.SMPTE170M
+        context.colorspace = _AVCOL_SPC_SMPTE170M
+        context.color_range = ColorRange.MPEG
+        # Frame threads scale with the cores; libavcodec's default, slice threads, does
+        # not at avatar sizes (a 256-pixel frame has 16 macroblock rows).
+        context.thread_type = "FRAME"
         stream.time_base = Fraction(1) / self.fps
         stream.codec_context.time_base = Fraction(1) / self.fps
         stream.codec_context.options = {"crf": str(self.crf), "preset": self.preset}
@@ -489,11 +505,36 @@ class VideoWriter:
             self._audio_stream = audio_stream
 
     def write_frames(self, frames: Any) -> None:
-        """Append frames: (N, H, W, 3) or (H, W, 3) uint8 BGR, numpy or torch (any device)."""
+        """Append frames: (N, H, W, 3) or (H, W, 3) uint8 BGR, numpy or torch (any device).
+
+        They go to the host, and libswscale converts them to yuv420p."""
         if self._closed:
             raise ValueError("write to a closed VideoWriter")
         batch = _as_frame_batch(frames)
-        count, height, width = batch.shape[:3]
+        pad_h, pad_w = batch.shape[1] % 2, batch.shape[2] % 2
+        if pad_h or pad_w:
+            batch = np.pad(batch, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+        av = self._av
+        self._write(batch, lambda image: av.VideoFrame.from_ndarray(image, format="bgr24").reformat(format="yuv420p"))
+
+    def write_i420(self, planes: Any) -> None:
+        """Append frames already in yuv420p (`talkrt.runtime.yuv.bgr_to_i420`): (N, 3*H/2, W)
+        uint8, H and W even, numpy or torch (any device)."""
+        if self._closed:
+            raise ValueError("write to a closed VideoWriter")
+        if hasattr(planes, "detach") and hasattr(planes, "cpu"):
+            planes = planes.detach().cpu().numpy()
+        planes = np.ascontiguousarray(planes)
+        if planes.dtype != np.uint8 or planes.ndim != 3 or planes.shape[1] % 3 or planes.shape[1] * 2 // 3 % 2 or planes.shape[2] % 2 or 0 in planes.shape[1:]:
+            raise ValueError(f"yuv420p planes must be (N, 3*H/2, W) uint8 with H and W even, got {planes.dtype} {tuple(planes.shape)}")
+        self._write(planes, lambda image: self._av.VideoFrame.from_ndarray(image, format="yuv420p"))
+
+    def _write(self, images: np.ndarray, to_frame: Callable[[np.ndarray], Any]) -> None:
+        """Encode host images (BGR frames or yuv420p planes) through ``to_frame``, then the audio so far."""
+        count = len(images)
+        height, width = images.shape[1], images.shape[2]
+        if images.ndim == 3:  # yuv420p planes: (3*H/2, W)
+            height = height * 2 // 3
         if self._video_stream is None:
             self._open_streams(height, width)
         elif (height, width) != (self.height, self.width):
@@ -509,13 +550,10 @@ class VideoWriter:
                 f"{self.path}: more video frames than the audio allows ({self.frames_written + count} > "
                 f"{self.expected_frames} at {self.fps} fps); nothing was written"
             )
-        pad_h, pad_w = height % 2, width % 2
-        if pad_h or pad_w:
-            batch = np.pad(batch, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
         av = self._av
         try:
-            for image in batch:
-                frame = av.VideoFrame.from_ndarray(image, format="bgr24").reformat(format="yuv420p")
+            for image in images:
+                frame = to_frame(image)
                 frame.pts = self.frames_written
                 frame.time_base = self._video_stream.codec_context.time_base
                 self._container.mux(self._video_stream.encode(frame))

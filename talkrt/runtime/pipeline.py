@@ -283,13 +283,24 @@ class Pipeline:
         else:
             batches = self.run(audio, sample_rate)
         from talkrt.runtime.sink import OverlappedSink
+        from talkrt.runtime.yuv import bgr_to_i420, i420_shape
 
+        # On a GPU the frames become yuv420p there: half the bytes to copy, and the
+        # encoding thread only encodes. On the CPU libswscale converts faster than torch.
+        on_gpu = self.device.type == "cuda"
+        height, width = self.compositor.frame_shape[:2]
         with VideoWriter(out, fps=self.fps, audio=host_audio, sample_rate=sample_rate) as writer:
-            sink = OverlappedSink(lambda _, frames: writer.write_frames(frames), self.compositor.frame_shape, self.options.batch_size, self.device, self.profiler)
+            write = writer.write_i420 if on_gpu else writer.write_frames
+            shape = i420_shape(height, width) if on_gpu else self.compositor.frame_shape
+            sink = OverlappedSink(lambda _, images: write(images), shape, self.options.batch_size, self.device, self.profiler)
             try:
                 for batch in batches:
                     with self._on_stream():
-                        sink.push(batch.start, batch.frames)
+                        images = batch.frames
+                        if on_gpu:
+                            with self.profiler.stage("encode", range(batch.start, batch.start + len(images))):
+                                images = bgr_to_i420(images)
+                        sink.push(batch.start, images)
             finally:
                 sink.close()
         return self.profiler.report(len(audio) / sample_rate, float(self.fps), alignment=self.renderer.alignment, cuda_graph=self.capture)

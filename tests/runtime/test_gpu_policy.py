@@ -100,11 +100,14 @@ def test_sink_runs_the_consumer_on_its_own_thread_and_reraises_its_error() -> No
     assert set(threads) == {"talkrt-sink"}
 
 
-def test_video_through_the_sink_equals_the_frames(tmp_path, wav2lip_onnx) -> None:
-    """write_video (sink thread, encoder) holds exactly the frames run() makes, in order."""
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_video_through_the_sink_equals_the_frames(tmp_path, wav2lip_onnx, device) -> None:
+    """write_video (sink thread, encoder; on a GPU the yuv420p conversion there) holds exactly
+    the frames run() makes, in order."""
     av = pytest.importorskip("av")
     avatar = synthetic_avatar(num_frames=5)
-    pipeline = pipeline_from_files(avatar, "wav2lip", "ort", wav2lip_onnx, "cpu", PipelineOptions(batch_size=3))
+    backend, models = ("ort", wav2lip_onnx) if device == "cpu" else ("torch", None)
+    pipeline = pipeline_from_files(avatar, "wav2lip", backend, models, device, PipelineOptions(batch_size=3))
     audio = synthetic_speech(0.7, seed=4)
     frames = pipeline.frames(audio, 16000).numpy()
     report = pipeline.write_video(audio, 16000, tmp_path / "out.mp4")
@@ -118,8 +121,11 @@ def test_video_through_the_sink_equals_the_frames(tmp_path, wav2lip_onnx) -> Non
         errors = np.array([np.abs(picture.astype(int) - f.astype(int)).mean() for f in frames])
         assert errors[k] < 6.0, (k, errors[k])  # H.264 at its default quality
         assert errors[k] < errors[shown != shown[k]].min(), k
-    assert report.cuda_graph == {"used": False, "reason": "not on a GPU"}
+    assert report.cuda_graph["used"] is (device == "cuda")
     assert report.stages["encode"].frames == len(frames)
+    if device == "cuda":  # 4:2:0 planes cross to the host, not BGR frames
+        height, width = frames.shape[1:3]
+        assert report.d2h_bytes == len(frames) * height * width * 3 // 2
 
 
 def test_staging_buffers_give_contiguous_copies_at_their_base() -> None:

@@ -109,6 +109,40 @@ def test_mp4_round_trip(tmp_path, fps, size):
     assert np.sqrt(np.mean((samples[core] - audio[core]) ** 2)) < 0.02
 
 
+@pytest.mark.parametrize("size", [(48, 64), (49, 65)], ids=["64x48", "65x49"])
+def test_planes_converted_on_the_device_encode_like_bgr_frames(tmp_path, size):
+    """write_i420 (planes from bgr_to_i420, as the GPU pipeline writes) gives the video write_frames gives,
+    in a stream tagged BT.601 limited range, so players decode the colours that were meant."""
+    from talkrt.runtime.yuv import bgr_to_i420
+
+    av = pytest.importorskip("av")
+    height, width = size
+    audio = tone()
+    frames = gradient_frames(num_video_frames(len(audio), 25, SR), height, width)
+    decoded = {}
+    for name, write in [("bgr", lambda w: w.write_frames(frames)), ("i420", lambda w: w.write_i420(bgr_to_i420(torch.from_numpy(frames))))]:
+        path = tmp_path / f"{name}.mp4"
+        with VideoWriter(path, 25, audio, SR) as writer:
+            write(writer)
+        with av.open(str(path)) as container:
+            context = container.streams.video[0].codec_context
+            assert (context.colorspace, context.color_range, context.color_primaries) == (6, 1, 6)  # SMPTE170M, MPEG
+        decoded[name] = read_video_frames(path)[0][:, :height, :width].astype(np.int16)
+    error = {name: np.abs(images - frames).mean() for name, images in decoded.items()}
+    assert error["bgr"] < 3.5, error
+    # libswscale truncates (half a level low); the device's rounded planes come out no worse.
+    assert error["i420"] <= error["bgr"], error
+
+
+def test_bad_planes_are_refused(tmp_path):
+    with VideoWriter(tmp_path / "out.mp4", 25, expect_exact=False) as writer:
+        for bad in [np.zeros((1, 9, 7), np.uint8), np.zeros((1, 8, 8), np.uint8), np.zeros((1, 9, 8), np.float32), np.zeros((9, 8), np.uint8)]:
+            with pytest.raises(ValueError, match="yuv420p planes"):
+                writer.write_i420(bad)
+        writer.write_i420(np.full((2, 9, 8), 128, np.uint8))
+    assert probe(tmp_path / "out.mp4")["num_frames"] == 2
+
+
 def test_mp4_without_audio_and_unsupported_aac_rate(tmp_path):
     frames = gradient_frames(5, 32, 48)
     silent = tmp_path / "silent.mp4"
