@@ -14,9 +14,9 @@ and the same batch size.
 (a) talkrt's ``Pipeline``: offline ``run`` with every frame consumed where it lies
     (on the device, no encoding), and ``stream_chunks`` with 40 ms chunks.
     Around it, the measure of what everything but the renderer costs:
-    "render only" calls the renderer's ``render()`` on the same batches (windows
-    and avatar indices computed beforehand; no features, paste-back, host copy or
-    encoding), and "pipeline to MP4" is ``write_video`` (features, render,
+    "render only" calls ``Pipeline.render`` on the same batches (the renderer as the
+    pipeline runs it, replaying its CUDA graph on a GPU; windows and avatar indices
+    computed beforehand; no features, paste-back, host copy or encoding), and "pipeline to MP4" is ``write_video`` (features, render,
     paste-back, host copy, H.264 encoding; needs PyAV, skipped without it).
     End-to-end fps / render-only fps is reported for both pipeline variants
     (the goal with the overlapped sink is >= 0.95). "encode only" writes the
@@ -85,7 +85,7 @@ from talkrt.runtime.pipeline import Pipeline, PipelineOptions, pipeline_from_fil
 SAMPLE_RATE = 16000
 CHUNK_MS = 40
 OFFLINE = "pipeline offline"
-RENDER_ONLY = "render only (renderer.render on the same batches)"
+RENDER_ONLY = "render only (Pipeline.render on the same batches)"
 TO_MP4 = "pipeline to MP4 (write_video)"
 ENCODE_ONLY = "encode only (the same frames, from the host, to MP4)"
 MEL_STEP = 16  # Wav2Lip's mel_step_size: 16 columns at 80 Hz per frame
@@ -160,13 +160,13 @@ def render_inputs(pipeline: Pipeline, audio: np.ndarray) -> list[tuple[torch.Ten
 
 
 def render_only(pipeline: Pipeline, inputs: list[tuple[torch.Tensor, torch.Tensor]]) -> Iterator[torch.Tensor]:
-    """The renderer alone on the pipeline's stream, batch by batch (yields each batch's avatar indices)."""
-    renderer = pipeline.renderer
-    renderer.reset()
+    """The renderer alone, batch by batch, as the pipeline runs it (its captured graph on a GPU);
+    yields each batch's avatar indices."""
+    pipeline.renderer.reset()
     context = torch.cuda.stream(pipeline.stream) if pipeline.stream is not None else contextlib.nullcontext()
     with context:
         for avatar_index, windows in inputs:
-            renderer.render(avatar_index, windows, pipeline.stream)
+            pipeline.render(avatar_index, windows)
             yield avatar_index
 
 

@@ -169,24 +169,31 @@ class Pipeline:
         """Render and paste back one batch (frames start .. start + n - 1)."""
         count = len(avatar_index)
         frames = range(start, start + count)
-        if self.device.type == "cuda":
-            self._static_avatar_index[:count].copy_(avatar_index)
-            self._static_windows[:count].copy_(windows)
-            avatar_index, windows = self._static_avatar_index, self._static_windows
         with self.profiler.stage("render", frames):
-            if self._graphs is not None:
-                self._graphs[0].replay()
-                faces = self._static_faces
-            else:
-                faces = self.renderer.render(avatar_index, windows, self.stream)
+            faces = self.render(avatar_index, windows)
         with self.profiler.stage("compose", frames):
             if self._graphs is not None:
                 self._graphs[1].replay()
                 out = self._frame_out
+            elif self.device.type == "cuda":  # the batch lies in the fixed buffers
+                out = self.compositor.compose(self._static_avatar_index, faces, self._frame_out)
             else:
-                out = self.compositor.compose(avatar_index, faces, self._frame_out[: len(avatar_index)])
+                out = self.compositor.compose(avatar_index, faces, self._frame_out[:count])
         self.profiler.frames_ready(frames)
         return FrameBatch(start, out[:count])
+
+    def render(self, avatar_index: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
+        """The renderer alone on one batch, as the pipeline runs it (on a GPU: through the fixed
+        buffers, replaying the captured graph where there is one); call it on the pipeline's stream."""
+        if self.device.type != "cuda":
+            return self.renderer.render(avatar_index, windows, self.stream)
+        count = len(avatar_index)
+        self._static_avatar_index[:count].copy_(avatar_index)
+        self._static_windows[:count].copy_(windows)
+        if self._graphs is None:
+            return self.renderer.render(self._static_avatar_index, self._static_windows, self.stream)
+        self._graphs[0].replay()
+        return self._static_faces
 
     # ------------------------------------------------------------------ offline
 
