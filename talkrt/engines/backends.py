@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from talkrt.engines.sidecar import ENGINE_BUILDERS
 from talkrt.errors import MissingDependency, TalkrtError
 from talkrt.optional import available, require
 
-ENGINE_BUILDERS = ("tensorrt-rtx", "tensorrt")
 # TensorRT-RTX's own CPU-AOT default set, spelled out so the sidecar records what was built.
 DEFAULT_RTX_COMPUTE_CAPABILITIES = ("8.0", "8.6", "8.9", "12.0")
 HARDWARE_COMPAT = ("none", "ampere_plus", "same_compute_capability")

@@ -9,6 +9,9 @@ sidecar records which nodes stay FP32 and why.
 The parser gets that graph with its constants folded by Polygraphy
 (engines/sanitize.py); the sidecar records the node counts before and after, or
 why folding failed and the graph was parsed as is.
+
+Reading a sidecar back (read_sidecar, rebuild_command, sidecar_path) lives in
+engines/sidecar.py, below devices and backends; this module re-exports it.
 """
 
 from __future__ import annotations
@@ -24,11 +27,12 @@ from pathlib import Path
 import onnx
 
 import talkrt
-from talkrt.engines.backends import ENGINE_BUILDERS, HARDWARE_COMPAT, BuildProgress, make_logger, make_monitor, parse_errors, select_backend
+from talkrt.engines.backends import HARDWARE_COMPAT, BuildProgress, make_logger, make_monitor, parse_errors, select_backend
 from talkrt.engines.cache import EngineCache, engine_key
 from talkrt.engines.model_files import load_onnx
 from talkrt.engines.profiles import Profile, ProfileOverride, graph_inputs, resolve_profile, spec_dims
 from talkrt.engines.sanitize import key_inputs, sanitize_for_build
+from talkrt.engines.sidecar import ENGINE_BUILDERS, read_sidecar, rebuild_command, sidecar_path
 from talkrt.errors import TalkrtError
 from talkrt.fileio import atomic_path, sha256_file, write_bytes_atomic, write_text_atomic
 
@@ -61,10 +65,6 @@ class BuildResult:
     metadata: dict = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
     reused: str | None = None  # why an existing engine was reused instead of building
-
-
-def sidecar_path(engine: str | os.PathLike) -> Path:
-    return Path(f"{engine}.json")
 
 
 def _profiles_json(profiles: list[Profile]) -> list[dict]:
@@ -221,61 +221,6 @@ def _precision(model: onnx.ModelProto, onnx_path: Path, out: Path, options: Buil
     onnx.save(mixed, str(mixed_path))
     plan["mixed_onnx_sha256"] = sha256_file(mixed_path)
     return plan, mixed_path, mixed_path
-
-
-# What loading an engine relies on; anything else in the sidecar is informational.
-REQUIRED_SIDECAR_KEYS = ("backend", "target", "engine_bytes", "engine_sha256")
-
-
-def rebuild_command(engine: str | os.PathLike, sidecar: dict) -> str:
-    """The `talkrt build` line that makes ``engine`` again, from what its sidecar still says."""
-    backend = sidecar.get("backend")
-    name = backend.get("name") if isinstance(backend, dict) else None
-    command = f"talkrt build {sidecar.get('onnx') or 'MODEL.onnx'} --out {engine}"
-    return f"{command} --backend {name}" if name in ENGINE_BUILDERS else command
-
-
-def read_sidecar(engine: str | os.PathLike, *, verify: bool = False) -> dict:
-    """The sidecar of ``engine``, with the keys loading relies on checked.
-
-    ``verify``: also refuse an engine whose size or sha256 differs from the sidecar's
-    (damaged, truncated or replaced); the size is compared first, as it costs nothing.
-    """
-    path = sidecar_path(engine)
-    if not path.is_file():
-        raise TalkrtError(f"{engine} has no sidecar {path.name}; rebuild it with: talkrt build MODEL.onnx --out {engine}")
-    try:
-        sidecar = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise TalkrtError(f"{path} is not valid JSON ({exc.msg}); rebuild the engine") from exc
-    if not isinstance(sidecar, dict):
-        raise TalkrtError(f"{path} is not an engine sidecar (a JSON {type(sidecar).__name__}, not an object); rebuild the engine with: talkrt build MODEL.onnx --out {engine}")
-    missing = [key for key in REQUIRED_SIDECAR_KEYS if key not in sidecar]
-    backend = sidecar.get("backend")
-    if "backend" not in missing:
-        if not isinstance(backend, dict):
-            missing.append("backend.name")
-        else:
-            missing += [f"backend.{key}" for key in ("name", "version") if key not in backend]
-    if missing:
-        raise TalkrtError(f"{path} lacks {', '.join(repr(k) for k in missing)}; rebuild the engine with: {rebuild_command(engine, sidecar)}")
-    if backend["name"] not in ENGINE_BUILDERS:
-        raise TalkrtError(f"{path} names backend {backend['name']!r}, not one of {', '.join(ENGINE_BUILDERS)}; rebuild the engine with: {rebuild_command(engine, sidecar)}")
-    if verify:
-        _verify_engine(Path(engine), sidecar)
-    return sidecar
-
-
-def _verify_engine(engine: Path, sidecar: dict) -> None:
-    """Refuse an engine file that is not the one its sidecar describes, before anything deserialises it."""
-    size = engine.stat().st_size
-    if size != sidecar["engine_bytes"]:
-        found = f"it has {size:,} bytes, the sidecar says {sidecar['engine_bytes']:,}" if isinstance(sidecar["engine_bytes"], int) else f"it has {size:,} bytes"
-    elif sha256_file(engine) != sidecar["engine_sha256"]:
-        found = "its sha256 differs from the sidecar's"
-    else:
-        return
-    raise TalkrtError(f"{engine} does not match its sidecar {sidecar_path(engine).name} ({found}): damaged or replaced; rebuild it with: {rebuild_command(engine, sidecar)}")
 
 
 def compute_capability_list(values: Sequence[str]) -> tuple[str, ...]:

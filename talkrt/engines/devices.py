@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from talkrt.engines.sidecar import read_sidecar
 from talkrt.errors import TalkrtError
 
 # TensorRT-RTX's targets (its ComputeCapability enum): Turing to consumer Blackwell.
@@ -118,6 +119,4 @@ def engine_builder(engine) -> str | None:
     """tensorrt or tensorrt-rtx, from an engine's sidecar (None without an engine)."""
     if engine is None:
         return None
-    from talkrt.engines.build import read_sidecar
-
     return read_sidecar(engine)["backend"]["name"]

@@ -103,7 +103,7 @@ def _check_file(onnx_path: Path, path: Path, calibration: str | None, device: st
         _same_inputs(path, onnx_path, feeds)
         name, actual = f"onnxruntime:{path.name}", run_onnx(path, feeds)
     else:
-        from talkrt.engines.build import read_sidecar
+        from talkrt.engines.sidecar import read_sidecar
 
         actual = _run_engine(path, feeds, device)
         name = f"{read_sidecar(path)['backend']['name']}:{path.name}"
@@ -142,9 +142,9 @@ def save_polygraphy_outputs(runs: Mapping[str, Mapping[str, np.ndarray]], path: 
 def _run_engine(engine: Path, feeds: dict[str, np.ndarray], device: str) -> dict[str, np.ndarray]:
     import torch
 
-    from talkrt.engines.build import read_sidecar
     from talkrt.engines.devices import visible_gpu
     from talkrt.engines.runners import make_runner
+    from talkrt.engines.sidecar import read_sidecar
 
     if torch.device(device).type != "cuda" or visible_gpu(device) is None:
         read_sidecar(engine, verify=True)  # a damaged or replaced engine is the first thing to fix

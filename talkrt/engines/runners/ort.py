@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from talkrt.engines.runners import TORCH_DTYPES, GraphIO, Runner, check_binding
+from talkrt.engines.runners.base import TORCH_DTYPES, GraphIO, Runner, check_binding
 from talkrt.errors import TalkrtError
 from talkrt.optional import require
 

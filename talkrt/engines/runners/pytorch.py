@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from talkrt.engines.runners import GraphIO, Runner
+from talkrt.engines.runners.base import GraphIO, Runner
 
 
 class TorchRunner(Runner):

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
-from talkrt.engines.build import read_sidecar, rebuild_command
 from talkrt.engines.devices import Gpu, rtx_unsupported, visible_gpu
 from talkrt.engines.profiles import select_profile
-from talkrt.engines.runners import TORCH_DTYPES, GraphIO, Runner, TensorIO, check_binding
+from talkrt.engines.runners.base import TORCH_DTYPES, GraphIO, Runner, TensorIO, check_binding
+from talkrt.engines.sidecar import read_sidecar, rebuild_command
 from talkrt.errors import TalkrtError
 from talkrt.fileio import write_bytes_atomic
 from talkrt.optional import require

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Optional
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 import numpy as np
 
@@ -13,14 +14,44 @@ from talkrt.runtime.profiler.vocabulary import LATE_TOLERANCE_MS, SCHEMA
 if TYPE_CHECKING:  # pragma: no cover
     from rich.table import Table
 
-    from talkrt.runtime.profiler.report import ProfileReport
+__all__ = ["ReportView", "markdown", "plot", "rich_table"]
 
-__all__ = ["markdown", "plot", "rich_table"]
+
+class ReportView(Protocol):
+    """What the views read of a report; :class:`~talkrt.runtime.profiler.report.ProfileReport` has all of it.
+
+    Declared here rather than imported: the report module imports this one for its
+    view methods, so this one names none of the report module's classes.
+    """
+
+    device: str
+    device_name: str
+    fps: float
+    audio_seconds: float
+    frames: int
+    wall_ms: float
+    render_fps: float
+    real_time_factor: Optional[float]
+    time_to_first_frame_ms: Optional[float]
+    tts_first_pcm_ms: Optional[float]
+    steady_chunk_ms: Optional[float]
+    deadline_misses: int
+    deadline_ms: float
+    peak_device_memory_bytes: Optional[int]
+    cuda_graph: Optional[dict[str, Any]]
+    h2d_bytes: int
+    d2h_bytes: int
+    end_to_end_ms: Any  # Percentiles (p50, p90, p99, max) or None
+    stages: Mapping[str, Any]  # stage name -> StageStats (calls, total_ms, frames, per_frame_ms)
+    frame_index: list[int]
+    frame_latency_ms: list[Optional[float]]
+    frame_slack_ms: list[Optional[float]]
+    frame_stage_ms: dict[str, list[float]]
 
 _STAGE_HEADER = ["stage", "calls", "total ms", "frames", "p50 ms", "p90 ms", "p99 ms", "max ms"]
 
 
-def _summary_items(report: "ProfileReport") -> list[tuple[str, str]]:
+def _summary_items(report: ReportView) -> list[tuple[str, str]]:
     frames = max(report.frames, 1)
     return [
         ("device", f"{report.device_name} ({report.device})"),
@@ -42,7 +73,7 @@ def _summary_items(report: "ProfileReport") -> list[tuple[str, str]]:
     ]
 
 
-def _stage_rows(report: "ProfileReport") -> list[list[str]]:
+def _stage_rows(report: ReportView) -> list[list[str]]:
     rows = []
     for name, stats in report.stages.items():
         pf = stats.per_frame_ms
@@ -54,7 +85,7 @@ def _stage_rows(report: "ProfileReport") -> list[list[str]]:
     return rows
 
 
-def markdown(report: "ProfileReport") -> str:
+def markdown(report: ReportView) -> str:
     """A summary list and one table row per stage that ran, then the end-to-end row."""
     lines = [f"## talkrt profile ({SCHEMA})", ""]
     lines += [f"- **{key}**: {value}" for key, value in _summary_items(report)]
@@ -70,7 +101,7 @@ def markdown(report: "ProfileReport") -> str:
     return "\n".join(lines) + "\n"
 
 
-def rich_table(report: "ProfileReport") -> "Table":
+def rich_table(report: ReportView) -> "Table":
     """The stage table for the terminal; the summary goes in the caption."""
     from rich.table import Table
 
@@ -88,7 +119,7 @@ def rich_table(report: "ProfileReport") -> "Table":
     return table
 
 
-def plot(report: "ProfileReport", path: str | os.PathLike, *, dpi: int = 120) -> None:
+def plot(report: ReportView, path: str | os.PathLike, *, dpi: int = 120) -> None:
     """PNG: per-frame stage cost (stacked) against the 1000/fps budget, and end-to-end latency.
 
     matplotlib is imported lazily and used through its Agg canvas directly, so the

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union, get_args, get_origin, ge
 import numpy as np
 
 from talkrt.fileio import write_text_atomic
-from talkrt.runtime.profiler import render
+from talkrt.runtime.profiler.render import markdown as _markdown, plot as _plot, rich_table as _rich_table
 from talkrt.runtime.profiler.vocabulary import DECIMALS, SCHEMA, STAGES
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -194,18 +194,18 @@ class ProfileReport:
 
     def to_markdown(self) -> str:
         """A summary list and one table row per stage that ran, then the end-to-end row."""
-        return render.markdown(self)
+        return _markdown(self)
 
     def save_markdown(self, path: str | os.PathLike) -> None:
         write_text_atomic(path, self.to_markdown())
 
     def rich_table(self) -> "Table":
         """The stage table for the terminal; the summary goes in the caption."""
-        return render.rich_table(self)
+        return _rich_table(self)
 
     def plot(self, path: str | os.PathLike, *, dpi: int = 120) -> None:
         """PNG: per-frame stage cost (stacked) against the 1000/fps budget, and end-to-end latency."""
-        render.plot(self, path, dpi=dpi)
+        _plot(self, path, dpi=dpi)
 
 
 # --------------------------------------------------------------------------- field walking
