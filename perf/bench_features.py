@@ -39,7 +39,7 @@ from _machine import PRECISIONS, REPO, cpu_counters, cuda_problem, git_commit, m
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from talkrt.fileio import write_text_atomic  # noqa: E402
-from talkrt.export import get_spec  # noqa: E402
+from talkrt.models.registry import get_spec  # noqa: E402
 from talkrt.export.onnx import export_onnx  # noqa: E402
 
 SAMPLE_RATE = 16000

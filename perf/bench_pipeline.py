@@ -75,7 +75,7 @@ sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from talkrt.fileio import write_text_atomic  # noqa: E402
 from talkrt.demo import synthetic_speech  # noqa: E402
-from talkrt.export import get_spec  # noqa: E402
+from talkrt.models.registry import get_spec  # noqa: E402
 from talkrt.optional import available  # noqa: E402
 from talkrt.runtime.align import gather_windows, num_video_frames  # noqa: E402
 from talkrt.runtime.audio import wav2lip_mel  # noqa: E402

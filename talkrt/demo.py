@@ -72,7 +72,7 @@ def demo_engine_backend(gpu) -> tuple[str | None, str]:
 def run_demo(out_dir: str | Path = "out", seconds: float = 4.0, device: str = "auto", batch_size: int = 8, step: Callable[[str], None] = lambda _: None) -> DemoResult:
     from talkrt.engines.devices import ort_cuda_available, resolve_device, visible_gpu
     from talkrt.errors import TalkrtError
-    from talkrt.export import get_spec
+    from talkrt.models.registry import get_spec
     from talkrt.export.onnx import export_onnx
     from talkrt.runtime.avatar import synthetic_avatar
     from talkrt.runtime.pipeline import PipelineOptions, pipeline_from_files

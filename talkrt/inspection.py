@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -62,3 +63,29 @@ def describe(path: str | os.PathLike) -> dict:
     if Path(f"{path}.json").is_file() or path.suffix in (".engine", ".plan", ".trt"):
         return describe_engine(path)
     return describe_onnx(path)
+
+
+def rich_views(info: dict, file: str | os.PathLike) -> list:
+    """What `talkrt inspect` prints for ``describe(file)``: a headline and rich tables."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    def table(title: str, columns: tuple[str, ...], rows, **options) -> Table:
+        view = Table(title=title, **options)
+        for column in columns:
+            view.add_column(column, justify="right" if column == "count" else "left", overflow="fold")
+        for row in rows:
+            view.add_row(*row)
+        return view
+
+    size = f"{info['bytes'] / (1 << 20):.1f} MiB"
+    if info["kind"] == "engine":
+        rows = ((key, value if isinstance(value, str) else json.dumps(value)) for key, value in info["sidecar"].items())
+        return [table(f"engine {escape(str(file))} ({size})", ("key", "value"), rows, show_header=False)]
+    meta = info["metadata"]
+    headline = f"[bold]{escape(str(file))}[/]: {size}, opset {info['opset']}, {info['nodes']} nodes, {info['parameters']:,} parameters, producer {escape(str(info['producer']))}"
+    tensors = [(kind[:-1], t["name"], t["dtype"], "x".join(str(d) for d in t["dims"]), meta.get(f"talkrt.tensor.{t['name']}", "")) for kind in ("inputs", "outputs") for t in info[kind]]
+    views = [headline, table("inputs and outputs", ("", "name", "dtype", "dims", "convention"), tensors), table("op counts", ("op", "count"), ((op, str(n)) for op, n in info["op_counts"].items()))]
+    if meta:
+        views.append(table("metadata", ("key", "value"), meta.items()))
+    return views

@@ -60,7 +60,7 @@ def official_wav2lip_container(state: dict[str, torch.Tensor]) -> dict:
 @pytest.fixture(scope="session")
 def wav2lip_onnx(tmp_path_factory) -> Path:
     """The random-weight Wav2Lip generator exported (and validated) once per test session."""
-    from talkrt.export import get_spec
+    from talkrt.models.registry import get_spec
     from talkrt.export.onnx import export_onnx
 
     spec = get_spec("wav2lip")

@@ -32,6 +32,18 @@ class ExportReport:
     op_counts: dict[str, int]
     validation: list = field(default_factory=list)  # list[validate.ParityResult]
 
+    def rich_table(self, tolerance):
+        """The parity results as a rich table (``tolerance``: the spec's)."""
+        from rich.table import Table
+
+        table = Table(title=f"parity: ONNX Runtime vs PyTorch (atol {tolerance.atol:g}, rtol {tolerance.rtol:g})")
+        for column in ("output", "shape", "max abs error", "relative error", "within"):
+            table.add_column(column)
+        for result in self.validation:
+            shape = ", ".join(f"{k}={v}" for k, v in result.point.items())
+            table.add_row(result.output, shape, f"{result.max_abs:.3g}", f"{result.max_rel:.3g}", "[green]yes[/]" if result.ok else "[red]no[/]")
+        return table
+
 
 def fold_weight_norm(module: nn.Module) -> nn.Module:
     """Replace weight-norm reparametrizations (new ``parametrizations`` and legacy

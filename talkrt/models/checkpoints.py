@@ -30,20 +30,6 @@ from talkrt.errors import TalkrtError
 # generator inside DINet's {'state_dict': {'net_g', 'net_dI', 'net_dV'}}).
 CONTAINER_KEYS = ("state_dict", "model", "net_g", "generator", "module")
 
-# Top-level module names that identify a family, to tell users what they passed.
-FAMILY_SIGNATURES: dict[str, frozenset[str]] = {
-    "wav2lip": frozenset({"face_encoder_blocks", "audio_encoder", "face_decoder_blocks", "output_block"}),
-    "wav2lip syncnet (lip-sync expert)": frozenset({"face_encoder", "audio_encoder"}),
-    "dinet": frozenset({"source_in_conv", "ref_in_conv", "trans_conv", "audio_encoder", "appearance_conv_list", "adaAT", "out_conv"}),
-    "dhlive-render": frozenset({"source_in_conv", "ref_in_conv", "trans_conv", "appearance_conv_list", "adaAT", "out_conv"}),
-    "dhlive-mini v1": frozenset({"source_in_conv", "ref_in_conv", "trans_conv", "appearance_conv", "adaAT", "out_conv"}),
-    "dhlive-mini v2": frozenset({"appearance_encoder", "motion_encoder", "decoder_blocks", "final_conv"}),
-    "dhlive-audio": frozenset({"downsample", "LSTM", "fc"}),
-    "vits (original)": frozenset({"enc_p", "dec", "flow", "dp", "enc_q"}),
-    "vits (transformers)": frozenset({"text_encoder", "decoder", "flow", "duration_predictor", "posterior_encoder"}),
-    "hubert / wav2vec2": frozenset({"feature_extractor", "feature_projection", "encoder"}),
-}
-
 _WEIGHT_NORM_NAMES = {".weight_g": ".parametrizations.weight.original0", ".weight_v": ".parametrizations.weight.original1"}
 
 
@@ -328,19 +314,6 @@ def map_weight_norm_names(state_dict: Mapping[str, torch.Tensor], expected: set[
     return mapped
 
 
-def guess_family(keys: set[str] | Mapping[str, object]) -> str | None:
-    """The family whose top-level modules best match ``keys``, or None."""
-    prefixes = {k.split(".", 1)[0] for k in keys}
-    best, best_score = None, 0.0
-    for family, signature in FAMILY_SIGNATURES.items():
-        if not signature <= prefixes:
-            continue
-        score = len(signature) / len(signature | prefixes)
-        if score > best_score:
-            best, best_score = family, score
-    return best
-
-
 def _shape(t: torch.Tensor) -> str:
     return str(tuple(t.shape))
 
@@ -354,6 +327,8 @@ def check_compatible(module: nn.Module, state_dict: Mapping[str, torch.Tensor], 
     misshaped = [k for k in expected if k in state_dict and state_dict[k].shape != expected[k].shape]
     if not (missing or unexpected or misshaped):
         return
+    from talkrt.models.registry import guess_family
+
     guess = guess_family(state_dict)
     looks = f" (it looks like a {guess} checkpoint)" if guess and family not in guess else ""
     parts = []

@@ -23,8 +23,8 @@ File format (one ``.npz``, no pickles; see :meth:`Avatar.save`)::
     face_size   int64    S
     fps         str      exact frame rate, e.g. "25" or "30000/1001"
     source      str      the image or video the avatar was prepared from
-    renderer    str      the renderer the crops are for: wav2lip, dinet, dhlive (version 2)
-    extra.NAME  arrays   the renderer's own per-avatar inputs (version 2; see talkrt.models.dinet.avatar / talkrt.models.dhlive.avatar)
+    renderer    str      the renderer (model family) the crops are for (version 2)
+    extra.NAME  arrays   the renderer's own per-avatar inputs (version 2; see the family's avatar.py)
 
 Wav2Lip crops are square (S x S). DINet's and DH_live's crops have their own
 size (416x320, 256x256): ``crops`` is then (N,H,W,3), ``blend_mask`` (H,W) and
@@ -46,6 +46,7 @@ import numpy as np
 
 from talkrt.errors import TalkrtError
 from talkrt.fileio import atomic_path
+from talkrt.models.registry import DEFAULT_RENDERER, get_renderer_family, renderer_names
 from talkrt.runtime.align import as_fps
 from talkrt.runtime.avatar_base import one_per_frame, opencv, resize_crops
 
@@ -69,7 +70,6 @@ __all__ = [
 
 AVATAR_VERSION = 2
 READABLE_VERSIONS = (1, 2)
-RENDERER_NAMES = ("wav2lip", "dinet", "dhlive")
 FORMAT_NAME = "talkrt-avatar"
 WAV2LIP_PADS = (0, 10, 0, 0)  # top, bottom, left, right (inference.py --pads default)
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
@@ -349,7 +349,7 @@ class Avatar:
     face_size: int = 96
     source: str = ""
     version: int = AVATAR_VERSION
-    renderer: str = "wav2lip"
+    renderer: str = DEFAULT_RENDERER
     extras: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
@@ -426,7 +426,7 @@ class Avatar:
                 if missing:
                     raise TalkrtError(f"{what} lacks {', '.join(missing)}: prepare the avatar again")
                 fields = {key: npz[key] for key in _KEYS}
-                renderer = str(npz["renderer"]) if "renderer" in names else "wav2lip"
+                renderer = str(npz["renderer"]) if "renderer" in names else DEFAULT_RENDERER  # version 1: box crops
                 extras = {name[len("extra."):]: npz[name] for name in names if name.startswith("extra.")}
         except TalkrtError:
             raise
@@ -475,8 +475,8 @@ def _validate(fields: dict, what: str) -> None:
     count, height, width = frames.shape[:3]
     if not isinstance(size, (int, np.integer)) or size < 1:
         raise TalkrtError(f"{what}: face_size must be a positive integer, got {size!r}")
-    if fields.get("renderer", "wav2lip") not in RENDERER_NAMES:
-        raise TalkrtError(f"{what}: unknown renderer {fields.get('renderer')!r}; known: {', '.join(RENDERER_NAMES)}")
+    if fields.get("renderer", DEFAULT_RENDERER) not in renderer_names():
+        raise TalkrtError(f"{what}: unknown renderer {fields.get('renderer')!r}; known: {', '.join(renderer_names())}")
     crop_w = crops.shape[2] if crops.ndim == 4 else size
     expected = {"boxes": (count, 4), "crops": (count, size, crop_w, 3), "blend_mask": (size, crop_w)}
     for name, array in (("boxes", boxes), ("crops", crops), ("blend_mask", mask)):
@@ -527,7 +527,7 @@ def prepare_avatar(
     pads: Sequence[int] = WAV2LIP_PADS,
     smooth_window: int = 5,
     detector: BoxDetector | None = None,
-    renderer: str = "wav2lip",
+    renderer: str = DEFAULT_RENDERER,
     landmarks: str | os.PathLike | None = None,
 ) -> Avatar:
     """Prepare an avatar for ``renderer`` from an image or a video, once.
@@ -541,14 +541,14 @@ def prepare_avatar(
     OpenFace CSV, .npy or .json), else a template placed in the smoothed face
     boxes (see :mod:`talkrt.runtime.landmarks`).
     """
-    if renderer not in RENDERER_NAMES:
-        raise TalkrtError(f"unknown renderer {renderer!r}; choose one of {', '.join(RENDERER_NAMES)}")
+    family = get_renderer_family(renderer)
     frames, rate = read_source(source, max_frames=max_frames, fps=fps)
-    if renderer != "wav2lip":
+    if family.avatar is not None:
         points = _landmarks_for(frames, boxes, landmarks, max_frames is not None, detector, smooth_window)
         return landmark_avatar(frames, points, renderer, rate, str(source))
     if landmarks is not None:
-        raise TalkrtError("--landmarks is for the dinet and dhlive renderers; wav2lip crops face boxes")
+        croppers = [f.name for f in map(get_renderer_family, renderer_names()) if f.avatar is not None]
+        raise TalkrtError(f"--landmarks is for the {' and '.join(croppers)} renderers; {renderer} crops face boxes")
     final = wav2lip_boxes(_raw_boxes(frames, boxes, max_frames is not None, detector), frames.shape[1:3], pads=pads, smooth_window=smooth_window)
     return Avatar(
         frames=frames,
@@ -577,12 +577,10 @@ def _landmarks_for(frames, boxes, landmarks, allow_extra: bool, detector, smooth
 
 
 def landmark_avatar(frames: np.ndarray, landmarks: np.ndarray, renderer: str, fps, source: str) -> Avatar:
-    """A DINet or DH_live avatar from BGR frames and (N,68,2) landmarks."""
-    if renderer == "dinet":
-        from talkrt.models.dinet.avatar import prepare_dinet as prepare
-    elif renderer == "dhlive":
-        from talkrt.models.dhlive.avatar import prepare_dhlive as prepare
-    else:
+    """An avatar for a renderer that crops around landmarks (its family's preparer), from BGR
+    frames and (N,68,2) landmarks."""
+    prepare = get_renderer_family(renderer).prepare_avatar()
+    if prepare is None:
         raise TalkrtError(f"renderer {renderer!r} does not crop around landmarks")
     return Avatar(frames=frames, fps=as_fps(fps), source=source, **prepare(frames, landmarks))
 
@@ -648,7 +646,7 @@ def synthetic_frames(
 
 
 def synthetic_avatar(
-    num_frames: int = 8, size: tuple[int, int] = (256, 256), seed: int = 0, face_size: int = 96, fps=25, renderer: str = "wav2lip"
+    num_frames: int = 8, size: tuple[int, int] = (256, 256), seed: int = 0, face_size: int = 96, fps=25, renderer: str = DEFAULT_RENDERER
 ) -> Avatar:
     """An avatar of a drawn face with known boxes, for the demo and tests; no detector.
 
@@ -658,7 +656,7 @@ def synthetic_avatar(
     """
     frames, raw = synthetic_frames(num_frames, size, seed)
     source = f"synthetic:{num_frames}x{size[0]}x{size[1]}:seed={seed}"
-    if renderer != "wav2lip":
+    if get_renderer_family(renderer).avatar is not None:
         from talkrt.runtime.landmarks import template_landmarks
 
         return landmark_avatar(frames, template_landmarks(raw), renderer, fps, source)

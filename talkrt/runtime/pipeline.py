@@ -376,13 +376,15 @@ def pipeline_from_files(
     models: str | Path | dict | None,
     device: str,
     options: PipelineOptions,
-    **renderer_options,
+    renderer_options=None,
+    **option_fields,
 ) -> Pipeline:
     """Build a pipeline from an avatar file and the renderer's models.
 
     ``models`` is the generator's file (engine, ONNX file, or checkpoint for torch; None:
-    random weights with torch) or a dict role -> file (see renderers.RENDERER_GRAPHS).
-    ``renderer_options`` go to :func:`talkrt.runtime.renderers.build_renderer` (features, pca).
+    random weights with torch) or a dict role -> file (the family's roles).
+    ``renderer_options`` (the family's RendererOptions) or ``option_fields`` (their fields, e.g.
+    ``features=`` or ``pca=``, and ``torch_dtype=``) go to :func:`talkrt.runtime.renderers.build_renderer`.
     """
     from talkrt.runtime.renderers import build_renderer
 
@@ -394,5 +396,5 @@ def pipeline_from_files(
     if not isinstance(models, dict):
         models = {"generator": models}
     stream = torch.cuda.Stream(device) if device.type == "cuda" else None
-    renderer = build_renderer(renderer_name, backend, models, device, stream, **renderer_options)
+    renderer = build_renderer(renderer_name, backend, models, device, stream, options=renderer_options, **option_fields)
     return Pipeline(avatar, renderer, options, stream)

@@ -214,7 +214,7 @@ def test_fp16_and_auto_builds_record_the_plan(wav2lip_onnx, tmp_path) -> None:
 
 
 def test_auto_build_of_an_encoder(tmp_path) -> None:
-    from talkrt.export import get_spec
+    from talkrt.models.registry import get_spec
     from talkrt.export.onnx import export_onnx
 
     spec = get_spec("wav2vec2", preset="tiny-wav2vec2")

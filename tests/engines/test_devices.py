@@ -22,7 +22,7 @@ def test_bare_cuda_becomes_indexed() -> None:
 
 def test_runner_devices_are_indexed(wav2lip_onnx) -> None:
     from talkrt.engines.runners import make_runner
-    from talkrt.export import get_spec
+    from talkrt.models.registry import get_spec
 
     spec = get_spec("wav2lip")
     runner = make_runner("torch", spec=spec, module=spec.build_module(None, seed=0), device="cpu")

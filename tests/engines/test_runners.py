@@ -8,7 +8,7 @@ import torch
 from talkrt.engines.runners import GraphIO, evaluate_dim, make_runner
 from talkrt.engines.runners.trt import check_engine_target
 from talkrt.errors import TalkrtError
-from talkrt.export import get_spec
+from talkrt.models.registry import get_spec
 
 
 @pytest.fixture(scope="module")

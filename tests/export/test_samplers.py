@@ -9,7 +9,7 @@ import onnx
 import pytest
 import torch
 
-from talkrt.export import get_spec
+from talkrt.models.registry import get_spec
 from talkrt.precision.check import check
 from talkrt.precision.plan import SPEC_KEY, calibration_feeds
 from talkrt.export.samplers import INTEGERS, NORMAL, UNIFORM, Sampler, default_sampler, lengths_over, mask_over, sample_inputs

@@ -16,7 +16,8 @@ from torch import nn
 
 from talkrt.errors import TalkrtError
 from talkrt.export.onnx import fold_weight_norm
-from talkrt.models.checkpoints import guess_family, load_strict, read_checkpoint
+from talkrt.models.checkpoints import load_strict, read_checkpoint
+from talkrt.models.registry import guess_family
 from talkrt.models.wav2lip.model import Wav2Lip
 
 

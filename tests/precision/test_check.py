@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from talkrt.cli import app
 from talkrt.errors import TalkrtError
-from talkrt.export import get_spec
+from talkrt.models.registry import get_spec
 from talkrt.precision.check import check
 from talkrt.export.onnx import export_onnx
 from talkrt.precision.plan import calibration_feeds, run_onnx

@@ -14,7 +14,7 @@ from torch import nn
 
 from talkrt.engines.build import BuildOptions, build_engine
 from talkrt.errors import TalkrtError
-from talkrt.export import get_spec
+from talkrt.models.registry import get_spec
 from talkrt.export.onnx import export_onnx, read_metadata
 from talkrt.precision.gates import gate_value, gates_from_spec_json
 from talkrt.precision.plan import plan_precision

@@ -8,7 +8,7 @@ import torch
 
 from talkrt.demo import synthetic_speech
 from talkrt.engines.runners import make_runner
-from talkrt.export import get_spec
+from talkrt.models.registry import get_spec
 from talkrt.models.wav2lip.renderer import Wav2LipRenderer
 from talkrt.runtime.align import WAV2LIP_MEL, num_video_frames
 from talkrt.runtime.audio import resample

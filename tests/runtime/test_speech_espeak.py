@@ -84,7 +84,7 @@ def test_wav2lip_mel_of_speech(spoken) -> None:
 
 @pytest.fixture(scope="module")
 def mel_session(tmp_path_factory):
-    from talkrt.export import get_spec
+    from talkrt.models.registry import get_spec
     from talkrt.export.onnx import export_onnx
     from talkrt.export.validate import onnx_session
 
@@ -103,7 +103,7 @@ def test_mel_graph_matches_torch_on_speech(spoken, mel_session) -> None:
 
 
 def test_tiny_hubert_on_speech_torch_and_onnx(spoken, tmp_path) -> None:
-    from talkrt.export import get_spec
+    from talkrt.models.registry import get_spec
     from talkrt.export.onnx import export_onnx
     from talkrt.export.validate import onnx_session
 

@@ -7,12 +7,16 @@ reference features computed once per avatar.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
 from talkrt.engines.runners import Runner
 from talkrt.models.dhlive.avatar import face_mask
-from talkrt.models.dhlive.model import IMAGE_SIZE, LSTM_HIDDEN, LSTM_LAYERS
+from talkrt.models.dhlive.model import IMAGE_SIZE, LSTM_HIDDEN, LSTM_LAYERS, MouthPCA
+from talkrt.models.family import RendererOptions
 from talkrt.runtime.align import DHLIVE_LSTM, FeatureAlignment
 from talkrt.runtime.renderer_base import Renderer, batch_views, to_device_images
 
@@ -155,3 +159,20 @@ class DHLiveRenderer(Renderer):
         pixels = (generated * 255.0).clamp_(0, 255).trunc_()
         target = self.targets.index_select(0, avatar_frames).float()
         return (target * self.face_mask + pixels * (1 - self.face_mask)).div_(255.0)
+
+
+@dataclass(frozen=True)
+class DHLiveOptions(RendererOptions):
+    """``pca``: DH_live's mouth PCA (MouthPCA); None: a random stand-in."""
+
+    pca: Any = None
+
+    @classmethod
+    def from_files(cls, files, trust: bool) -> "DHLiveOptions":
+        path = files.get("pca")
+        return cls(pca=MouthPCA.load(path, trust) if path is not None else None)
+
+
+def build(runner, options: DHLiveOptions, context) -> DHLiveRenderer:
+    """The family's renderer factory: generator, reference encoder and Audio2Feature."""
+    return DHLiveRenderer(runner("generator"), runner("reference"), runner("audio"), options.pca or MouthPCA.random(), context.stream)

@@ -7,12 +7,16 @@ face and 5 fixed references; RGB in and out, BGR faces returned to the composito
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from talkrt.engines.runners import Runner
 from talkrt.errors import TalkrtError
 from talkrt.models.dinet.model import FACE_HEIGHT, FACE_WIDTH, MOUTH_COLS, MOUTH_ROWS
+from talkrt.models.family import RendererOptions
 from talkrt.runtime.align import CTC_25HZ, DEEPSPEECH, FeatureAlignment
 from talkrt.runtime.renderer_base import BGR, Renderer, batch_views, to_device_images
 
@@ -112,3 +116,43 @@ class DINetRenderer(Renderer):
         inputs["audio_window"].copy_(windows)
         generated = self.runner.run(inputs, outputs, stream)["generated_face"]
         return torch.index_select(generated, 1, self._bgr, out=self.faces[:count])
+
+
+@dataclass(frozen=True)
+class DINetOptions(RendererOptions):
+    """``features``: precomputed 25 Hz DeepSpeech features (T, 29), in place of the asr + mapper
+    graphs; ``asr_preset``: the asr graph's preset for PyTorch (default: the large model when
+    its checkpoint is given, else the tiny one, whose emissions mean nothing either way)."""
+
+    features: np.ndarray | None = None
+    asr_preset: str | None = None
+
+    @classmethod
+    def from_files(cls, files, trust: bool) -> "DINetOptions":
+        path = files.get("features")
+        return cls(features=read_features(path) if path is not None else None)
+
+    def unused_roles(self) -> frozenset[str]:
+        return frozenset({"asr", "mapper"}) if self.features is not None else frozenset()
+
+
+def read_features(path) -> np.ndarray:
+    """A .npy array of precomputed features, or one line saying what is wrong with the file."""
+    if not Path(path).is_file():
+        raise TalkrtError(f"features file {path} does not exist")
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as error:
+        raise TalkrtError(f"features file {path} is not a .npy array: {error}") from None
+
+
+def build(runner, options: DINetOptions, context) -> DINetRenderer:
+    """The family's renderer factory: the generator, fed by precomputed features or by the asr + mapper graphs."""
+    if options.features is not None:
+        source = PrecomputedFeatures(options.features, context.device)
+    else:
+        checkpoint = context.models.get("asr")
+        preset = options.asr_preset or ("hubert-large-ls960-ft" if checkpoint else "tiny-hubert-asr")
+        extra = {"checkpoint": str(checkpoint)} if context.backend == "torch" and checkpoint else {}
+        source = CtcFeatures(runner("asr", preset=preset, **extra), runner("mapper"), context.stream)
+    return DINetRenderer(runner("generator"), source)

@@ -535,7 +535,8 @@ def config_from_original_json(path: str | os.PathLike, n_vocab: int | None = Non
 
 
 def _load_original(path: Path, trust: bool, config_json: str | os.PathLike | None):
-    from talkrt.models.checkpoints import extract_state_dict, guess_family, load_strict, read_checkpoint, strip_module_prefix
+    from talkrt.models.checkpoints import extract_state_dict, load_strict, read_checkpoint, strip_module_prefix
+    from talkrt.models.registry import guess_family
 
     source = str(path)
     state = strip_module_prefix(extract_state_dict(read_checkpoint(path, trust), source))

@@ -120,7 +120,7 @@ def vits_specs_for_model(model, preset: str | None = None, checkpoint: str | Non
 
 
 def vits_spec(graph: str = "encoder", preset: str | None = None, checkpoint: str | None = None) -> ExportSpec:
-    """One VITS spec (``talkrt.export.get_spec("vits", graph="decoder", preset="tiny")``)."""
+    """One VITS spec (``talkrt.models.registry.get_spec("vits", graph="decoder", preset="tiny")``)."""
     if graph not in GRAPHS:
         raise TalkrtError(f"VITS has graphs {', '.join(GRAPHS)}, not {graph!r}")
     name, facts = _model_facts(preset, checkpoint)

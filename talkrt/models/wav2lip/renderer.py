@@ -53,3 +53,8 @@ class Wav2LipRenderer(Renderer):
         torch.index_select(self.face_inputs, 0, avatar_frames, out=inputs["face_sequences"])
         inputs["audio_sequences"].copy_(windows.unsqueeze(1))
         return self.runner.run(inputs, outputs, stream)["generated_faces"]
+
+
+def build(runner, options, context) -> Wav2LipRenderer:
+    """The family's renderer factory (see talkrt.models.family): one generator graph."""
+    return Wav2LipRenderer(runner("generator"))

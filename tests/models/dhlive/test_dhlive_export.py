@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from talkrt.errors import TalkrtError
-from talkrt.export import get_spec
+from talkrt.models.registry import get_spec
 from talkrt.export.onnx import export_onnx, read_metadata
 from talkrt.export.validate import onnx_session
 from talkrt.models.dhlive.model import Audio2Feature

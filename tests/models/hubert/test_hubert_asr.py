@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from talkrt.cli import app
 from talkrt.errors import TalkrtError
-from talkrt.export import get_spec
+from talkrt.models.registry import get_spec
 from talkrt.export.onnx import export_onnx, read_metadata
 from talkrt.export.validate import onnx_session, validate_onnx
 from talkrt.models.hubert.model import ENCODER_PRESETS, SpeechRecognizer, build_random, ctc_label_index, load_pretrained_ctc, num_frames, read_vocab

@@ -10,7 +10,7 @@ import pytest
 from talkrt.engines.build import BuildOptions, build_engine
 from talkrt.engines.profiles import parse_profile_override
 from talkrt.errors import TalkrtError
-from talkrt.export import get_spec
+from talkrt.models.registry import get_spec
 from talkrt.export.onnx import export_onnx, read_metadata
 from talkrt.export.validate import validate_onnx
 

@@ -17,7 +17,7 @@ import onnx
 import pytest
 import torch
 
-from talkrt.export import get_spec
+from talkrt.models.registry import get_spec
 from talkrt.export.onnx import export_onnx, read_metadata
 from talkrt.export.validate import onnx_session
 from talkrt.models.vits.graphs import decoder_receptive_field, rational_quadratic_spline

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from talkrt.errors import TalkrtError
-from talkrt.export import get_spec
+from talkrt.models.registry import get_spec
 from talkrt.models.wav2lip.mel import MIN_SAMPLES
 from talkrt.export.onnx import export_onnx, read_metadata, to_onnx_proto
 from talkrt.export.validate import onnx_session

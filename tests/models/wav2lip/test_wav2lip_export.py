@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from talkrt.errors import ValidationFailed
-from talkrt.export import get_spec
+from talkrt.models.registry import get_spec
 from talkrt.export.onnx import export_onnx, read_metadata
 from talkrt.export.spec import Dim, ExportSpec, TensorSpec, Tolerance
 from talkrt.export.validate import onnx_session

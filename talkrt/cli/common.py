@@ -1,0 +1,129 @@
+"""What every command shares: the app, the consoles, one-line errors, printing as-is, shared options."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from talkrt.errors import TalkrtError, TalkrtWarning
+
+app = typer.Typer(
+    name="talkrt",
+    help="Export, build and run talking-head models as TensorRT engines.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+errors = Console(stderr=True)
+_state = {"debug": False}
+
+F = TypeVar("F", bound=Callable)
+
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="File to write.")]
+TrustOpt = Annotated[bool, typer.Option("--trust-checkpoint", help="Allow arbitrary unpickling for files that hold more than tensors. Only for files you trust.")]
+SeedOpt = Annotated[int, typer.Option(help="Seed for random weights or sampling noise.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cuda or cpu.")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Frames rendered per batch.")]
+SkipUnknownOpt = Annotated[bool, typer.Option("--skip-unknown", help="Drop symbols the voice has no id for (they are refused otherwise).")]
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread: it unwinds like Ctrl-C, so temporary files are removed."""
+
+
+def _show_warning(show, message, category, filename, lineno, file=None, line=None) -> None:
+    """A TalkrtWarning is one `warning:` line on stderr; other warnings go to `show`."""
+    if issubclass(category, TalkrtWarning):
+        errors.print(f"[yellow]warning:[/] {escape(' '.join(str(message).split()))}", highlight=False, soft_wrap=True)
+    else:
+        show(message, category, filename, lineno, file, line)
+
+
+def user_errors(func: F) -> F:
+    """Turn TalkrtError into one line and an exit code; unexpected errors into one line too, unless --debug."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            with warnings.catch_warnings():
+                warnings.showwarning = functools.partial(_show_warning, warnings.showwarning)
+                return func(*args, **kwargs)
+        except TalkrtError as exc:
+            if _state["debug"]:
+                raise
+            errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt as exc:
+            terminated = isinstance(exc, Terminated)
+            errors.print("[red]terminated[/]" if terminated else "[red]interrupted[/]")
+            raise typer.Exit(143 if terminated else 130) from None
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as exc:
+            if _state["debug"]:
+                raise
+            errors.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} (rerun with --debug for the traceback)", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")] = False) -> None:
+    _state["debug"] = debug
+
+
+def say(text: str, prefix: str = "", style: str = "") -> None:
+    """Print ``text`` as it is (paths and hints may hold brackets, which rich reads as markup)
+    after ``prefix`` (markup), in ``style``."""
+    body = escape(text)
+    console.print(prefix + (f"[{style}]{body}[/]" if style else body), highlight=False)
+
+
+def wrote(text: str) -> None:
+    say(text, prefix="[green]wrote[/] ")
+
+
+def note(text: str) -> None:
+    """A library's remark (device chosen, weights that stay random): dim, or yellow for a note."""
+    if text.startswith("note: "):
+        say(text[len("note: "):], prefix="[yellow]note[/]: ")
+    else:
+        say(text, style="dim")
+
+
+def mib(nbytes: int) -> str:
+    return f"{nbytes / (1 << 20):.1f} MiB"
+
+
+def variant(func: Callable, name: str, doc: str, drop: tuple[str, ...] = (), **defaults: Any) -> Callable:
+    """``func`` under another signature: parameters in ``drop`` removed (they take their defaults),
+    others with new defaults. Commands that share one option group share one function this way."""
+    signature = inspect.signature(func, eval_str=True)
+    parameters = [p.replace(default=defaults[p.name]) if p.name in defaults else p for p in signature.parameters.values() if p.name not in drop]
+
+    @functools.wraps(func)
+    def command(**kwargs: Any) -> Any:
+        return func(**kwargs)
+
+    command.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in parameters}
+    command.__name__, command.__doc__ = name.replace("-", "_"), doc
+    return command
+
+
+def command(typer_app: typer.Typer, name: str, func: Callable) -> None:
+    typer_app.command(name)(user_errors(func))
+
+
+def optional_path(path: Optional[Path]) -> Optional[str]:
+    return str(path) if path else None

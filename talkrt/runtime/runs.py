@@ -1,0 +1,127 @@
+"""A pipeline run from the files a user names: the wiring `talkrt run` and `talkrt profile` share,
+here where tests reach it. Every input and output is checked before anything loads."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from talkrt.errors import TalkrtError
+from talkrt.models.registry import DEFAULT_RENDERER, get_renderer_family, renderer_names
+from talkrt.outputs import check_outputs
+from talkrt.runtime.profiler import ProfileReport
+
+BACKENDS = ("trt", "ort", "torch")
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What to render: speech (``audio`` or ``text`` with a ``tts`` voice), an avatar, the renderer
+    and its graph files, where it runs and what it writes (``out``; ``report_files`` too when
+    profiling). ``option_files`` are the renderer's own (its family's ``option_files``)."""
+
+    avatar: Path
+    out: Path
+    audio: Path | None = None
+    text: str | None = None
+    tts: Path | None = None
+    channel: int | None = None
+    boxes: Path | None = None
+    landmarks: Path | None = None
+    renderer: str = DEFAULT_RENDERER
+    backend: str = "ort"
+    model: Path | None = None
+    engines: Path | None = None
+    device: str = "auto"
+    fps: str = "25"
+    batch_size: int = 8
+    stream_chunk_ms: float | None = None
+    option_files: Mapping[str, Path | None] = field(default_factory=dict)
+    trust: bool = False
+    skip_unknown: bool = False
+    report_files: tuple[Path, ...] = ()
+
+
+def check_request(request: RunRequest) -> None:
+    """The choices and numbers of a request, before any file is read."""
+    from talkrt.engines.devices import check_device_name
+    from talkrt.runtime.align import MAX_FPS, as_fps
+
+    if (request.audio is None) == (request.text is None):
+        raise TalkrtError("give exactly one of --audio FILE or --text TEXT")
+    if request.channel is not None and request.audio is None:
+        raise TalkrtError("--channel picks a channel of --audio; it does not apply to --text")
+    if request.text is not None and request.tts is None:
+        raise TalkrtError("--text needs a voice: --tts DIR, a directory from `talkrt export vits`")
+    family = get_renderer_family(request.renderer)
+    if request.backend not in BACKENDS:
+        raise TalkrtError(f"unknown backend {request.backend!r}; choose trt, ort or torch")
+    accepted = {option.name for option in family.option_files}
+    for name, path in request.option_files.items():
+        if path is not None and name not in accepted:
+            owners = [r for r in renderer_names() if name in {o.name for o in get_renderer_family(r).option_files}]
+            raise TalkrtError(f"--{name} is for --renderer {' or '.join(owners)}")
+    check_device_name(request.device)
+    try:
+        rate = as_fps(request.fps)
+    except ValueError:
+        raise TalkrtError(f"--fps {request.fps!r}: give a frame rate such as 25, 30000/1001 or 29.97") from None
+    if rate > MAX_FPS:
+        raise TalkrtError(f"--fps {request.fps}: at most {MAX_FPS} frames per second")
+    chunk = request.stream_chunk_ms
+    if chunk is not None and not (math.isfinite(chunk) and 0 < chunk <= 10_000):
+        raise TalkrtError(f"--stream-chunk-ms {chunk}: give a chunk length above 0 and at most 10000 ms (20-40 is typical)")
+
+
+def render_to_file(request: RunRequest, note: Callable[[str], None] = lambda text: None) -> ProfileReport:
+    """Check everything, then speak (text) or read (audio), prepare or load the avatar, render on
+    one pipeline and write the MP4; ``note`` gets the lines worth telling (device chosen, random roles)."""
+    from talkrt.engines.devices import engine_builder, resolve_device
+    from talkrt.runtime.media import read_audio
+    from talkrt.runtime.pipeline import PipelineOptions, pipeline_from_files
+    from talkrt.runtime.renderers import check_renderer_models, models_for, random_roles
+
+    check_request(request)
+    family = get_renderer_family(request.renderer)
+    models = models_for(request.renderer, request.backend, request.model, request.engines)
+    check_renderer_models(request.renderer, request.backend, models)
+    check_outputs(
+        {"--out": request.out, "--report": list(request.report_files)},
+        {"--audio": request.audio, "--avatar": request.avatar, "--boxes": request.boxes, "--model": request.model,
+         "--engines": [p for p in models.values() if p], "--tts": request.tts, "--landmarks": request.landmarks,
+         **{f"--{name}": path for name, path in request.option_files.items()}},
+    )
+    options = family.renderer_options({k: v for k, v in request.option_files.items() if v is not None} or None, request.trust)
+    if request.backend == "torch" and request.model is not None:
+        unloaded = random_roles(request.renderer, models, options)
+        if unloaded:
+            note(f"note: --model loads the generator; {', '.join(unloaded)} run with random weights in --backend torch (use exported graphs with ort/trt)")
+    if request.text is not None:
+        from talkrt.models.vits.voice import load_voice, speak
+
+        synthesizer, manifest = load_voice(request.tts, request.backend, request.device, note)
+        samples, rate, seconds = speak(request.text, synthesizer, manifest, skip_unknown=request.skip_unknown)
+        note(f"tts: {len(samples) / rate:.2f} s of speech in {seconds * 1000:.0f} ms")
+    else:
+        samples, rate = read_audio(request.audio, channel=request.channel)
+    avatar = load_avatar(request.avatar, request.boxes, request.renderer, request.landmarks)
+    engine = models["generator"] if request.backend == "trt" else None
+    choice = resolve_device(request.device, request.backend, engine_backend=engine_builder(engine) if engine else None)
+    note(f"device: {choice.device} ({choice.reason})")
+    pipeline = pipeline_from_files(avatar, request.renderer, request.backend, models, str(choice.device),
+                                   PipelineOptions(fps=request.fps, batch_size=request.batch_size), options)
+    try:
+        return pipeline.write_video(samples, rate, request.out, streaming_chunk_ms=request.stream_chunk_ms)
+    finally:
+        pipeline.close()
+
+
+def load_avatar(path: Path, boxes: Path | None, renderer: str, landmarks: Path | None):
+    """A prepared avatar file (.npz), or an image or video prepared now for ``renderer``."""
+    from talkrt.runtime.avatar import Avatar, prepare_avatar
+
+    if path.suffix == ".npz":
+        return Avatar.load(path)
+    return prepare_avatar(path, boxes=boxes, renderer=renderer, landmarks=landmarks)
