@@ -56,3 +56,17 @@ def run_checks() -> list[Check]:
     ok, version = _version("av")
     checks.append(Check("PyAV", version, ok, INSTALL_HINTS["av"][0] + ("" if ok else f" — {INSTALL_HINTS['av'][1]}")))
     return checks
+
+
+def rich_table(checks: list[Check]):
+    """The checks as `talkrt doctor` prints them."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="talkrt doctor")
+    for column in ("component", "status", "enables"):
+        table.add_column(column)
+    for check in checks:
+        mark = "[green]✓[/]" if check.ok else "[yellow]✗[/]"
+        table.add_row(f"{mark} {check.component}", escape(check.status), escape(check.enables))
+    return table

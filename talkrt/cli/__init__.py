@@ -1,12 +1,5 @@
-"""The `talkrt` command line: parse, call the library, print with rich.
+"""The `talkrt` command line: parse, call the library, print with rich (commands in the modules beside)."""
 
-User mistakes end with one red line on stderr and a non-zero exit; ``--debug``
-shows the traceback instead. Commands live in the modules beside this one.
-"""
-
-from __future__ import annotations
-
-import sys
 from typing import Optional
 
 import typer
@@ -14,8 +7,6 @@ from rich.markup import escape
 
 from talkrt.cli.common import Terminated, app, errors
 from talkrt.cli import build, export, info, run  # noqa: F401  (each registers its commands)
-
-__all__ = ["app", "main"]
 
 
 def _terminate(signum, frame) -> None:
@@ -40,7 +31,3 @@ def main(argv: Optional[list[str]] = None) -> int:
         errors.print("[red]interrupted[/]")
         return 130
     return code if isinstance(code, int) else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,8 +6,7 @@ import functools
 import inspect
 import warnings
 from collections.abc import Callable
-from pathlib import Path
-from typing import Annotated, Any, Optional, TypeVar
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -26,9 +25,6 @@ console = Console()
 errors = Console(stderr=True)
 _state = {"debug": False}
 
-F = TypeVar("F", bound=Callable)
-
-OutOpt = Annotated[Path, typer.Option("--out", "-o", help="File to write.")]
 TrustOpt = Annotated[bool, typer.Option("--trust-checkpoint", help="Allow arbitrary unpickling for files that hold more than tensors. Only for files you trust.")]
 SeedOpt = Annotated[int, typer.Option(help="Seed for random weights or sampling noise.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cuda or cpu.")]
@@ -48,7 +44,7 @@ def _show_warning(show, message, category, filename, lineno, file=None, line=Non
         show(message, category, filename, lineno, file, line)
 
 
-def user_errors(func: F) -> F:
+def user_errors(func: Callable) -> Callable:
     """Turn TalkrtError into one line and an exit code; unexpected errors into one line too, unless --debug."""
 
     @functools.wraps(func)
@@ -74,7 +70,7 @@ def user_errors(func: F) -> F:
             errors.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} (rerun with --debug for the traceback)", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 @app.callback()
@@ -101,15 +97,17 @@ def note(text: str) -> None:
         say(text, style="dim")
 
 
-def mib(nbytes: int) -> str:
-    return f"{nbytes / (1 << 20):.1f} MiB"
-
-
-def variant(func: Callable, name: str, doc: str, drop: tuple[str, ...] = (), **defaults: Any) -> Callable:
-    """``func`` under another signature: parameters in ``drop`` removed (they take their defaults),
-    others with new defaults. Commands that share one option group share one function this way."""
+def variant(func: Callable, name: str, doc: str, keep: Optional[list[str]] = None, annotations: Optional[dict] = None, **defaults: Any) -> Callable:
+    """``func`` under another signature: only the parameters in ``keep`` (the others take their
+    defaults), some with other ``annotations`` or ``defaults``. Commands that share one option
+    group share one function this way."""
     signature = inspect.signature(func, eval_str=True)
-    parameters = [p.replace(default=defaults[p.name]) if p.name in defaults else p for p in signature.parameters.values() if p.name not in drop]
+    annotations = annotations or {}
+    parameters = [
+        p.replace(default=defaults.get(p.name, p.default), annotation=annotations.get(p.name, p.annotation))
+        for p in signature.parameters.values()
+        if keep is None or p.name in keep
+    ]
 
     @functools.wraps(func)
     def command(**kwargs: Any) -> Any:
@@ -124,6 +122,3 @@ def variant(func: Callable, name: str, doc: str, drop: tuple[str, ...] = (), **d
 def command(typer_app: typer.Typer, name: str, func: Callable) -> None:
     typer_app.command(name)(user_errors(func))
 
-
-def optional_path(path: Optional[Path]) -> Optional[str]:
-    return str(path) if path else None

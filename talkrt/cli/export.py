@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from talkrt.cli.common import OutOpt, SeedOpt, TrustOpt, app, command, console, mib, variant, wrote
+from talkrt.cli.common import SeedOpt, TrustOpt, app, command, console, variant, wrote
 from talkrt.errors import TalkrtError
 from talkrt.models.registry import families
 from talkrt.outputs import check_outputs
@@ -18,13 +18,13 @@ CheckpointOpt = Annotated[Optional[Path], typer.Option("--checkpoint", "-c", hel
 RandomInitOpt = Annotated[bool, typer.Option("--random-init", help="Random weights (tests, demos, benchmarks).")]
 ValidateOpt = Annotated[bool, typer.Option("--validate/--no-validate", help="Check ONNX Runtime against PyTorch before writing.")]
 PresetOpt = Annotated[Optional[str], typer.Option(help="A named configuration (see the command's help).")]
-GraphOpt = Annotated[str, typer.Option(help="Which graph of the model to export.")]
 LayerOpt = Annotated[Optional[int], typer.Option(help="Hidden layer to output (0 = before the first transformer layer; default: the last).")]
 NormalizeOpt = Annotated[
     Optional[bool],
     typer.Option("--normalize/--no-normalize", help="Per-utterance normalisation inside the graph (default: the checkpoint's preprocessor_config.json, else the preset's)."),
 ]
 OutDirOpt = Annotated[Path, typer.Option("--out-dir", "-o", help="Directory for the graphs and manifest.json.")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="ONNX file to write.")]
 
 
 def weights_source(checkpoint: Optional[Path], random_init: bool) -> Optional[str]:
@@ -46,60 +46,45 @@ def run_export(name: str, weights: Optional[str], out: Path, trust: bool, seed: 
     if report.validation:
         console.print(report.rich_table(spec.tolerance))
     nodes = sum(report.op_counts.values())
-    wrote(f"{out} ({mib(out.stat().st_size)}, {nodes} nodes, opset {spec.opset}, {spec.exporter} exporter) in {report.seconds:.1f} s")
+    wrote(f"{out} ({out.stat().st_size / (1 << 20):.1f} MiB, {nodes} nodes, opset {spec.opset}, {spec.exporter} exporter) in {report.seconds:.1f} s")
+
+
+# The options of each way of taking weights (see talkrt.models.family.Graph).
+OPTIONS = {
+    "checkpoint": ("out", "graph_choice", "checkpoint", "random_init", "trust_checkpoint", "seed", "validate"),
+    "transformers": ("out", "preset", "checkpoint", "random_init", "layer", "normalize", "trust_checkpoint", "seed", "validate"),
+    "none": ("out", "validate"),
+    "directory": ("out_dir", "checkpoint", "random_init", "preset", "trust_checkpoint", "seed", "validate"),
+}
 
 
 def _register(name: str, graph) -> None:
     """`talkrt export NAME` with the options its way of taking weights needs."""
 
-    def checkpoint_command(out: OutOpt, graph_choice: GraphOpt = "", checkpoint: CheckpointOpt = None, random_init: RandomInitOpt = False,
-                           trust_checkpoint: TrustOpt = False, seed: SeedOpt = 0, validate: ValidateOpt = True) -> None:
-        options = {}
-        if graph.variants:
-            if graph_choice not in graph.variants:
-                raise TalkrtError(f"--graph {graph_choice!r}: choose {' or '.join(graph.variants)}")
-            options["graph"] = graph_choice
-        run_export(name, weights_source(checkpoint, random_init), out, trust_checkpoint, seed, validate, **options)
+    def export(out: OutOpt = None, out_dir: OutDirOpt = None, graph_choice: str = "", preset: PresetOpt = None, checkpoint: CheckpointOpt = None, random_init: RandomInitOpt = False,
+               layer: LayerOpt = None, normalize: NormalizeOpt = None, trust_checkpoint: TrustOpt = False, seed: SeedOpt = 0, validate: ValidateOpt = True) -> None:
+        source = None if graph.weights == "none" else weights_source(checkpoint, random_init)
+        if graph.weights == "directory":
+            from talkrt.models.family import resolve
 
-    def transformers_command(out: OutOpt, preset: PresetOpt = None, checkpoint: CheckpointOpt = None, random_init: RandomInitOpt = False, layer: LayerOpt = None,
-                             normalize: NormalizeOpt = None, trust_checkpoint: TrustOpt = False, seed: SeedOpt = 0, validate: ValidateOpt = True) -> None:
-        source = weights_source(checkpoint, random_init)
-        run_export(name, source, out, trust_checkpoint, seed, validate, preset=preset, normalize=normalize, checkpoint=source, **({"layer": layer} if graph.layer else {}))
+            check_outputs({"--out-dir": out_dir}, {"--checkpoint": source}, directories=["--out-dir"])
+            with console.status(f"exporting {name}") as status:
+                manifest = resolve(graph.exporter)(out_dir, preset=preset, checkpoint=source, trust=trust_checkpoint, seed=seed, validate=validate, step=lambda text: status.update(text))
+            details = ", ".join(f"{manifest[k]}{unit}" for k, unit in (("sample_rate", " Hz"), ("num_speakers", " speaker(s)"), ("source", "")) if k in manifest)
+            return wrote(f"{out_dir}: {', '.join(manifest['files'].values())} and manifest.json ({details})")
+        options = {"graph": graph_choice} if graph.variants else {}
+        if graph.variants and graph_choice not in graph.variants:
+            raise TalkrtError(f"--graph {graph_choice!r}: choose {' or '.join(graph.variants)}")
+        if graph.weights == "transformers":
+            options.update(preset=preset, normalize=normalize, checkpoint=source, **({"layer": layer} if graph.layer else {}))
+        run_export(name, source, out, trust_checkpoint, seed, validate, **options)
 
-    def weightless_command(out: OutOpt, validate: ValidateOpt = True) -> None:
-        run_export(name, None, out, False, 0, validate)
-
-    def directory_command(out_dir: OutDirOpt, checkpoint: CheckpointOpt = None, random_init: RandomInitOpt = False, preset: PresetOpt = None,
-                          trust_checkpoint: TrustOpt = False, seed: SeedOpt = 0, validate: ValidateOpt = True) -> None:
-        from talkrt.models.family import resolve
-
-        source = weights_source(checkpoint, random_init)
-        check_outputs({"--out-dir": out_dir}, {"--checkpoint": source}, directories=["--out-dir"])
-        with console.status(f"exporting {name}") as status:
-            manifest = resolve(graph.exporter)(out_dir, preset=preset, checkpoint=source, trust=trust_checkpoint, seed=seed, validate=validate, step=lambda text: status.update(text))
-        details = ", ".join(f"{manifest[k]}{unit}" for k, unit in (("sample_rate", " Hz"), ("num_speakers", " speaker(s)"), ("source", "")) if k in manifest)
-        wrote(f"{out_dir}: {', '.join(manifest['files'].values())} and manifest.json ({details})")
-
-    func = {"checkpoint": checkpoint_command, "transformers": transformers_command, "none": weightless_command, "directory": directory_command}[graph.weights]
-    drop = () if graph.variants or graph.weights != "checkpoint" else ("graph_choice",)
-    drop += () if graph.layer or graph.weights != "transformers" else ("layer",)
-    exported = variant(func, name, graph.help, drop=drop)
-    if graph.variants or graph.presets:
-        _annotate(exported, graph)
-    command(export_app, name, exported)
-
-
-def _annotate(func, graph) -> None:
-    """The --graph and --preset options with this graph's own choices in their help."""
-    parameters = []
-    for p in inspect.signature(func).parameters.values():
-        if p.name == "graph_choice":
-            p = p.replace(annotation=Annotated[str, typer.Option("--graph", help=f"{' or '.join(graph.variants)}.")], default=graph.variants[0])
-        elif p.name == "preset" and graph.presets:
-            p = p.replace(annotation=Annotated[Optional[str], typer.Option(help=graph.presets)])
-        parameters.append(p)
-    func.__signature__ = inspect.signature(func).replace(parameters=parameters)
-    func.__annotations__ = {p.name: p.annotation for p in parameters}
+    keep = [option for option in OPTIONS[graph.weights] if (option != "graph_choice" or graph.variants) and (option != "layer" or graph.layer)]
+    annotations = {"out": OutOpt, "out_dir": OutDirOpt, "preset": Annotated[Optional[str], typer.Option(help=graph.presets)]}
+    if graph.variants:
+        annotations["graph_choice"] = Annotated[str, typer.Option("--graph", help=f"{' or '.join(graph.variants)}.")]
+    defaults = {"out": inspect.Parameter.empty, "out_dir": inspect.Parameter.empty, "graph_choice": graph.variants[0] if graph.variants else ""}
+    command(export_app, name, variant(export, name, graph.help, keep=keep, annotations=annotations, **defaults))
 
 
 for _family in families():

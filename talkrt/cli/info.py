@@ -5,8 +5,6 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
 from talkrt.cli.common import app, console, user_errors, wrote
 
@@ -44,14 +42,7 @@ def check(
 
     with console.status(f"checking {engine or candidate} against {onnx_file}"):
         result = run_check(onnx_file, str(engine) if engine else candidate, str(calibration) if calibration else None, save_inputs=save_inputs, save_outputs=save_outputs)
-    table = Table(title=f"{result.candidate} vs FP32 {onnx_file.name}")
-    for column in ("gate", "metric", "threshold", "value", "verdict"):
-        table.add_column(column)
-    for row in result.rows:
-        value = row["value"]
-        shown = value if isinstance(value, str) else f"{value:.6g}"
-        table.add_row(row["gate"], row["metric"], f"{row['threshold']:g}", shown, "[green]pass[/]" if row["passed"] else "[red]FAIL[/]")
-    console.print(table)
+    console.print(result.rich_table(onnx_file.name))
     for path, what in ((save_inputs, "inputs"), (save_outputs, f"outputs of {', '.join(result.runs)}")):
         if path:
             wrote(f"{what} to {path}")
@@ -64,12 +55,6 @@ def check(
 @user_errors
 def doctor() -> None:
     """What is installed (torch, CUDA, ONNX Runtime, TensorRT, TensorRT-RTX, PyAV) and what each enables."""
-    from talkrt.doctor import run_checks
+    from talkrt.doctor import rich_table, run_checks
 
-    table = Table(title="talkrt doctor")
-    for column in ("component", "status", "enables"):
-        table.add_column(column)
-    for check in run_checks():
-        mark = "[green]✓[/]" if check.ok else "[yellow]✗[/]"
-        table.add_row(f"{mark} {check.component}", escape(check.status), escape(check.enables))
-    console.print(table)
+    console.print(rich_table(run_checks()))

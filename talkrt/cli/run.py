@@ -47,7 +47,7 @@ def run(
     report: Annotated[Optional[Path], typer.Option("--report", help="Also profile: writes STEM.json, STEM.md and STEM.png.")] = None,
     audio: Annotated[Optional[Path], typer.Option("--audio", help="Speech: any common audio format and rate, or a video's audio track.")] = None,
     channel: Annotated[Optional[int], typer.Option("--channel", help="Use this audio channel (0-based) instead of averaging the channels.")] = None,
-    text: Annotated[Optional[str], typer.Option("--text", help="Text to speak with the VITS voice in --tts.")] = None,
+    text: Annotated[Optional[str], typer.Option("--text", help="Text to speak with the voice in --tts.")] = None,
     boxes: Annotated[Optional[Path], typer.Option("--boxes", help="Face boxes for an --avatar image or video.")] = None,
     renderer: RendererOpt = DEFAULT_RENDERER,
     backend: Annotated[str, typer.Option("--backend", help="trt (engine), ort (ONNX Runtime) or torch.")] = "ort",
@@ -57,7 +57,7 @@ def run(
     fps: Annotated[str, typer.Option("--fps", help="Output frame rate: 25, 30, 29.97, 30000/1001, ...")] = "25",
     batch_size: BatchOpt = 8,
     stream_chunk_ms: Annotated[Optional[float], typer.Option("--stream-chunk-ms", help="Stream the audio in chunks of this many ms (20-40 typical) instead of offline.")] = None,
-    tts_dir: Annotated[Optional[Path], typer.Option("--tts", help="VITS directory from `talkrt export vits` (run with the same --backend).")] = None,
+    tts_dir: Annotated[Optional[Path], typer.Option("--tts", help="A voice's directory from `talkrt export` (run with the same --backend).")] = None,
     landmarks: LandmarksOpt = None,
     features: FeaturesOpt = None,
     pca: PcaOpt = None,
@@ -107,27 +107,20 @@ def demo(
 @app.command()
 @user_errors
 def tts(
-    text: Annotated[str, typer.Argument(help="What to say (IPA phonemes for original VITS checkpoints).")],
+    text: Annotated[str, typer.Argument(help="What to say (IPA phonemes for voices trained on them).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="WAV file to write.")] = Path("speech.wav"),
-    engines: Annotated[Optional[Path], typer.Option("--engines", help="Exported VITS directory with engines (`talkrt build DIR`).")] = None,
-    onnx_dir: Annotated[Optional[Path], typer.Option("--onnx", help="Exported VITS directory, run with ONNX Runtime.")] = None,
-    torch_dir: Annotated[Optional[Path], typer.Option("--torch", help="Exported VITS directory, run in PyTorch.")] = None,
+    engines: Annotated[Optional[Path], typer.Option("--engines", help="Exported voice directory with engines (`talkrt build DIR`).")] = None,
+    onnx_dir: Annotated[Optional[Path], typer.Option("--onnx", help="Exported voice directory, run with ONNX Runtime.")] = None,
+    torch_dir: Annotated[Optional[Path], typer.Option("--torch", help="Exported voice directory, run in PyTorch.")] = None,
     speaker: Annotated[Optional[int], typer.Option(help="Speaker id of a multi-speaker model.")] = None,
     seed: SeedOpt = 0,
     sample_format: Annotated[str, typer.Option("--format", help="pcm16 or float32.")] = "pcm16",
     device: DeviceOpt = "auto",
     skip_unknown: SkipUnknownOpt = False,
 ) -> None:
-    """Speak TEXT with an exported VITS model and write a WAV file."""
-    from talkrt.errors import TalkrtError
-    from talkrt.models.vits.voice import load_voice, speak
-    from talkrt.runtime.media import write_wav
+    """Speak TEXT with an exported voice and write a WAV file."""
+    from talkrt.runtime.runs import speak_to_file
 
     check_outputs({"--out": out}, {"--engines": engines, "--onnx": onnx_dir, "--torch": torch_dir})
-    chosen = [(d, b) for d, b in ((engines, "trt"), (onnx_dir, "ort"), (torch_dir, "torch")) if d is not None]
-    if len(chosen) != 1:
-        raise TalkrtError("give exactly one of --engines DIR, --onnx DIR or --torch DIR (a directory from `talkrt export vits`)")
-    synthesizer, manifest = load_voice(*chosen[0], device, note)
-    waveform, rate, seconds = speak(text, synthesizer, manifest, speaker, seed, skip_unknown)
-    write_wav(out, waveform.cpu().numpy(), rate, sample_format)
-    wrote(f"{out}: {len(waveform) / rate:.2f} s at {rate} Hz in {seconds * 1000:.0f} ms")
+    seconds, rate, took = speak_to_file(text, out, {"trt": engines, "ort": onnx_dir, "torch": torch_dir}, device, speaker, seed, sample_format, skip_unknown, note)
+    wrote(f"{out}: {seconds:.2f} s at {rate} Hz in {took * 1000:.0f} ms")

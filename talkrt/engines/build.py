@@ -57,6 +57,22 @@ class BuildOptions:
     cache: bool = True
     cache_dir: str | None = None
 
+    @classmethod
+    def parse(cls, *, profiles: Sequence[str] = (), extra_profiles: Sequence[str] = (), compute_capabilities: Sequence[str] = (),
+              calibration=None, timing_cache=None, **options) -> "BuildOptions":
+        """Options as a user types them: ``NAME:MIN,OPT,MAX`` overrides, extra profiles as
+        overrides separated by ';', compute capabilities as lists such as ``8.6,12.0``."""
+        from talkrt.engines.profiles import parse_profile_override
+
+        return cls(
+            profile_overrides=tuple(parse_profile_override(p) for p in profiles),
+            extra_profiles=tuple(tuple(parse_profile_override(p) for p in extra.split(";") if p.strip()) for extra in extra_profiles),
+            compute_capabilities=compute_capability_list(compute_capabilities),
+            calibration=str(calibration) if calibration else None,
+            timing_cache=str(timing_cache) if timing_cache else None,
+            **options,
+        )
+
 
 @dataclass
 class BuildResult:
@@ -65,6 +81,26 @@ class BuildResult:
     metadata: dict = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
     reused: str | None = None  # why an existing engine was reused instead of building
+
+    def summary(self) -> list[str]:
+        """What `talkrt build` prints: the profiles, the precision plan, constant folding, then the engine."""
+        meta = self.metadata
+        target, plan, folding = meta["target"], meta["precision"], meta.get("sanitize")  # no sanitize: written before folding
+        where = ", ".join("sm" + cc.replace(".", "") for cc in target["compute_capabilities"]) if "compute_capabilities" in target else f"{target['gpu']} (sm{target['compute_capability'].replace('.', '')})"
+        lines = [
+            f"  profile {index} {name}: min {'x'.join(map(str, shapes['min']))}  opt {'x'.join(map(str, shapes['opt']))}  max {'x'.join(map(str, shapes['max']))}"
+            for index, shapes_by_input in enumerate(meta["profiles"])
+            for name, shapes in shapes_by_input.items()
+        ]
+        if plan["mode"] != "fp32":
+            verdict = "gates hold" if plan.get("passed") else "GATES FAIL"
+            lines.append(f"  precision {plan['mode']}: {len(plan.get('fp32_nodes', {}))} nodes kept in FP32, {verdict}; {plan.get('applied_as', '')}")
+        if folding:
+            lines.append(f"  constant folding ({folding['tool']}): {folding['fallback'] or str(folding['nodes_before']) + ' -> ' + str(folding['nodes_after']) + ' nodes'}")
+        done = f"reused ({self.reused})" if self.reused else f"in {meta['build_seconds']:.1f} s"
+        size = f"{meta['engine_bytes'] / (1 << 20):.1f} MiB"
+        lines.append(f"{self.engine} ({size}, {meta['backend']['name']} {meta['backend']['version']}, {plan['mode']}, for {where}) {done}; sidecar {self.sidecar.name}")
+        return lines
 
 
 def _profiles_json(profiles: list[Profile]) -> list[dict]:

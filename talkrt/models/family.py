@@ -42,7 +42,8 @@ class Graph:
     """One exportable graph: its ExportSpec factory ("module:factory") and how ``talkrt export``
     takes its weights: "checkpoint" (a file, or --random-init), "transformers" (a checkpoint
     directory or a preset; ``layer``: the hidden layer is selectable), "none" (no weights), or
-    "directory" (several graphs written by ``exporter``, "module:function", into one directory).
+    "directory" (several graphs written by ``exporter``, "module:function", into one directory
+    with a manifest.json; ``builder``, "module:function", builds their engines there).
     ``variants`` are the values of ``--graph`` for a spec that exports one of several graphs."""
 
     spec: str
@@ -52,6 +53,7 @@ class Graph:
     presets: str = ""
     layer: bool = False
     exporter: str | None = None
+    builder: str | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,8 @@ class Family:
       from frames and landmarks; None: crops from face boxes), ``crop`` (a description of the
       avatar crops, for help texts) and ``shared_weights`` (role -> the role whose checkpoint
       also holds it, for PyTorch).
+    - Text-to-speech families give ``voice``: the module with ``load_voice(directory, backend,
+      device, note)`` and ``speak(text, synthesizer, manifest, ...)``.
     """
 
     name: str
@@ -88,6 +92,7 @@ class Family:
     avatar: str | None = None
     crop: str = ""
     shared_weights: Mapping[str, str] = field(default_factory=dict)
+    voice: str | None = None
 
     @property
     def is_renderer(self) -> bool:
@@ -105,6 +110,10 @@ class Family:
 
     def build_renderer(self, runner: Callable[..., Any], options: "RendererOptions", context: "RendererContext") -> Any:
         return resolve(self.renderer)(runner, options, context)
+
+    def directory_graph(self) -> Graph | None:
+        """The graph exported as a directory (a voice), if the family has one."""
+        return next((graph for graph in self.graphs.values() if graph.weights == "directory"), None)
 
     def prepare_avatar(self) -> Callable[..., dict] | None:
         return resolve(self.avatar) if self.avatar else None

@@ -5,7 +5,10 @@ and the pipeline ask here; none of them names a family."""
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Mapping
+from pathlib import Path
+from types import ModuleType
 
 from talkrt.errors import TalkrtError
 from talkrt.models.family import Family
@@ -72,3 +75,29 @@ def guess_family(keys: set[str] | Mapping[str, object]) -> str | None:
             if score > best_score:
                 best, best_score = kind, score
     return best
+
+
+MANIFEST = "manifest.json"
+
+
+def directory_family(directory: str | Path) -> Family:
+    """The family whose export wrote ``directory`` (its manifest.json names it)."""
+    path = Path(directory) / MANIFEST
+    kinds = [name for family in families() for name, graph in family.graphs.items() if graph.weights == "directory"]
+    if not path.is_file():
+        raise TalkrtError(f"{directory} has no {MANIFEST}; export there first: talkrt export {'|'.join(kinds)} --out-dir {directory}")
+    try:
+        name = json.loads(path.read_text()).get("family")
+    except (json.JSONDecodeError, AttributeError) as error:
+        raise TalkrtError(f"{path} is not a talkrt manifest ({error}); export the model again") from None
+    if name not in FAMILIES or get_family(name).directory_graph() is None:
+        raise TalkrtError(f"{path} names family {name!r}, which talkrt does not export as a directory ({', '.join(kinds)} do)")
+    return get_family(name)
+
+
+def voice(directory: str | Path) -> ModuleType:
+    """The voice module (``load_voice``, ``speak``) of the text-to-speech model exported to ``directory``."""
+    family = directory_family(directory)
+    if family.voice is None:
+        raise TalkrtError(f"{directory} holds a {family.name} export, which is not a voice")
+    return importlib.import_module(family.voice)

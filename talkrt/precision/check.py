@@ -37,6 +37,18 @@ class CheckResult:
     def passed(self) -> bool:
         return bool(self.rows) and all(row["passed"] for row in self.rows)
 
+    def rich_table(self, reference: str):
+        """The verdict per gate, as `talkrt check` prints it (``reference``: the FP32 graph's name)."""
+        from rich.table import Table
+
+        table = Table(title=f"{self.candidate} vs FP32 {reference}")
+        for column in ("gate", "metric", "threshold", "value", "verdict"):
+            table.add_column(column)
+        for row in self.rows:
+            value = row["value"] if isinstance(row["value"], str) else f"{row['value']:.6g}"
+            table.add_row(row["gate"], row["metric"], f"{row['threshold']:g}", value, "[green]pass[/]" if row["passed"] else "[red]FAIL[/]")
+        return table
+
 
 def _rows(gates, reference: dict[str, np.ndarray], actual: dict[str, np.ndarray]) -> list[dict]:
     from talkrt.precision.gates import gate_value

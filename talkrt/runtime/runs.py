@@ -54,7 +54,7 @@ def check_request(request: RunRequest) -> None:
     if request.channel is not None and request.audio is None:
         raise TalkrtError("--channel picks a channel of --audio; it does not apply to --text")
     if request.text is not None and request.tts is None:
-        raise TalkrtError("--text needs a voice: --tts DIR, a directory from `talkrt export vits`")
+        raise TalkrtError("--text needs a voice: --tts DIR, a voice's directory from `talkrt export`")
     family = get_renderer_family(request.renderer)
     if request.backend not in BACKENDS:
         raise TalkrtError(f"unknown backend {request.backend!r}; choose trt, ort or torch")
@@ -99,10 +99,11 @@ def render_to_file(request: RunRequest, note: Callable[[str], None] = lambda tex
         if unloaded:
             note(f"note: --model loads the generator; {', '.join(unloaded)} run with random weights in --backend torch (use exported graphs with ort/trt)")
     if request.text is not None:
-        from talkrt.models.vits.voice import load_voice, speak
+        from talkrt.models.registry import voice
 
-        synthesizer, manifest = load_voice(request.tts, request.backend, request.device, note)
-        samples, rate, seconds = speak(request.text, synthesizer, manifest, skip_unknown=request.skip_unknown)
+        speech = voice(request.tts)
+        synthesizer, manifest = speech.load_voice(request.tts, request.backend, request.device, note)
+        samples, rate, seconds = speech.speak(request.text, synthesizer, manifest, skip_unknown=request.skip_unknown)
         note(f"tts: {len(samples) / rate:.2f} s of speech in {seconds * 1000:.0f} ms")
     else:
         samples, rate = read_audio(request.audio, channel=request.channel)
@@ -125,3 +126,21 @@ def load_avatar(path: Path, boxes: Path | None, renderer: str, landmarks: Path |
     if path.suffix == ".npz":
         return Avatar.load(path)
     return prepare_avatar(path, boxes=boxes, renderer=renderer, landmarks=landmarks)
+
+
+def speak_to_file(text: str, out: Path, voices: Mapping[str, Path | None], device: str = "auto", speaker: int | None = None, seed: int = 0,
+                  sample_format: str = "pcm16", skip_unknown: bool = False, note: Callable[[str], None] = lambda text: None) -> tuple[float, int, float]:
+    """Speak ``text`` with the one voice directory given in ``voices`` (backend -> directory) and write
+    a WAV file; returns (seconds of speech, sample rate, seconds the synthesis took)."""
+    from talkrt.models.registry import voice
+    from talkrt.runtime.media import write_wav
+
+    chosen = [(directory, backend) for backend, directory in voices.items() if directory is not None]
+    if len(chosen) != 1:
+        raise TalkrtError("give exactly one of --engines DIR, --onnx DIR or --torch DIR (a voice's directory from `talkrt export`)")
+    directory, backend = chosen[0]
+    speech = voice(directory)
+    synthesizer, manifest = speech.load_voice(directory, backend, device, note)
+    waveform, rate, took = speech.speak(text, synthesizer, manifest, speaker, seed, skip_unknown)
+    write_wav(out, waveform.cpu().numpy(), rate, sample_format)
+    return len(waveform) / rate, rate, took

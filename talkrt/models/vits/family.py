@@ -12,10 +12,12 @@ FAMILY = Family(
             weights="directory",
             presets="mms-tts-eng, ljs-base, ljs-nosdp, vctk-base or tiny (random weights).",
             exporter="talkrt.models.vits.specs:export_vits",
+            builder="talkrt.models.vits.synth:build_vits_engines",
         ),
     },
     signatures={
         "vits (original)": frozenset({"enc_p", "dec", "flow", "dp", "enc_q"}),
         "vits (transformers)": frozenset({"text_encoder", "decoder", "flow", "duration_predictor", "posterior_encoder"}),
     },
+    voice="talkrt.models.vits.voice",
 )
