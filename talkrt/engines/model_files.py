@@ -9,8 +9,8 @@ import os
 from pathlib import Path
 
 from talkrt.errors import TalkrtError
+from talkrt.export.spec import SPEC_KEY, StoredSpec
 
-SPEC_KEY = "talkrt.spec"
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
 
@@ -49,15 +49,15 @@ def is_engine(path: Path) -> bool:
     return False
 
 
-def onnx_spec(model, path: Path) -> dict:
-    """The talkrt spec stored in an exported graph."""
-    props = {p.key: p.value for p in model.metadata_props}
-    if SPEC_KEY not in props:
+def onnx_spec(model, path: Path) -> StoredSpec:
+    """The talkrt spec stored in an exported graph; a graph without one is refused in one line."""
+    spec = StoredSpec.from_onnx(model)
+    if spec is None:
         raise TalkrtError(f"{path} was not exported by talkrt (no {SPEC_KEY} metadata); export it with `talkrt export`")
-    return json.loads(props[SPEC_KEY])
+    return spec
 
 
-def check_model_file(path: str | os.PathLike, backend: str, expected: tuple[str, str] | None = None) -> dict | None:
+def check_model_file(path: str | os.PathLike, backend: str, expected: tuple[str, str] | None = None) -> StoredSpec | None:
     """Refuse a file the backend cannot run, or a graph other than ``expected`` = (family, graph).
 
     Returns the talkrt spec read from an ONNX file (ort), so that the runner need not parse it again."""
@@ -73,9 +73,9 @@ def check_model_file(path: str | os.PathLike, backend: str, expected: tuple[str,
         if is_engine(path):
             raise TalkrtError(f"{path} is a TensorRT engine: run it with --backend trt, or give --backend ort the .onnx file")
         spec = onnx_spec(load_onnx(path), path)
-        if expected is not None and (spec.get("family"), spec.get("graph")) != expected:
+        if expected is not None and (spec.family, spec.graph) != expected:
             raise TalkrtError(
-                f"{path} is talkrt's {_graph_name(spec.get('family'), spec.get('graph'))} graph, not the "
+                f"{path} is talkrt's {_graph_name(spec.family, spec.graph)} graph, not the "
                 f"{_graph_name(*expected)} graph needed here: export that with `talkrt export {expected[0]}`"
             )
         return spec

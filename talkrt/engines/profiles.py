@@ -6,13 +6,13 @@ did not export gets them from ``--profile`` for each dynamic dimension.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import onnx
 
 from talkrt.errors import TalkrtError
+from talkrt.export.spec import StoredSpec
 
 Shape = tuple[int, ...]
 Profile = dict[str, tuple[Shape, Shape, Shape]]  # input name -> (min, opt, max)
@@ -20,6 +20,9 @@ Profile = dict[str, tuple[Shape, Shape, Shape]]  # input name -> (min, opt, max)
 
 @dataclass(frozen=True)
 class GraphInput:
+    """One input of the ONNX graph itself, not of the spec it may carry: a graph talkrt did not
+    export has them too, and a dynamic axis without a name is called ``input:axis``."""
+
     name: str
     dtype: str
     shape: tuple[int | str, ...]  # ints, or symbolic names for dynamic axes
@@ -66,10 +69,8 @@ def graph_inputs(model: onnx.ModelProto) -> list[GraphInput]:
 
 def spec_dims(model: onnx.ModelProto) -> dict[str, tuple[int, int, int]]:
     """The dim ranges of the ExportSpec stored in the model, or {} for a foreign graph."""
-    props = {p.key: p.value for p in model.metadata_props}
-    if "talkrt.spec" not in props:
-        return {}
-    return {name: tuple(sizes) for name, sizes in json.loads(props["talkrt.spec"])["dims"].items()}  # type: ignore[misc]
+    spec = StoredSpec.from_onnx(model)
+    return {} if spec is None else dict(spec.dims)  # type: ignore[return-value]
 
 
 def resolve_profile(inputs: Sequence[GraphInput], dims: Mapping[str, tuple[int, int, int]], overrides: Sequence[ProfileOverride] = ()) -> Profile:

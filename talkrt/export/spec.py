@@ -3,20 +3,26 @@
 One spec per graph is the single source of truth for its shapes: the CLI, the
 exporter, validation, the engine builder's default profiles and the runtime all
 read it. The spec is also serialized into the ONNX file (``talkrt.spec``), so an
-exported graph describes itself to tools that never import the model code.
+exported graph describes itself to tools that never import the model code;
+:class:`StoredSpec` is the one reader of that stored copy.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from functools import cached_property
+from typing import Any, Literal
 
 import talkrt
 from talkrt.export.samplers import Sampler, sample_inputs
 
 DimPoint = Mapping[str, int]  # symbolic dim name -> concrete size
+
+# The ONNX metadata property that carries ExportSpec.to_json().
+SPEC_KEY = "talkrt.spec"
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,12 @@ class Gate:
 
     def to_json(self) -> dict:
         return {"output": self.output, "metric": self.metric, "threshold": self.threshold, "region": [list(r) for r in self.region], "peak": self.peak, "description": self.description}
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> Gate:
+        """One gate of a ``talkrt.spec`` JSON; region, peak and description may be absent."""
+        region = tuple(tuple(pair) for pair in data.get("region", ()))
+        return cls(data["output"], data["metric"], float(data["threshold"]), region=region, peak=float(data.get("peak", 1.0)), description=data.get("description", ""))  # type: ignore[arg-type]
 
 
 ModuleFactory = Callable[..., "object"]  # (checkpoint path | None, trust: bool) -> eval-mode nn.Module
@@ -214,10 +226,107 @@ class ExportSpec:
             "talkrt.family": self.family,
             "talkrt.graph": self.graph,
             "talkrt.version": talkrt.__version__,
-            "talkrt.spec": json.dumps(self.to_json(), separators=(",", ":")),
+            SPEC_KEY: json.dumps(self.to_json(), separators=(",", ":")),
         }
         for tensor in (*self.inputs, *self.outputs):
             if tensor.convention:
                 props[f"talkrt.tensor.{tensor.name}"] = tensor.convention
         props.update({f"talkrt.{k}": str(v) for k, v in self.metadata.items()})
         return props
+
+
+# Properties ExportSpec.onnx_metadata writes besides its metadata: not part of StoredSpec.metadata.
+_OWN_PROPERTIES = (SPEC_KEY, "talkrt.family", "talkrt.graph", "talkrt.version")
+
+
+@dataclass(frozen=True)
+class StoredSpec:
+    """The spec an exported graph carries (``ExportSpec.to_json`` in its ``talkrt.spec`` property), read back.
+
+    ``data`` is the JSON as stored and ``properties`` every metadata property of the
+    file it came from. The typed views are read on first use, so a spec written by
+    hand with only some keys serves the readers that need only those: ``inputs`` and
+    ``outputs`` must be present when read (KeyError otherwise), ``dims``,
+    ``derived_dims``, ``keep_fp32_ops`` and ``gates`` are empty when absent.
+    """
+
+    data: Mapping[str, Any]
+    properties: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, spec: str | bytes | Mapping[str, Any], properties: Mapping[str, str] | None = None) -> StoredSpec:
+        """From the property's value, as text or already parsed."""
+        data = json.loads(spec) if isinstance(spec, (str, bytes)) else spec
+        return cls(data, dict(properties or {}))
+
+    @classmethod
+    def from_onnx(cls, model: Any) -> StoredSpec | None:
+        """The spec stored in ``model`` (an ``onnx.ModelProto`` or a path to one), or None where it carries none.
+
+        A path is loaded without external data (only the metadata is read); callers
+        that want a damaged file named load it themselves and pass the model.
+        """
+        if isinstance(model, (str, os.PathLike)):
+            import onnx
+
+            model = onnx.load(str(model), load_external_data=False)
+        properties = {p.key: p.value for p in model.metadata_props}
+        if SPEC_KEY not in properties:
+            return None
+        return cls.from_json(properties[SPEC_KEY], properties)
+
+    @property
+    def family(self) -> str | None:
+        return self.data.get("family")
+
+    @property
+    def graph(self) -> str | None:
+        return self.data.get("graph")
+
+    @property
+    def opset(self) -> int | None:
+        return self.data.get("opset")
+
+    @property
+    def exporter(self) -> str | None:
+        return self.data.get("exporter")
+
+    @cached_property
+    def dims(self) -> dict[str, tuple[int, ...]]:
+        """Dim name -> (min, opt, max)."""
+        return {name: tuple(sizes) for name, sizes in self.data.get("dims", {}).items()}
+
+    @cached_property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        return tuple(TensorSpec.from_json(tensor) for tensor in self.data["inputs"])
+
+    @cached_property
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        return tuple(TensorSpec.from_json(tensor) for tensor in self.data["outputs"])
+
+    @cached_property
+    def derived_dims(self) -> dict[str, str]:
+        return dict(self.data.get("derived_dims", {}))
+
+    @cached_property
+    def tolerance(self) -> Tolerance | None:
+        tolerance = self.data.get("tolerance")
+        return None if tolerance is None else Tolerance(float(tolerance["atol"]), float(tolerance["rtol"]))
+
+    @cached_property
+    def keep_fp32_ops(self) -> tuple[str, ...]:
+        return tuple(self.data.get("keep_fp32_ops", ()))
+
+    @cached_property
+    def gates(self) -> tuple[Gate, ...]:
+        return tuple(Gate.from_json(entry) for entry in self.data.get("gates", ()))
+
+    @cached_property
+    def metadata(self) -> dict[str, str]:
+        """The file's other ``talkrt.<key>`` properties, by key: ExportSpec.metadata as written, and any
+        added later (``talkrt.precision`` on a mixed graph). Tensor conventions are in ``inputs`` and ``outputs``."""
+        return {
+            key.removeprefix("talkrt."): value
+            for key, value in self.properties.items()
+            if key.startswith("talkrt.") and key not in _OWN_PROPERTIES and not key.startswith("talkrt.tensor.")
+        }

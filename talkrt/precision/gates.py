@@ -3,13 +3,12 @@ reference, the gates a spec JSON carries, and the result rows the reports print.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 
 import numpy as np
 
-from talkrt.export.spec import Gate
+from talkrt.export.spec import Gate, StoredSpec
 
 
 def gate_value(gate: Gate, reference: np.ndarray, actual: np.ndarray) -> float:
@@ -60,12 +59,7 @@ def gate_value(gate: Gate, reference: np.ndarray, actual: np.ndarray) -> float:
 
 def gates_from_spec_json(spec_json: Mapping | str) -> list[Gate]:
     """The gates stored in a spec JSON (the ``talkrt.spec`` metadata value, as text or parsed)."""
-    spec = json.loads(spec_json) if isinstance(spec_json, str) else spec_json
-    gates = []
-    for entry in spec.get("gates", []):
-        region = tuple(tuple(pair) for pair in entry.get("region", ()))
-        gates.append(Gate(entry["output"], entry["metric"], float(entry["threshold"]), region=region, peak=float(entry.get("peak", 1.0)), description=entry.get("description", "")))  # type: ignore[arg-type]
-    return gates
+    return list(StoredSpec.from_json(spec_json).gates)
 
 
 def _describe(gate: Gate) -> str:

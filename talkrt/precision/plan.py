@@ -61,18 +61,20 @@ from onnx import TensorProto, helper
 
 from talkrt.errors import TalkrtError
 from talkrt.export.samplers import sample_inputs
-from talkrt.export.spec import Gate, TensorSpec
+from talkrt.export.spec import SPEC_KEY, Gate, StoredSpec
 from talkrt.precision.analysis import _Analysis
 from talkrt.precision.evaluation import _Evaluator, _run
-from talkrt.precision.gates import _summary, gates_from_spec_json
+from talkrt.precision.gates import _summary
 from talkrt.precision.report import PrecisionReport
 from talkrt.precision.rewrite import _Builder, _decide
 
-# Op types a graph without a talkrt spec keeps in FP32 (specs/tooling.md §6.3).
+# Op types a graph without a talkrt spec keeps in FP32.
 DEFAULT_KEEP_FP32_OPS = ("LayerNormalization", "InstanceNormalization", "GroupNormalization", "Softmax", "ReduceMean", "ReduceSum", "Pow", "Sqrt", "Exp", "CumSum")
 DEFAULT_COSINE = 0.999
-SPEC_KEY = "talkrt.spec"
 PLAN_KEY = "talkrt.precision"
+
+# SPEC_KEY (defined in export/spec.py) is re-exported: the property a graph's gates and keep set come from.
+__all__ = ["DEFAULT_COSINE", "DEFAULT_KEEP_FP32_OPS", "PLAN_KEY", "SPEC_KEY", "Mode", "calibration_feeds", "plan_precision", "run_onnx", "task_gates"]
 
 Mode = Literal["fp16", "auto"]
 
@@ -85,18 +87,11 @@ def _load(model: onnx.ModelProto | str | os.PathLike) -> onnx.ModelProto:
     return load_onnx(model, external_data=True)
 
 
-def _spec_json(model: onnx.ModelProto) -> dict | None:
-    for prop in model.metadata_props:
-        if prop.key == SPEC_KEY:
-            return json.loads(prop.value)
-    return None
-
-
 def task_gates(model: onnx.ModelProto | str | os.PathLike) -> list[Gate]:
     """The gates a graph is judged by: its spec's, or the default gate for a graph without any."""
     source = _load(model)
-    spec = _spec_json(source)
-    return (gates_from_spec_json(spec) if spec is not None else []) or _default_gates(source)
+    spec = StoredSpec.from_onnx(source)
+    return (list(spec.gates) if spec is not None else []) or _default_gates(source)
 
 
 def calibration_feeds(
@@ -107,7 +102,7 @@ def calibration_feeds(
 ) -> dict[str, np.ndarray]:
     """Inputs for judging a graph: ``calibration`` (a dict or an .npz), else drawn from its spec."""
     source = _load(model)
-    return _calibration(source, _spec_json(source), calibration, dims, seed)
+    return _calibration(source, StoredSpec.from_onnx(source), calibration, dims, seed)
 
 
 def run_onnx(model: onnx.ModelProto | str | os.PathLike, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -117,7 +112,7 @@ def run_onnx(model: onnx.ModelProto | str | os.PathLike, feeds: Mapping[str, np.
 
 def _calibration(
     model: onnx.ModelProto,
-    spec: dict | None,
+    spec: StoredSpec | None,
     calibration: Mapping[str, np.ndarray] | str | os.PathLike | None,
     dims: Mapping[str, int] | None,
     seed: int,
@@ -140,10 +135,10 @@ def _calibration(
     rng = np.random.default_rng(seed)
     feeds = {}
     if spec is not None:
-        sizes = {name: sizes[1] for name, sizes in spec.get("dims", {}).items()}
+        sizes = {name: sizes[1] for name, sizes in spec.dims.items()}
         sizes.update(dims or {})
         # drawn as validation draws them (each input's sampler), from the spec the file carries
-        return sample_inputs([TensorSpec.from_json(tensor) for tensor in spec["inputs"]], sizes, rng)
+        return sample_inputs(list(spec.inputs), sizes, rng)
     for value in inputs:
         shape = []
         for axis, dim in enumerate(value.type.tensor_type.shape.dim):
@@ -210,9 +205,9 @@ def plan_precision(
     if mode not in ("fp16", "auto"):
         raise TalkrtError(f"precision mode {mode!r}: choose fp16 or auto")
     source = _load(model)
-    spec = _spec_json(source)
+    spec = StoredSpec.from_onnx(source)
     if spec is not None:
-        keep_ops, gates, keep_source = list(spec.get("keep_fp32_ops", [])), gates_from_spec_json(spec), "the spec"
+        keep_ops, gates, keep_source = list(spec.keep_fp32_ops), list(spec.gates), "the spec"
     else:
         keep_ops, gates, keep_source = list(DEFAULT_KEEP_FP32_OPS), _default_gates(source), "the default keep set (no talkrt spec)"
     # A gate-less spec (an export older than the gates) gets the default gate, never a vacuous pass.

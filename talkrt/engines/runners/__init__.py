@@ -47,11 +47,11 @@ def make_runner(
         raise TalkrtError(f"unknown backend {backend!r}; choose one of {', '.join(RUNTIME_BACKENDS)}")
     from talkrt.engines.model_files import check_model_file
 
-    spec_json = check_model_file(model, backend, expect)
+    spec = check_model_file(model, backend, expect)
     if backend == "ort":
         from talkrt.engines.runners.ort import OrtRunner
 
-        return OrtRunner(model, device, stream, GraphIO.from_spec_json(spec_json))
+        return OrtRunner(model, device, stream, GraphIO.from_stored(spec))
     from talkrt.engines.runners.trt import TensorRTRunner
 
     return TensorRTRunner(model, device)

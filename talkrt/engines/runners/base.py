@@ -18,12 +18,19 @@ import torch
 
 from talkrt.engines.devices import normalize_device
 from talkrt.errors import TalkrtError
+from talkrt.export.spec import ExportSpec, StoredSpec, TensorSpec
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int64": torch.int64, "int32": torch.int32, "bool": torch.bool, "uint8": torch.uint8}
 
 
 @dataclass(frozen=True)
 class TensorIO:
+    """One input or output as a runner binds it: name, dims (ints, or dim names) and dtype.
+
+    Read from the spec a graph carries (its TensorSpecs, through StoredSpec) or, for an
+    engine, from the engine's own bindings.
+    """
+
     name: str
     dims: tuple[int | str, ...]
     dtype: str = "float32"
@@ -38,21 +45,28 @@ class GraphIO:
     derived: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_spec_json(cls, spec: Mapping) -> "GraphIO":
-        def tensors(key: str) -> tuple[TensorIO, ...]:
-            return tuple(TensorIO(t["name"], tuple(t["shape"]), t.get("dtype", "float32")) for t in spec[key])
+    def from_stored(cls, spec: StoredSpec) -> "GraphIO":
+        """From the spec an exported graph carries."""
 
-        return cls(tensors("inputs"), tensors("outputs"), dict(spec.get("derived_dims", {})))
+        def tensors(stored: tuple[TensorSpec, ...]) -> tuple[TensorIO, ...]:
+            return tuple(TensorIO(t.name, t.shape, t.dtype) for t in stored)
+
+        return cls(tensors(spec.inputs), tensors(spec.outputs), dict(spec.derived_dims))
 
     @classmethod
-    def from_spec(cls, spec) -> "GraphIO":
+    def from_spec_json(cls, spec: Mapping) -> "GraphIO":
+        """From a ``talkrt.spec`` JSON (ExportSpec.to_json)."""
+        return cls.from_stored(StoredSpec.from_json(spec))
+
+    @classmethod
+    def from_spec(cls, spec: ExportSpec) -> "GraphIO":
         return cls.from_spec_json(spec.to_json())
 
     @classmethod
     def from_onnx(cls, path: str | Path) -> "GraphIO":
         from talkrt.engines.model_files import load_onnx, onnx_spec
 
-        return cls.from_spec_json(onnx_spec(load_onnx(path), Path(path)))
+        return cls.from_stored(onnx_spec(load_onnx(path), Path(path)))
 
     def output_shapes(self, input_shapes: Mapping[str, Sequence[int]]) -> dict[str, tuple[int, ...]]:
         """Concrete output shapes for concrete input shapes (dims bound by name, derived dims evaluated)."""
