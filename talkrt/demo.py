@@ -72,8 +72,8 @@ def demo_engine_backend(gpu) -> tuple[str | None, str]:
 def run_demo(out_dir: str | Path = "out", seconds: float = 4.0, device: str = "auto", batch_size: int = 8, step: Callable[[str], None] = lambda _: None) -> DemoResult:
     from talkrt.engines.devices import ort_cuda_available, resolve_device, visible_gpu
     from talkrt.errors import TalkrtError
-    from talkrt.models.registry import get_spec
     from talkrt.export.onnx import export_onnx
+    from talkrt.models.registry import DEFAULT_RENDERER, get_renderer_family, get_spec
     from talkrt.runtime.avatar import synthetic_avatar
     from talkrt.runtime.pipeline import PipelineOptions, pipeline_from_files
 
@@ -82,9 +82,10 @@ def run_demo(out_dir: str | Path = "out", seconds: float = 4.0, device: str = "a
     gpu = visible_gpu(target) if target.type == "cuda" else None
     notes: list[str] = []
     models = out_dir / "models"
-    spec = get_spec("wav2lip")
-    onnx_path = models / "wav2lip.onnx"
-    step("exporting Wav2Lip (random weights) to ONNX and validating it")
+    generator = get_renderer_family(DEFAULT_RENDERER).roles["generator"]  # the demo renders with the default renderer
+    spec = get_spec(generator.graph, **generator.options)
+    onnx_path = models / f"{generator.stem}.onnx"
+    step(f"exporting {spec.name} (random weights) to ONNX and validating it")
     export_onnx(spec, spec.build_module(None, seed=0), onnx_path)
 
     engine = None
@@ -95,7 +96,7 @@ def run_demo(out_dir: str | Path = "out", seconds: float = 4.0, device: str = "a
 
         step(f"building the {builder} engine")
         try:
-            engine = build_engine(onnx_path, models / "wav2lip.engine", BuildOptions(backend=builder, profile_overrides=())).engine
+            engine = build_engine(onnx_path, models / f"{generator.stem}.engine", BuildOptions(backend=builder, profile_overrides=())).engine
         except (TalkrtError, RuntimeError) as error:  # a driver too old for the builder, say: run without the engine
             notes.append(f"engine build failed, running without it: {error}")
 
@@ -118,7 +119,7 @@ def run_demo(out_dir: str | Path = "out", seconds: float = 4.0, device: str = "a
     write_wav(out_dir / "speech.wav", speech, SAMPLE_RATE)
 
     step(f"running the pipeline on {target} with the {backend} backend")
-    pipeline = pipeline_from_files(avatar, "wav2lip", backend, model, str(target), PipelineOptions(batch_size=batch_size))
+    pipeline = pipeline_from_files(avatar, DEFAULT_RENDERER, backend, model, str(target), PipelineOptions(batch_size=batch_size))
     try:
         report = pipeline.write_video(speech, SAMPLE_RATE, out_dir / "out.mp4")
     finally:

@@ -52,7 +52,7 @@ from talkrt.runtime.avatar_base import one_per_frame, opencv, resize_crops
 
 __all__ = [
     "AVATAR_VERSION",
-    "WAV2LIP_PADS",
+    "FACE_PADS",
     "Avatar",
     "BoxDetector",
     "blend_mask",
@@ -65,13 +65,13 @@ __all__ = [
     "read_source",
     "synthetic_avatar",
     "synthetic_frames",
-    "wav2lip_boxes",
+    "face_boxes",
 ]
 
 AVATAR_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 FORMAT_NAME = "talkrt-avatar"
-WAV2LIP_PADS = (0, 10, 0, 0)  # top, bottom, left, right (inference.py --pads default)
+FACE_PADS = (0, 10, 0, 0)  # top, bottom, left, right: Wav2Lip inference.py's --pads default, used for every renderer's face boxes
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
 HAAR_CASCADE = "haarcascade_frontalface_default.xml"
 # Haar runs on a copy no taller than this: detection cost grows with the pixel count,
@@ -200,13 +200,13 @@ def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def wav2lip_boxes(
+def face_boxes(
     raw_boxes: np.ndarray,
     frame_size: tuple[int, int],
-    pads: Sequence[int] = WAV2LIP_PADS,
+    pads: Sequence[int] = FACE_PADS,
     smooth_window: int = 5,
 ) -> np.ndarray:
-    """Wav2Lip's face_detect() box rule: pad, clip to the frame, smooth over time.
+    """Final face boxes from raw detections: pad, clip to the frame, smooth over time (Wav2Lip's face_detect() rule).
 
     ``frame_size`` is (height, width); ``pads`` is (top, bottom, left, right) in pixels.
     Smoothing reproduces ``get_smoothened_boxes(boxes, T)`` exactly, quirks included:
@@ -524,7 +524,7 @@ def prepare_avatar(
     max_frames: int | None = None,
     face_size: int = 96,
     fps=25,
-    pads: Sequence[int] = WAV2LIP_PADS,
+    pads: Sequence[int] = FACE_PADS,
     smooth_window: int = 5,
     detector: BoxDetector | None = None,
     renderer: str = DEFAULT_RENDERER,
@@ -534,7 +534,7 @@ def prepare_avatar(
 
     Wav2Lip: raw boxes come from ``boxes`` (see :func:`read_boxes`) or, without
     it, from the detector (OpenCV's Haar cascade by default); then Wav2Lip's pads,
-    clipping and 5-frame smoothing (:func:`wav2lip_boxes`), INTER_LINEAR crops to
+    clipping and 5-frame smoothing (:func:`face_boxes`), INTER_LINEAR crops to
     ``face_size`` and the shared blend mask.
 
     DINet and DH_live crop around 68-point landmarks: from ``landmarks`` (an
@@ -549,7 +549,7 @@ def prepare_avatar(
     if landmarks is not None:
         croppers = [f.name for f in map(get_renderer_family, renderer_names()) if f.avatar is not None]
         raise TalkrtError(f"--landmarks is for the {' and '.join(croppers)} renderers; {renderer} crops face boxes")
-    final = wav2lip_boxes(_raw_boxes(frames, boxes, max_frames is not None, detector), frames.shape[1:3], pads=pads, smooth_window=smooth_window)
+    final = face_boxes(_raw_boxes(frames, boxes, max_frames is not None, detector), frames.shape[1:3], pads=pads, smooth_window=smooth_window)
     return Avatar(
         frames=frames,
         boxes=final,
@@ -573,7 +573,7 @@ def _landmarks_for(frames, boxes, landmarks, allow_extra: bool, detector, smooth
     if landmarks is not None:
         return read_landmarks(landmarks, len(frames), allow_extra=allow_extra)
     raw = _raw_boxes(frames, boxes, allow_extra, detector)
-    return template_landmarks(wav2lip_boxes(raw, frames.shape[1:3], pads=(0, 0, 0, 0), smooth_window=smooth_window))
+    return template_landmarks(face_boxes(raw, frames.shape[1:3], pads=(0, 0, 0, 0), smooth_window=smooth_window))
 
 
 def landmark_avatar(frames: np.ndarray, landmarks: np.ndarray, renderer: str, fps, source: str) -> Avatar:
@@ -660,7 +660,7 @@ def synthetic_avatar(
         from talkrt.runtime.landmarks import template_landmarks
 
         return landmark_avatar(frames, template_landmarks(raw), renderer, fps, source)
-    final = wav2lip_boxes(raw, frames.shape[1:3], smooth_window=1)
+    final = face_boxes(raw, frames.shape[1:3], smooth_window=1)
     return Avatar(
         frames=frames,
         boxes=final,

@@ -22,7 +22,7 @@ from talkrt.runtime.avatar import (
     read_boxes,
     synthetic_avatar,
     synthetic_frames,
-    wav2lip_boxes,
+    face_boxes,
 )
 
 
@@ -205,13 +205,13 @@ def test_wav2lip_pads_and_clipping():
     raw = np.array([[10, 5, 110, 95]])
     # frame 100 high, 120 wide; pads top 3, bottom 10, left 4, right 15
     # x1 = 10-4 = 6, y1 = 5-3 = 2, x2 = min(120, 110+15) = 120, y2 = min(100, 95+10) = 100
-    assert wav2lip_boxes(raw, (100, 120), pads=(3, 10, 4, 15), smooth_window=1).tolist() == [[6, 2, 120, 100]]
+    assert face_boxes(raw, (100, 120), pads=(3, 10, 4, 15), smooth_window=1).tolist() == [[6, 2, 120, 100]]
     # Wav2Lip's default pads (0, 10, 0, 0) only lower the bottom edge, clipped at the frame
-    assert wav2lip_boxes(raw, (100, 120)).tolist() == [[10, 5, 110, 100]]
-    assert wav2lip_boxes(np.array([[10, 5, 110, 60]]), (100, 120)).tolist() == [[10, 5, 110, 70]]
-    assert wav2lip_boxes(raw, (100, 120)).dtype == np.int32
+    assert face_boxes(raw, (100, 120)).tolist() == [[10, 5, 110, 100]]
+    assert face_boxes(np.array([[10, 5, 110, 60]]), (100, 120)).tolist() == [[10, 5, 110, 70]]
+    assert face_boxes(raw, (100, 120)).dtype == np.int32
     with pytest.raises(TalkrtError, match="empty") as error:
-        wav2lip_boxes(np.array([[130, 5, 150, 60]]), (100, 120))  # entirely right of the frame
+        face_boxes(np.array([[130, 5, 150, 60]]), (100, 120))  # entirely right of the frame
     assert_one_line(error)
 
 
@@ -228,16 +228,16 @@ def test_wav2lip_smoothing_matches_get_smoothened_boxes():
     # i=4: window boxes[2:7] = 40,44,40,50,61 -> 47
     # i=5: window boxes[2:7] = 40,44,47,50,61 -> 48.4 -> 48
     # i=6: window boxes[2:7] = 40,44,47,48,61 -> 48
-    smoothed = wav2lip_boxes(raw, (200, 200))
+    smoothed = face_boxes(raw, (200, 200))
     assert smoothed[:, 0].tolist() == [20, 30, 40, 44, 47, 48, 48]
     assert smoothed[:, 1:].tolist() == [[5, 100, 90]] * 7  # constants stay, bottom padded by 10
 
     # Fewer frames than the window: the window is all frames (still in place).
     # i=0: (0+10+50)/3 = 20;  i=1: (20+10+50)/3 = 26.7 -> 26;  i=2: (20+26+50)/3 = 32
-    short = wav2lip_boxes(np.array([[x, 5, 100, 80] for x in (0, 10, 50)]), (200, 200))
+    short = face_boxes(np.array([[x, 5, 100, 80] for x in (0, 10, 50)]), (200, 200))
     assert short[:, 0].tolist() == [20, 26, 32]
     # smooth_window=1 is --nosmooth
-    assert wav2lip_boxes(raw, (200, 200), smooth_window=1)[:, 0].tolist() == x1
+    assert face_boxes(raw, (200, 200), smooth_window=1)[:, 0].tolist() == x1
 
 
 # --------------------------------------------------------------------------- boxes files
@@ -359,7 +359,7 @@ def test_prepare_avatar_from_h264_video_with_boxes_file(tmp_path):
     assert avatar.source == str(video)
     # Decoded H.264 stays close to what was drawn, and BGR order survives the round trip.
     assert np.abs(avatar.frames.astype(int) - frames.astype(int)).mean() < 3.0
-    np.testing.assert_array_equal(avatar.boxes, wav2lip_boxes(raw, (240, 320), pads=(0, 10, 0, 0), smooth_window=5))
+    np.testing.assert_array_equal(avatar.boxes, face_boxes(raw, (240, 320), pads=(0, 10, 0, 0), smooth_window=5))
     np.testing.assert_array_equal(avatar.crops, expected_crops(avatar.frames, avatar.boxes))
     assert avatar.blend_mask.shape == (96, 96)
 

@@ -179,7 +179,7 @@ def asr_spec(preset: str | None = None, normalize: bool | None = None, checkpoin
                 ("batch", "frames", len(CTC_LABELS)),
                 convention=(
                     f"CTC logits (no log-softmax), {rate} frames per second, labels in torchaudio HUBERT_ASR_LARGE order "
-                    f"{labels} with '{CTC_LABELS[CTC_BLANK]}' the blank at {CTC_BLANK}; DINet_optimized takes emissions[::2] (25 Hz) into dinet-mapper"
+                    f"{labels} with '{CTC_LABELS[CTC_BLANK]}' the blank at {CTC_BLANK}; a 25 Hz consumer takes emissions[::2]"
                 ),
             ),
         ),
@@ -199,6 +199,6 @@ def asr_spec(preset: str | None = None, normalize: bool | None = None, checkpoin
             "blank": str(CTC_BLANK),
             "vocab_index": ",".join(map(str, index)),
             "feature": "hubert-asr-large-50hz-29",
-            "alignment": "DINet_optimized: emissions[::2] gives 25 Hz, one frame per video frame, then dinet-mapper",
+            "alignment": "emissions[::2] gives 25 Hz, one frame per video frame at 25 fps",
         },
     )
