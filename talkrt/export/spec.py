@@ -145,8 +145,143 @@ class ExportSpec:
     validation_points: tuple[DimPoint, ...]
     # Output dims computed from input dims, name -> formula (documentation for users and metadata).
     derived_dims: Mapping[str, str] = field(default_factory=dict)
-    keep_fp32_ops: tuple[str, ...] = ()  # op types an FP16 build keeps in FP32, and why, in keep_fp32_reason
-    keep_fp32_reason: str = ""
+    keep_fp32_ops: tuple[str, ...] = ()  # op types an FP16 build keeps in FP32
+    keep_fp32_reason: str = ""  # why: travels in the file, so the engine's sidecar says it for every node kept
+    gates: tuple[Gate, ...] = ()  # what "as good as FP32" means for this graph's task
+    metadata: Mapping[str, str] = field(default_factory=dict)  # sample rate, fps, alignment contract, ...
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        names = {d.name for d in self.dims} | set(self.derived_dims)
+        for tensor in (*self.inputs, *self.outputs):
+            unknown = set(tensor.dynamic_axes.values()) - names
+            if unknown:
+                raise ValueError(f"{self.family}/{self.graph}: {tensor.name} uses undeclared dims {sorted(unknown)}")
+        inputs = {t.name: t for t in self.inputs}
+        for tensor in self.inputs:
+            sampler = tensor.sampler
+            if sampler is None:
+                continue
+            if sampler.dim is not None and sampler.dim not in {d.name for d in self.dims}:
+                raise ValueError(f"{self.family}/{self.graph}: {tensor.name}'s sampler runs over {sampler.dim!r}, not one of its dims")
+            if sampler.kind == "mask_from_lengths" and sampler.dim not in tensor.shape:
+                raise ValueError(f"{self.family}/{self.graph}: {tensor.name} is a mask over {sampler.dim!r} but has no such axis")
+            for other in (sampler.lengths, sampler.masked_by):
+                if other is not None and (other not in inputs or other == tensor.name):
+                    raise ValueError(f"{self.family}/{self.graph}: {tensor.name}'s sampler reads {other!r}, which is not another input")
+            if sampler.masked_by is not None and (inputs[sampler.masked_by].sampler or Sampler("uniform")).kind != "mask_from_lengths":
+                raise ValueError(f"{self.family}/{self.graph}: {tensor.name} is masked by {sampler.masked_by!r}, which is not a mask")
+        trace = self.trace_point
+        for point in self.validation_points:
+            if dict(point) == dict(trace):
+                raise ValueError(f"{self.family}/{self.graph}: validation point {dict(point)} equals the traced shape")
+
+    @property
+    def name(self) -> str:
+        return self.family if self.graph == self.family else f"{self.family}-{self.graph}"
+
+    def dim(self, name: str) -> Dim:
+        return next(d for d in self.dims if d.name == name)
+
+    @property
+    def trace_point(self) -> dict[str, int]:
+        return {d.name: d.trace_size for d in self.dims}
+
+    def shape(self, tensor: TensorSpec, point: DimPoint) -> tuple[int, ...]:
+        return tuple(point[s] if isinstance(s, str) else s for s in tensor.shape)
+
+    def example_inputs(self, point: DimPoint | None = None, seed: int = 0) -> dict[str, "object"]:
+        """Fresh random inputs at ``point`` (default: the traced point), drawn by each input's sampler."""
+        import torch
+
+        point = self.trace_point if point is None else {**self.trace_point, **point}
+        return sample_inputs(self.inputs, point, torch.Generator().manual_seed(seed))
+
+    def to_json(self) -> dict:
+        data = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype, "convention": self.convention, "value_range": list(self.value_range)}
+        if self.sampler is not None:  # absent: the default draw, so files of graphs without one are unchanged
+            data["sampler"] = self.sampler.to_json()
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> TensorSpec:
+        """One tensor of a ``talkrt.spec`` JSON; files written before samplers have none and get the default."""
+        sampler = data.get("sampler")
+        return cls(
+            str(data["name"]),
+            tuple(data["shape"]),
+            str(data.get("dtype", "float32")),
+            str(data.get("convention", "")),
+            tuple(data.get("value_range", (0.0, 1.0))),
+            Sampler.from_json(sampler) if sampler else None,
+        )
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Parity bound, elementwise: |onnx - torch| <= atol + rtol * |torch|."""
+
+    atol: float
+    rtol: float
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A task-level check of a reduced-precision graph or engine against the FP32 graph.
+
+    ``metric``: "psnr" (dB, images, ``peak`` is the value range), "cosine" (per row of
+    the last axis, e.g. per feature frame; the gate holds on the minimum), "snr"
+    (dB, waveforms) or "max_abs". ``region`` crops the output before the metric, one
+    (start, stop) pair per axis after the batch axis (None: the whole axis), e.g.
+    the mouth rows of a face.
+    """
+
+    output: str
+    metric: Literal["psnr", "cosine", "snr", "max_abs"]
+    threshold: float
+    region: tuple[tuple[int | None, int | None], ...] = ()
+    peak: float = 1.0
+    description: str = ""
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.metric != "max_abs"
+
+    def passes(self, value: float) -> bool:
+        return value >= self.threshold if self.higher_is_better else value <= self.threshold
+
+    def to_json(self) -> dict:
+        return {"output": self.output, "metric": self.metric, "threshold": self.threshold, "region": [list(r) for r in self.region], "peak": self.peak, "description": self.description}
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> Gate:
+        """One gate of a ``talkrt.spec`` JSON; region, peak and description may be absent."""
+        region = tuple(tuple(pair) for pair in data.get("region", ()))
+        return cls(data["output"], data["metric"], float(data["threshold"]), region=region, peak=float(data.get("peak", 1.0)), description=data.get("description", ""))  # type: ignore[arg-type]
+
+
+ModuleFactory = Callable[..., "object"]  # (checkpoint path | None, trust: bool) -> eval-mode nn.Module
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    family: str
+    graph: str
+    build_module: ModuleFactory
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    dims: tuple[Dim, ...]
+    opset: int
+    exporter: Literal["dynamo", "legacy"]
+    exporter_reason: str
+    tolerance: Tolerance
+    # Shapes at which parity is checked; they must differ from the traced (opt) point
+    # so a size baked into the graph by tracing is caught.
+    validation_points: tuple[DimPoint, ...]
+    # Output dims computed from input dims, name -> formula (documentation for users and metadata).
+    derived_dims: Mapping[str, str] = field(default_factory=dict)
+    keep_fp32_ops: tuple[str, ...] = ()  # op types an FP16 build keeps in FP32
+    keep_fp32_reason: str = ""  # why: travels in the file, so the engine's sidecar says it for every node kept
     gates: tuple[Gate, ...] = ()  # what "as good as FP32" means for this graph's task
     metadata: Mapping[str, str] = field(default_factory=dict)  # sample rate, fps, alignment contract, ...
     description: str = ""
@@ -218,6 +353,7 @@ class ExportSpec:
             "derived_dims": dict(self.derived_dims),
             "tolerance": {"atol": self.tolerance.atol, "rtol": self.tolerance.rtol},
             "keep_fp32_ops": list(self.keep_fp32_ops),
+            "keep_fp32_reason": self.keep_fp32_reason,
             "gates": [g.to_json() for g in self.gates],
         }
 
@@ -316,6 +452,10 @@ class StoredSpec:
     @cached_property
     def keep_fp32_ops(self) -> tuple[str, ...]:
         return tuple(self.data.get("keep_fp32_ops", ()))
+
+    @property
+    def keep_fp32_reason(self) -> str:
+        return str(self.data.get("keep_fp32_reason", ""))
 
     @cached_property
     def gates(self) -> tuple[Gate, ...]:

@@ -207,7 +207,8 @@ def plan_precision(
     source = _load(model)
     spec = StoredSpec.from_onnx(source)
     if spec is not None:
-        keep_ops, gates, keep_source = list(spec.keep_fp32_ops), list(spec.gates), "the spec"
+        keep_ops, gates = list(spec.keep_fp32_ops), list(spec.gates)
+        keep_source = f"the spec: {spec.keep_fp32_reason}" if spec.keep_fp32_reason else "the spec"
     else:
         keep_ops, gates, keep_source = list(DEFAULT_KEEP_FP32_OPS), _default_gates(source), "the default keep set (no talkrt spec)"
     # A gate-less spec (an export older than the gates) gets the default gate, never a vacuous pass.

@@ -56,6 +56,7 @@ def toy_spec() -> ExportSpec:
         tolerance=Tolerance(atol=1e-4, rtol=1e-3),
         validation_points=({"batch": 3, "frames": 7},),
         keep_fp32_ops=("Softmax",),
+        keep_fp32_reason="softmax logits overflow in FP16",
         gates=(
             Gate("y", "cosine", 0.999),
             Gate("half", "psnr", 40.0, region=((None, None), (0, 1)), peak=2.0, description="PSNR of the first feature"),
@@ -90,7 +91,7 @@ def assert_reads_back(stored: StoredSpec, spec: ExportSpec) -> None:
     assert stored.dims == {d.name: (d.min, d.opt, d.max) for d in spec.dims}
     assert stored.derived_dims == dict(spec.derived_dims)
     assert stored.gates == spec.gates
-    assert stored.keep_fp32_ops == spec.keep_fp32_ops
+    assert stored.keep_fp32_ops == spec.keep_fp32_ops and stored.keep_fp32_reason == spec.keep_fp32_reason
     assert stored.tolerance == spec.tolerance
     assert stored.metadata == dict(spec.metadata)
 

@@ -172,6 +172,8 @@ def test_family_fp16_runs_in_ort_and_builds_with_rtx(family_onnx, tmp_path) -> N
     ops = {node.name: node.op_type for node in mixed.graph.node}
     for node, reason in report.fp32_nodes.items():
         assert (ops[node] in spec.keep_fp32_ops) == reason.startswith(f"op type {ops[node]} kept in FP32 by the spec"), (node, reason)
+        if ops[node] in spec.keep_fp32_ops and spec.keep_fp32_reason:  # the sidecar says why, from the spec in the file
+            assert reason.endswith(spec.keep_fp32_reason), reason
     assert all(ops[n] not in spec.keep_fp32_ops for n, p in precisions.items() if p == "fp16")
     assert report.counts["fp32"] == len(fp32) and report.counts["fp16"] == sum(p == "fp16" for p in precisions.values())
 
