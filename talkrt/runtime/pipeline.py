@@ -141,12 +141,10 @@ class Pipeline:
     def _warm_features(self) -> None:
         """Features and windows of silence: the first call of each kernel loads its module and
         plans (cuFFT), tens of milliseconds that would otherwise delay the first frame."""
-        samples = self.renderer.warm_samples()
-        features = self.renderer.features(torch.zeros(samples, device=self.device))
-        count = num_video_frames(samples, self.fps, SAMPLE_RATE)
+        features = self.renderer.warmup()
+        count = num_video_frames(self.renderer.warm_samples(), self.fps, SAMPLE_RATE)
         gather_windows(features, self.renderer.alignment.window_indices(features.shape[-1], count, self.fps, self.device))
         self._avatar_indices(0, count)
-        self.renderer.reset()
 
     def close(self) -> None:
         """Release the graphs and the runners' resources (an RTX engine's runtime cache is saved)."""

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from talkrt.engines.runners import Runner
+from talkrt.engines.runners.base import TORCH_DTYPES
 
 BGR = (2, 1, 0)  # the same index turns RGB into BGR and back
 
@@ -27,11 +28,59 @@ def to_device_images(images: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.as_tensor(np.ascontiguousarray(images), device=device).permute(0, 3, 1, 2).contiguous()
 
 
+def static_dims(runner: Runner, name: str) -> tuple[int, ...]:
+    """The dims after the batch of input ``name``, as the graph declares them (its spec, or an
+    engine's bindings): the one place a renderer learns its crop size and feature channels."""
+    tensor = next(t for t in runner.io.inputs if t.name == name)
+    rest = tuple(tensor.dims[1:])
+    if not all(isinstance(d, int) and d > 0 for d in rest):
+        raise ValueError(f"{name} must have static dims after the batch, got {tensor.dims}")
+    return rest
+
+
+def batch_buffers(runner: Runner, batch_size: int, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """One buffer per named input of ``runner``: ``batch_size`` rows of its static dims, in its dtype."""
+    dtypes = {t.name: t.dtype for t in runner.io.inputs}
+    return {name: torch.empty(batch_size, *static_dims(runner, name), dtype=TORCH_DTYPES[dtypes[name]], device=runner.device) for name in names}
+
+
 class Renderer:
-    """What every renderer shares: its runners' lifecycle and capture facts."""
+    """What every renderer shares, and the lifecycle the pipeline drives:
+
+    ``bind(avatar, batch_size)`` once per avatar (per-frame inputs, batch buffers), then
+    ``warmup()`` on a GPU (first-call kernel loads, before any utterance), then per
+    utterance ``features(wav16k)`` (the family's own audio front end, a stage of its own)
+    and ``render(avatar_frames, windows, stream)`` per batch, ``reset()`` between
+    utterances, and ``release()`` at the end. ``capturable``: may the pipeline capture a
+    steady batch of ``render`` in a CUDA graph (every runner it calls allows it).
+    A family renderer also declares ``name``, ``alignment``, ``crop_size`` and ``device``.
+    """
 
     runner: Runner  # the generator, run once per batch
     feature_channels: int  # C of the (n, C, window) feature windows render() takes
+
+    def bind(self, avatar, batch_size: int) -> None:
+        raise NotImplementedError
+
+    def features(self, wav16k: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def render(self, avatar_frames: torch.Tensor, windows: torch.Tensor, stream: torch.cuda.Stream | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Forget what one utterance left behind (DH_live's LSTM state); nothing by default."""
+
+    def warmup(self) -> torch.Tensor:
+        """Run the features once on silence (kernel loads, FFT plans) and forget it; returns them,
+        so the caller can warm what reads them."""
+        features = self.features(torch.zeros(self.warm_samples(), device=self.device))
+        self.reset()
+        return features
+
+    @property
+    def capturable(self) -> bool:
+        return all(runner.capturable for runner in self.batch_runners)
 
     @property
     def batch_runners(self) -> tuple[Runner, ...]:

@@ -15,10 +15,10 @@ import torch
 
 from talkrt.engines.runners import Runner
 from talkrt.errors import TalkrtError
-from talkrt.models.dinet.model import FACE_HEIGHT, FACE_WIDTH, MOUTH_COLS, MOUTH_ROWS
+from talkrt.models.dinet.model import MOUTH_COLS, MOUTH_ROWS
 from talkrt.models.family import RendererOptions
 from talkrt.runtime.align import CTC_25HZ, DEEPSPEECH, FeatureAlignment
-from talkrt.runtime.renderer_base import BGR, Renderer, batch_views, to_device_images
+from talkrt.runtime.renderer_base import BGR, Renderer, batch_buffers, batch_views, static_dims, to_device_images
 
 
 class PrecomputedFeatures:
@@ -66,18 +66,15 @@ class DINetRenderer(Renderer):
     """DINet(3, 15, 29): the masked 416x320 face, 5 references and a 5-frame feature window -> the face, RGB."""
 
     name = "dinet"
-    feature_channels = 29
 
     def __init__(self, runner: Runner, features) -> None:
         self.runner = runner
         self.device = runner.device
         self.feature_source = features
         self.alignment: FeatureAlignment = features.alignment
-        self.crop_size = (FACE_HEIGHT, FACE_WIDTH)
+        self.crop_size = static_dims(runner, "source_image")[1:]
+        self.feature_channels = static_dims(runner, "audio_window")[0]
         self.mouth = (slice(*MOUTH_ROWS), slice(*MOUTH_COLS))
-
-    def reset(self) -> None:
-        """Nothing carried between utterances."""
 
     def features(self, wav16k: torch.Tensor) -> torch.Tensor:
         return self.feature_source(wav16k)
@@ -97,11 +94,8 @@ class DINetRenderer(Renderer):
         self.crops = to_device_images(avatar.crops, self.device).index_select(1, bgr)  # RGB uint8 (M, 3, H, W)
         picks = torch.as_tensor(avatar.extras["reference_indices"], device=self.device)
         references = self.crops.index_select(0, picks).float().div_(255.0).reshape(1, -1, height, width)
-        self.inputs = {
-            "source_image": torch.empty(batch_size, 3, height, width, device=self.device),
-            "reference_images": references.expand(batch_size, -1, -1, -1).contiguous(),  # fixed per video
-            "audio_window": torch.empty(batch_size, 29, 5, device=self.device),
-        }
+        self.inputs = batch_buffers(self.runner, batch_size, ("source_image", "audio_window"))
+        self.inputs["reference_images"] = references.expand(batch_size, -1, -1, -1).contiguous()  # fixed per video
         self.outputs = self.runner.allocate_outputs({k: v.shape for k, v in self.inputs.items()})
         self.faces = torch.empty(batch_size, 3, height, width, device=self.device)
         self._bgr = bgr

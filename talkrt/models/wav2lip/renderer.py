@@ -7,7 +7,7 @@ import torch
 from talkrt.engines.runners import Runner
 from talkrt.runtime.align import WAV2LIP_MEL, FeatureAlignment
 from talkrt.runtime.audio import wav2lip_mel
-from talkrt.runtime.renderer_base import Renderer, batch_views, to_device_images
+from talkrt.runtime.renderer_base import Renderer, batch_buffers, batch_views, static_dims, to_device_images
 
 
 class Wav2LipRenderer(Renderer):
@@ -15,16 +15,13 @@ class Wav2LipRenderer(Renderer):
 
     name = "wav2lip"
     alignment: FeatureAlignment = WAV2LIP_MEL
-    feature_channels = 80
 
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
         self.device = runner.device
-        self.face_size = 96
-        self.crop_size = (96, 96)
-
-    def reset(self) -> None:
-        """Nothing carried between utterances."""
+        self.feature_channels = static_dims(runner, "audio_sequences")[1]  # (1, mel bins, window)
+        self.crop_size = static_dims(runner, "face_sequences")[1:]
+        self.face_size = self.crop_size[0]
 
     def features(self, wav16k: torch.Tensor) -> torch.Tensor:
         """(S,) 16 kHz -> (80, T) mel on the waveform's device."""
@@ -40,10 +37,7 @@ class Wav2LipRenderer(Renderer):
         masked = faces.clone()
         masked[:, :, self.face_size // 2 :] = 0.0
         self.face_inputs = torch.cat([masked, faces], dim=1).contiguous()  # (M, 6, 96, 96)
-        self.inputs = {
-            "audio_sequences": torch.empty(batch_size, 1, 80, 16, device=self.device),
-            "face_sequences": torch.empty(batch_size, 6, self.face_size, self.face_size, device=self.device),
-        }
+        self.inputs = batch_buffers(self.runner, batch_size, ("audio_sequences", "face_sequences"))
         self.outputs = self.runner.allocate_outputs({k: v.shape for k, v in self.inputs.items()})
 
     def render(self, avatar_frames: torch.Tensor, windows: torch.Tensor, stream: torch.cuda.Stream | None = None) -> torch.Tensor:
