@@ -1,4 +1,4 @@
-"""Audio-feature <-> video-frame alignment contracts (DESIGN.md, "Alignment contract").
+"""Audio-feature <-> video-frame alignment contracts (docs/architecture.md, "Alignment").
 
 One clock drives everything: the 16 kHz sample index. Video frame k at F fps
 starts at sample s_k = floor(k * sr / F), computed with integers from F as an

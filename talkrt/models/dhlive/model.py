@@ -10,8 +10,7 @@ Renderer
     computation is two pure functions, :meth:`DINetFiveRef.encode_reference` (once
     per avatar) and :meth:`DINetFiveRef.generate` (per frame), whose composition is
     the original ``forward`` operation for operation. The only change is AdaAT's
-    5-D ``grid_sample``, replaced by the exact 4-D rewrite of ``talkrt.models.dinet.adaat``
-    (specs/models.md 2.3).
+    5-D ``grid_sample``, replaced by the exact 4-D rewrite of ``talkrt.models.dinet.adaat``.
 
     Inputs are 256x256 crops in [0, 1], channels in cv2's BGR order:
     ``source`` (B, 6) = the face with the lower face (nose edge to jaw) filled

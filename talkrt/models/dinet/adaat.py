@@ -12,7 +12,7 @@ channels (channels 0 and D-1 half-blended with zero padding). Folding channels
 into the batch and warping each channel on its own is therefore wrong for the
 released weights.
 
-Exact rewrite used here (see specs/models.md 2.3):
+Exact rewrite used here:
 
 1. grid_sample is linear in its input for a fixed grid and z_k does not depend
    on (x, y), so the depth interpolation is a constant D x D banded matrix M

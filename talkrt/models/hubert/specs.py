@@ -12,7 +12,7 @@ from talkrt.export.spec import Dim, ExportSpec, Gate, TensorSpec, Tolerance
 from talkrt.models.hubert.model import CTC_BLANK, CTC_LABELS, HOP, NORMALIZE_EPS, ENCODER_PRESETS, RECEPTIVE_FIELD, SAMPLE_RATE, EncoderPreset
 
 # FP16 overflows in these: LayerNorm / InstanceNorm statistics over long sequences and
-# the variance of the utterance normalisation (specs/models.md, HuBERT FP16 notes).
+# the variance of the utterance normalisation.
 _KEEP_FP32 = ("LayerNormalization", "InstanceNormalization", "GroupNormalization", "ReduceMean", "Pow", "Sqrt", "Softmax")
 
 

@@ -1,7 +1,7 @@
 """DINet computes what MRzzm/DINet computes, and loads its released checkpoint strictly.
 
-The AdaAT reference below is written plainly from the original's semantics
-(specs/models.md 2.3), independently of talkrt.models.dinet.adaat: it builds the
+The AdaAT reference below is written plainly from the original's semantics,
+independently of talkrt.models.dinet.adaat: it builds the
 (B, D, H, W, 3) grid [X, Y, z_k] and calls the 5-D ``F.grid_sample`` (default
 trilinear, zeros padding, align_corners=False) on the feature map with a
 singleton channel axis, as the original does.
