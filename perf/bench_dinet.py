@@ -28,27 +28,24 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
 from rich.console import Console
-from rich.table import Table
 
-from _machine import PRECISIONS, REPO, cpu_counters, cuda_problem, git_commit, machine_info, other_cpu_share, torch_dtype  # noqa: E402  (perf/ is on sys.path when run as a script)
+from _machine import PRECISIONS, REPO, cpu_counters, cuda_problem, machine_info, other_cpu_share, torch_dtype  # noqa: E402  (perf/ is on sys.path when run as a script)
 
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from talkrt.models.dinet.specs import dinet_spec  # noqa: E402
 from talkrt.export.onnx import export_onnx  # noqa: E402
-from talkrt.fileio import write_text_atomic  # noqa: E402
+from _report import cpu_share, emit, result_header, results_table  # noqa: E402  (imports talkrt)
 
 console = Console(stderr=True)
 
@@ -210,10 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     result = {
-        "benchmark": "DINet per-frame latency",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        **git_commit(),
-        "machine": machine_info(device, sorted(set(providers))),
+        **result_header("DINet per-frame latency", machine_info(device, sorted(set(providers)))),
         "precision": args.precision,
         "model": "DINet(3, 15, 29), 416x320 face, 5 reference frames, DeepSpeech window 29x5",
         "weights": "random (dinet_spec().build_module(None, seed=0))",
@@ -235,34 +229,25 @@ def main(argv: list[str] | None = None) -> int:
         "results": rows,
     }
 
-    table = Table(
-        title=f"DINet(3, 15, 29) 416x320 (random weights, {parameters / 1e6:.1f} M parameters), {device} ({result['machine']['device_name']})",
+    table = results_table(
+        f"DINet(3, 15, 29) 416x320 (random weights, {parameters / 1e6:.1f} M parameters), {device} ({result['machine']['device_name']})",
+        (
+            ("backend", "left"), ("batch", "right"), ("ms / batch", "right"), ("ms / frame", "right"), ("frames/s", "right"),
+            ("speed vs eager", "right"), ("max |diff| vs fp32 eager", "right"), ("runs", "right"), ("others' CPU", "right"),
+        ),
+        (
+            (
+                row["label"], str(row["batch"]), f"{row['batch_ms_median']:.1f}", f"{row['frame_ms']:.1f}", f"{row['fps']:.2f}",
+                f"{row['speed_vs_eager']:.2f}x", f"{row['max_abs_diff_vs_fp32_eager']:.1e}", str(row["repeats"]), cpu_share(row["other_cpu"]),
+            )
+            for row in rows
+        ),
         caption="medians after one warm-up; speed vs eager = eager ms / this row's ms; max |diff| against the fp32 module",
     )
-    columns = (
-        ("backend", "left"), ("batch", "right"), ("ms / batch", "right"), ("ms / frame", "right"), ("frames/s", "right"),
-        ("speed vs eager", "right"), ("max |diff| vs fp32 eager", "right"), ("runs", "right"), ("others' CPU", "right"),
-    )
-    for column, justify in columns:
-        table.add_column(column, justify=justify)
-
-    def share(value):
-        return "n/a" if value is None else f"{100 * value:.0f}%"
-
-    for row in rows:
-        table.add_row(
-            row["label"], str(row["batch"]), f"{row['batch_ms_median']:.1f}", f"{row['frame_ms']:.1f}", f"{row['fps']:.2f}",
-            f"{row['speed_vs_eager']:.2f}x", f"{row['max_abs_diff_vs_fp32_eager']:.1e}", str(row["repeats"]), share(row["other_cpu"]),
-        )
-    out = Console(width=max(Console().width, 160))
-    out.print(table)
-    for row in rows:
-        out.print(f"{row['label']} batch {row['batch']} runs (ms): {', '.join(str(v) for v in row['runs_ms'])}")
+    lines = [f"{row['label']} batch {row['batch']} runs (ms): {', '.join(str(v) for v in row['runs_ms'])}" for row in rows]
     if export_seconds is not None:
-        out.print(f"export (with validation), not timed above: {export_seconds:.1f} s; ONNX file {onnx_mb} MB")
-    if args.json:
-        write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
-        out.print(f"wrote {args.json}")
+        lines.append(f"export (with validation), not timed above: {export_seconds:.1f} s; ONNX file {onnx_mb} MB")
+    emit(result, table, args.json, width=160, lines=lines)
     return 0
 
 

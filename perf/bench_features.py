@@ -20,27 +20,24 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
 from rich.console import Console
-from rich.table import Table
 
-from _machine import PRECISIONS, REPO, cpu_counters, cuda_problem, git_commit, machine_info, other_cpu_share, torch_dtype  # noqa: E402  (perf/ is on sys.path when run as a script)
+from _machine import PRECISIONS, REPO, cpu_counters, cuda_problem, machine_info, other_cpu_share, torch_dtype  # noqa: E402  (perf/ is on sys.path when run as a script)
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from talkrt.fileio import write_text_atomic  # noqa: E402
 from talkrt.models.registry import get_spec  # noqa: E402
 from talkrt.export.onnx import export_onnx  # noqa: E402
+from _report import cpu_share, emit, result_header, results_table  # noqa: E402  (imports talkrt)
 
 SAMPLE_RATE = 16000
 console = Console(stderr=True)
@@ -238,10 +235,7 @@ def main(argv: list[str] | None = None) -> int:
                 row["speed_vs_eager"] = round(eager_row["ms_median"] / row["ms_median"], 2)
 
     result = {
-        "benchmark": "audio features",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        **git_commit(),
-        "machine": machine_info(device, sorted(set(providers))),
+        **result_header("audio features", machine_info(device, sorted(set(providers)))),
         "precision": args.precision,
         "audio_seconds": audio_seconds,
         "samples": len(wav),
@@ -255,31 +249,29 @@ def main(argv: list[str] | None = None) -> int:
         "results": rows,
     }
 
-    table = Table(
-        title=f"Audio features, {audio_seconds:g} s of audio, {device} ({result['machine']['device_name']}), PyTorch in {args.precision}",
+    table = results_table(
+        f"Audio features, {audio_seconds:g} s of audio, {device} ({result['machine']['device_name']}), PyTorch in {args.precision}",
+        (("feature", "left"), ("backend", "left"), ("ms / run (median)", "right"), ("runs", "right"), ("RTF", "right"), ("speed vs eager", "right"), ("max |diff| vs fp32 eager", "right"), ("others' CPU", "right")),
+        (
+            (
+                row["feature"],
+                row["backend"],
+                f"{row['ms_median']:.1f}",
+                str(row["repeats"]),
+                f"{row['rtf']:.4f}",
+                f"{row['speed_vs_eager']:.2f}x",
+                f"{row['max_abs_diff_vs_fp32_eager']:.1e}",
+                cpu_share(row["other_processes_cpu_share"]),
+            )
+            for row in rows
+        ),
         caption="speed vs eager: eager ms / this row's ms, eager = the exported PyTorch module; RTF = compute time / audio duration; max |diff| against the fp32 module",
     )
-    for column, justify in (("feature", "left"), ("backend", "left"), ("ms / run (median)", "right"), ("runs", "right"), ("RTF", "right"), ("speed vs eager", "right"), ("max |diff| vs fp32 eager", "right"), ("others' CPU", "right")):
-        table.add_column(column, justify=justify)
-    for row in rows:
-        table.add_row(
-            row["feature"],
-            row["backend"],
-            f"{row['ms_median']:.1f}",
-            str(row["repeats"]),
-            f"{row['rtf']:.4f}",
-            f"{row['speed_vs_eager']:.2f}x",
-            f"{row['max_abs_diff_vs_fp32_eager']:.1e}",
-            "n/a" if row["other_processes_cpu_share"] is None else f"{100 * row['other_processes_cpu_share']:.0f}%",
-        )
-    out = Console(width=max(Console().width, 180))  # a file or pipe gets the whole table, unwrapped
-    out.print(table)
+    lines = []
     if export_seconds:
         exports = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in export_seconds.items())
-        out.print(f"export (with validation), not timed above: {exports}")
-    if args.json:
-        write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
-        out.print(f"wrote {args.json}")
+        lines.append(f"export (with validation), not timed above: {exports}")
+    emit(result, table, args.json, width=180, lines=lines)
     return 0
 
 

@@ -55,25 +55,21 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import json
 import os
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
 from rich.console import Console
-from rich.table import Table
 
-from _machine import PRECISIONS, REPO, git_commit, machine_info, torch_dtype  # noqa: E402  (perf/ is on sys.path when run as a script)
+from _machine import PRECISIONS, REPO, machine_info, torch_dtype  # noqa: E402  (perf/ is on sys.path when run as a script)
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from talkrt.fileio import write_text_atomic  # noqa: E402
 from talkrt.demo import synthetic_speech  # noqa: E402
 from talkrt.models.registry import get_spec  # noqa: E402
 from talkrt.optional import available  # noqa: E402
@@ -81,6 +77,7 @@ from talkrt.runtime.align import gather_windows, num_video_frames  # noqa: E402
 from talkrt.runtime.audio import wav2lip_mel  # noqa: E402
 from talkrt.runtime.avatar import Avatar, synthetic_avatar  # noqa: E402
 from talkrt.runtime.pipeline import Pipeline, PipelineOptions, pipeline_from_files  # noqa: E402
+from _report import emit, result_header, results_table  # noqa: E402  (imports talkrt)
 
 SAMPLE_RATE = 16000
 CHUNK_MS = 40
@@ -559,10 +556,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     result = {
-        "benchmark": "pipeline vs naive host-copy baseline",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        **git_commit(),
-        "machine": machine_info(device, ort_providers(), opencv=_cv2().__version__),
+        **result_header("pipeline vs naive host-copy baseline", machine_info(device, ort_providers(), opencv=_cv2().__version__)),
         "settings": {
             "backend": args.backend,
             "precision": args.precision,
@@ -596,43 +590,44 @@ def main(argv: list[str] | None = None) -> int:
         "frame_check": checks,
     }
 
-    out = Console(width=max(Console().width, 150))  # a file or pipe gets the whole table, unwrapped
     title = f"Wav2Lip pipeline vs naive baseline: {pipe_off['frames']} frames ({audio_seconds:g} s at {avatar.fps} fps), {args.backend} {args.precision} on {result['machine']['device_name']} ({device}), batch {args.batch_size}"
-    table = Table(title=title)
-    for column in ("variant", "total ms (median)", "fps", "fps / render-only", "TTFF ms (median)", "h2d bytes", "d2h bytes", "runs"):
-        table.add_column(column, justify="left" if column == "variant" else "right")
-    for row in rows:
-        table.add_row(
-            row["variant"],
-            "-" if row["total_ms_median"] is None else f"{row['total_ms_median']:.1f}",
-            "-" if row["fps"] is None else f"{row['fps']:.1f}",
-            "-" if row["fps_over_render_only"] is None else f"{row['fps_over_render_only']:.3f}",
-            f"{row['ttff_ms_median']:.1f}",
-            str(row["h2d_bytes"]) if "h2d_bytes" in row else "-",
-            str(row["d2h_bytes"]) if "d2h_bytes" in row else "-",
-            str(row["repeats"]),
-        )
-    out.print(table)
+    columns = ("variant", "total ms (median)", "fps", "fps / render-only", "TTFF ms (median)", "h2d bytes", "d2h bytes", "runs")
+    table = results_table(
+        title,
+        [(column, "left" if column == "variant" else "right") for column in columns],
+        (
+            (
+                row["variant"],
+                "-" if row["total_ms_median"] is None else f"{row['total_ms_median']:.1f}",
+                "-" if row["fps"] is None else f"{row['fps']:.1f}",
+                "-" if row["fps_over_render_only"] is None else f"{row['fps_over_render_only']:.3f}",
+                f"{row['ttff_ms_median']:.1f}",
+                str(row["h2d_bytes"]) if "h2d_bytes" in row else "-",
+                str(row["d2h_bytes"]) if "d2h_bytes" in row else "-",
+                str(row["repeats"]),
+            )
+            for row in rows
+        ),
+    )
+    lines = []
     if ratios["end_to_end_over_render_only"] is None:
-        out.print(f"end-to-end fps / render-only fps: not measured ({TO_MP4} skipped: no PyAV); offline pipeline (frames left on the device): {ratios['pipeline_offline_over_render_only']:.3f}")
+        lines.append(f"end-to-end fps / render-only fps: not measured ({TO_MP4} skipped: no PyAV); offline pipeline (frames left on the device): {ratios['pipeline_offline_over_render_only']:.3f}")
     else:
-        out.print(f"end-to-end fps / render-only fps (MP4 via write_video; goal >= 0.95): {ratios['end_to_end_over_render_only']:.3f}; offline pipeline (frames left on the device): {ratios['pipeline_offline_over_render_only']:.3f}")
-        out.print(f"end-to-end fps / slowest stage's fps (min of render only, encode only): {ratios['end_to_end_over_slowest_stage']:.3f}")
-    out.print(f"throughput ratio (pipeline offline fps / baseline fps): {ratios['throughput_pipeline_offline_over_baseline']:.3f}")
-    out.print(f"TTFF ratio, burst (baseline / pipeline streaming): {ratios['ttff_baseline_over_pipeline_streaming_burst']:.2f}; baseline / pipeline offline: {ratios['ttff_baseline_over_pipeline_offline']:.2f}")
+        lines.append(f"end-to-end fps / render-only fps (MP4 via write_video; goal >= 0.95): {ratios['end_to_end_over_render_only']:.3f}; offline pipeline (frames left on the device): {ratios['pipeline_offline_over_render_only']:.3f}")
+        lines.append(f"end-to-end fps / slowest stage's fps (min of render only, encode only): {ratios['end_to_end_over_slowest_stage']:.3f}")
+    lines.append(f"throughput ratio (pipeline offline fps / baseline fps): {ratios['throughput_pipeline_offline_over_baseline']:.3f}")
+    lines.append(f"TTFF ratio, burst (baseline / pipeline streaming): {ratios['ttff_baseline_over_pipeline_streaming_burst']:.2f}; baseline / pipeline offline: {ratios['ttff_baseline_over_pipeline_offline']:.2f}")
     if "ttff_paced_baseline_over_pipeline_streaming" in ratios:
-        out.print(f"TTFF ratio, paced (baseline / pipeline streaming): {ratios['ttff_paced_baseline_over_pipeline_streaming']:.2f}")
+        lines.append(f"TTFF ratio, paced (baseline / pipeline streaming): {ratios['ttff_paced_baseline_over_pipeline_streaming']:.2f}")
     for name, check in checks.items():
-        out.print(
+        lines.append(
             f"frame check {name}: max |diff| {check['max_abs_diff']} (outside boxes {check['max_abs_diff_outside_boxes']}, "
             f"mask core {check['max_abs_diff_mask_core']}), {check['pixels_differing']} of {check['pixels']} pixels differ, "
             f"{check['pixels_differing_by_more_than_1']} by more than 1"
         )
     if not cuda:
-        out.print("host<->device bytes are 0 on the CPU: there is no device to copy to")
-    if args.json:
-        write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
-        out.print(f"wrote {args.json}")
+        lines.append("host<->device bytes are 0 on the CPU: there is no device to copy to")
+    emit(result, table, args.json, width=150, lines=lines)
     return 0
 
 

@@ -34,28 +34,25 @@ from __future__ import annotations
 import argparse
 import gc
 import inspect
-import json
 import os
 import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
 from rich.console import Console
-from rich.table import Table
 
-from _machine import PRECISIONS, REPO, cpu_counters, cuda_problem, git_commit, machine_info, other_cpu_share, torch_dtype  # noqa: E402  (perf/ is on sys.path when run as a script)
+from _machine import PRECISIONS, REPO, cpu_counters, cuda_problem, machine_info, other_cpu_share, torch_dtype  # noqa: E402  (perf/ is on sys.path when run as a script)
 
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from talkrt.models.vits.specs import export_vits  # noqa: E402
-from talkrt.fileio import write_text_atomic  # noqa: E402
 from talkrt.models.vits.text import text_to_ids  # noqa: E402
 from talkrt.models.vits.synth import VitsSynthesizer  # noqa: E402
+from _report import cpu_share, emit, result_header, results_table  # noqa: E402  (imports talkrt)
 
 console = Console(stderr=True)
 
@@ -286,10 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         ratios[f"{row['backend']}_stream_total_over_one_shot"] = round(row["stream_total_ms_median"] / row["one_shot_ms_median"], 2)
 
     result = {
-        "benchmark": "VITS text to speech",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        **git_commit(),
-        "machine": machine_info(device, sorted(set(providers))),
+        **result_header("VITS text to speech", machine_info(device, sorted(set(providers)))),
         "preset": args.preset,
         "precision": args.precision,
         "weights": "random (export_vits seed 0)",
@@ -316,45 +310,37 @@ def main(argv: list[str] | None = None) -> int:
         "results": rows,
     }
 
-    table = Table(
-        title=f"VITS {args.preset} (random weights), {audio_seconds:.2f} s of speech ({len(ids)} tokens, {frames} frames), {device} ({result['machine']['device_name']}), PyTorch in {args.precision}",
-        caption="one-shot: first audio = total; RTF = compute time / audio duration; medians; max |diff|: streaming vs one-shot, one-shot vs fp32 PyTorch",
-    )
-    columns = (
-        ("backend", "left"), ("mode", "left"), ("first audio ms", "right"), ("total ms", "right"), ("RTF", "right"),
-        ("runs", "right"), ("max |diff|", "right"), ("others' CPU", "right"),
-    )
-    for column, justify in columns:
-        table.add_column(column, justify=justify)
-
-    def share(value):
-        return "n/a" if value is None else f"{100 * value:.0f}%"
-
+    cells = []
     for row in rows:
         fp32_check = f"{row['max_abs_diff_vs_fp32_torch']:.1e} vs fp32 PyTorch" + ("" if row["same_length_as_fp32_torch"] else " (lengths differ)")
-        table.add_row(row["label"], "one-shot", f"{row['one_shot_ms_median']:.1f}", f"{row['one_shot_ms_median']:.1f}", f"{row['one_shot_rtf']:.3f}", str(row["repeats"]), fp32_check, share(row["one_shot_other_cpu"]))
+        cells.append((row["label"], "one-shot", f"{row['one_shot_ms_median']:.1f}", f"{row['one_shot_ms_median']:.1f}", f"{row['one_shot_rtf']:.3f}", str(row["repeats"]), fp32_check, cpu_share(row["one_shot_other_cpu"])))
         stream_check = f"{row['stream_vs_one_shot_max_abs_diff']:.1e} vs one-shot" + ("" if row["stream_same_length"] else " (lengths differ)")
-        table.add_row(row["label"], f"streaming ({row['stream_chunks']} chunks)", f"{row['stream_first_audio_ms_median']:.1f}", f"{row['stream_total_ms_median']:.1f}", f"{row['stream_rtf']:.3f}", str(row["repeats"]), stream_check, share(row["stream_other_cpu"]))
-    out = Console(width=max(Console().width, 180))
-    out.print(table)
-    out.print(
-        f"streaming chunks: first {defaults['first_chunk_frames']} frames, then {defaults['chunk_frames']}, margin {margin} frames each side (the decoder's receptive field)"
+        cells.append((row["label"], f"streaming ({row['stream_chunks']} chunks)", f"{row['stream_first_audio_ms_median']:.1f}", f"{row['stream_total_ms_median']:.1f}", f"{row['stream_rtf']:.3f}", str(row["repeats"]), stream_check, cpu_share(row["stream_other_cpu"])))
+    table = results_table(
+        f"VITS {args.preset} (random weights), {audio_seconds:.2f} s of speech ({len(ids)} tokens, {frames} frames), {device} ({result['machine']['device_name']}), PyTorch in {args.precision}",
+        (
+            ("backend", "left"), ("mode", "left"), ("first audio ms", "right"), ("total ms", "right"), ("RTF", "right"),
+            ("runs", "right"), ("max |diff|", "right"), ("others' CPU", "right"),
+        ),
+        cells,
+        caption="one-shot: first audio = total; RTF = compute time / audio duration; medians; max |diff|: streaming vs one-shot, one-shot vs fp32 PyTorch",
     )
+    lines = [
+        f"streaming chunks: first {defaults['first_chunk_frames']} frames, then {defaults['chunk_frames']}, margin {margin} frames each side (the decoder's receptive field)"
+    ]
     if ort_row is not None:
-        out.print(
+        lines.append(
             f"ONNX Runtime vs PyTorch: one-shot {ratios['ort_speed_vs_torch_one_shot']:.2f}x, streaming total {ratios['ort_speed_vs_torch_stream_total']:.2f}x, "
             f"streaming first audio {ratios['ort_speed_vs_torch_stream_first_audio']:.2f}x (torch ms / ort ms); "
             f"audio max |diff| {ort_diff:.1e}" + ("" if ort_same_length else " (lengths differ)")
         )
     for row in rows:
-        out.print(
+        lines.append(
             f"{row['label']}: first audio {ratios[row['backend'] + '_first_audio_one_shot_over_stream']:.1f}x sooner streaming than one-shot; "
             f"streaming total / one-shot total {ratios[row['backend'] + '_stream_total_over_one_shot']:.2f}"
         )
-    out.print(f"export (encoder + decoder, with validation), not timed above: {export_seconds:.1f} s")
-    if args.json:
-        write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
-        out.print(f"wrote {args.json}")
+    lines.append(f"export (encoder + decoder, with validation), not timed above: {export_seconds:.1f} s")
+    emit(result, table, args.json, width=180, lines=lines)
     return 0
 
 
