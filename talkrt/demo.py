@@ -10,31 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from talkrt.optional import available
-
-SAMPLE_RATE = 16000
-
-
-def synthetic_speech(seconds: float = 4.0, sample_rate: int = SAMPLE_RATE, seed: int = 0) -> np.ndarray:
-    """Speech-like audio: voiced syllables (a gliding pitch, harmonics shaped by moving formants)
-    at about 4 per second, with short pauses and a little breath noise. float32 mono in [-1, 1]."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * sample_rate)) / sample_rate
-    pitch = 120 + 25 * np.sin(2 * np.pi * 0.7 * t) + 10 * np.sin(2 * np.pi * 5.5 * t)
-    phase = 2 * np.pi * np.cumsum(pitch) / sample_rate
-    formant1 = 500 + 300 * np.sin(2 * np.pi * 2.1 * t + 1.0)
-    formant2 = 1500 + 600 * np.sin(2 * np.pi * 1.3 * t)
-    voiced = np.zeros_like(t)
-    for harmonic in range(1, 30):
-        frequency = harmonic * pitch
-        gain = np.exp(-(((frequency - formant1) / 160) ** 2)) + 0.6 * np.exp(-(((frequency - formant2) / 220) ** 2)) + 0.02
-        voiced += gain * np.sin(harmonic * phase)
-    syllables = np.clip(np.sin(2 * np.pi * 4.0 * t), 0, None) ** 0.6
-    phrases = (np.sin(2 * np.pi * 0.35 * t + 0.3) > -0.6).astype(float)  # a pause now and then
-    audio = voiced * syllables * phrases + 0.01 * rng.standard_normal(len(t))
-    return (0.5 * audio / np.abs(audio).max()).astype(np.float32)
+from talkrt.runtime.synthetic import SAMPLE_RATE, synthetic_speech  # synthetic_speech: also imported from here by callers
 
 
 @dataclass

@@ -177,9 +177,8 @@ def test_demo_end_to_end(tmp_path) -> None:
 
 
 def test_avatar_prepare_then_run_and_profile(tmp_path, wav2lip_onnx) -> None:
-    from talkrt.demo import synthetic_speech
-    from talkrt.runtime.avatar import synthetic_frames
     from talkrt.runtime.media import VideoWriter, probe, write_wav
+    from talkrt.runtime.synthetic import synthetic_frames, synthetic_speech
 
     frames, boxes = synthetic_frames(num_frames=6)
     with VideoWriter(tmp_path / "face.mp4", fps=25, expect_exact=False) as writer:
@@ -213,9 +212,9 @@ def test_avatar_prepare_then_run_and_profile(tmp_path, wav2lip_onnx) -> None:
     ],
 )
 def test_run_mistakes(tmp_path, extra, message) -> None:
-    from talkrt.demo import synthetic_speech
     from talkrt.runtime.avatar import synthetic_avatar
     from talkrt.runtime.media import write_wav
+    from talkrt.runtime.synthetic import synthetic_speech
 
     write_wav(tmp_path / "speech.wav", synthetic_speech(0.5), 16000)
     synthetic_avatar(num_frames=2).save(tmp_path / "a.npz")

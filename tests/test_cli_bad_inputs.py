@@ -46,10 +46,10 @@ def _stand_in(path: Path, metadata: dict[str, str], family: str | None = None) -
 @pytest.fixture(scope="module")
 def files(tmp_path_factory, wav2lip_onnx) -> dict[str, Path]:
     """Inputs shared by the cases (copied into each case's folder, which is checked afterwards)."""
-    from talkrt.demo import synthetic_speech
     from talkrt.export.onnx import read_metadata
     from talkrt.runtime.avatar import synthetic_avatar
     from talkrt.runtime.media import write_wav
+    from talkrt.runtime.synthetic import synthetic_speech
 
     root = tmp_path_factory.mktemp("inputs")
     write_wav(root / "speech.wav", synthetic_speech(1.0, seed=2), 16000)
@@ -162,8 +162,8 @@ def test_a_shared_dim_set_through_one_input_reaches_the_others() -> None:
 
 def test_sigterm_cleans_up_like_ctrl_c(files, tmp_path) -> None:
     """SIGTERM mid-render: exit 143, one line, no hidden temporary file left beside the output."""
-    from talkrt.demo import synthetic_speech
     from talkrt.runtime.media import write_wav
+    from talkrt.runtime.synthetic import synthetic_speech
 
     write_wav(tmp_path / "long.wav", synthetic_speech(30.0, seed=1), 16000)
     shutil.copy(files["avatar.npz"], tmp_path)

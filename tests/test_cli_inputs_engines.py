@@ -121,9 +121,9 @@ def test_check_without_a_gpu_names_options_check_has(mel_onnx, mel_engine) -> No
 
 @pytest.fixture()
 def speech_and_avatar(tmp_path) -> tuple[Path, Path]:
-    from talkrt.demo import synthetic_speech
     from talkrt.runtime.avatar import synthetic_avatar
     from talkrt.runtime.media import write_wav
+    from talkrt.runtime.synthetic import synthetic_speech
 
     write_wav(tmp_path / "speech.wav", synthetic_speech(0.5), 16000)
     synthetic_avatar(num_frames=2).save(tmp_path / "a.npz")

@@ -15,8 +15,9 @@ import pytest
 from test_cli import talkrt
 
 from talkrt.runtime.align import DEEPSPEECH, num_video_frames
-from talkrt.runtime.avatar import Avatar, synthetic_avatar, synthetic_frames
+from talkrt.runtime.avatar import Avatar, synthetic_avatar
 from talkrt.runtime.media import probe
+from talkrt.runtime.synthetic import synthetic_frames
 
 RATE = 16000
 SECONDS = 0.2
@@ -46,9 +47,9 @@ def work(tmp_path_factory) -> Path:
     """face.png (the drawn face the Haar cascade finds), its template landmarks, 0.2 s of speech."""
     import cv2
 
-    from talkrt.demo import synthetic_speech
     from talkrt.runtime.landmarks import template_landmarks
     from talkrt.runtime.media import write_wav
+    from talkrt.runtime.synthetic import synthetic_speech
 
     work = tmp_path_factory.mktemp("renderers")
     frames, boxes = synthetic_frames(1, (256, 256))

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from talkrt.demo import synthetic_speech
 from talkrt.models.dhlive.model import MouthPCA
 from talkrt.runtime.align import CTC_25HZ, DEEPSPEECH, DHLIVE_LSTM, num_video_frames
 from talkrt.runtime.avatar import synthetic_avatar
 from talkrt.runtime.fbank import fbank
 from talkrt.runtime.pipeline import Pipeline, PipelineOptions
 from talkrt.runtime.renderers import build_renderer
+from talkrt.runtime.synthetic import synthetic_speech
 
 CPU = torch.device("cpu")
 

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from talkrt.demo import synthetic_speech
 from talkrt.engines.runners import StagingBuffers, make_runner
 from talkrt.models.registry import get_spec
 from talkrt.models.wav2lip.renderer import Wav2LipRenderer
 from talkrt.runtime.avatar import synthetic_avatar
 from talkrt.runtime.pipeline import Pipeline, PipelineOptions, capture_plan, pipeline_from_files
 from talkrt.runtime.sink import OverlappedSink
+from talkrt.runtime.synthetic import synthetic_speech
 
 CUDA = torch.device("cuda", 0)
 

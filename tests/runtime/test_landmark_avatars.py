@@ -8,7 +8,8 @@ import pytest
 from talkrt.errors import TalkrtError
 from talkrt.models.dhlive.avatar import crop_boxes, face_mask, mouth_index, prepare_dhlive
 from talkrt.models.dinet.avatar import PASTE_ROWS, dinet_boxes, prepare_dinet
-from talkrt.runtime.avatar import Avatar, synthetic_avatar, synthetic_frames
+from talkrt.runtime.avatar import Avatar, synthetic_avatar
+from talkrt.runtime.synthetic import synthetic_frames
 from talkrt.runtime.landmarks import TEMPLATE, apply_affine, invert_affine, read_landmarks, similarity_to, template_landmarks
 
 

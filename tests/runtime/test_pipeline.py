@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from talkrt.demo import synthetic_speech
 from talkrt.engines.runners import make_runner
 from talkrt.models.registry import get_spec
 from talkrt.models.wav2lip.renderer import Wav2LipRenderer
@@ -14,6 +13,7 @@ from talkrt.runtime.align import WAV2LIP_MEL, num_video_frames
 from talkrt.runtime.audio import resample
 from talkrt.runtime.avatar import synthetic_avatar
 from talkrt.runtime.pipeline import Pipeline, PipelineOptions, pipeline_from_files
+from talkrt.runtime.synthetic import synthetic_speech
 
 
 @pytest.fixture(scope="module")
