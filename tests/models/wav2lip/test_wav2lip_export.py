@@ -102,9 +102,3 @@ def test_legacy_exporter_path(tmp_path) -> None:
 def test_spec_rejects_validation_at_the_traced_shape() -> None:
     with pytest.raises(ValueError, match="equals the traced shape"):
         dataclasses.replace(_identity_spec(Tolerance(0, 0)), validation_points=({"n": 2},))
-
-
-def test_spec_profile_follows_dims(spec) -> None:
-    profile = spec.profile()
-    assert profile["face_sequences"] == ((1, 6, 96, 96), (8, 6, 96, 96), (128, 6, 96, 96))
-    assert spec.profile({"batch": (2, 4, 6)})["audio_sequences"] == ((2, 1, 80, 16), (4, 1, 80, 16), (6, 1, 80, 16))
