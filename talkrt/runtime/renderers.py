@@ -101,7 +101,7 @@ def build_renderer(
         if backend != "torch":
             if path is None:
                 raise TalkrtError(f"{name} needs its {role} graph ({info.stem}.{'engine' if backend == 'trt' else 'onnx'}): export it with `talkrt export {info.graph}`")
-            return make_runner(backend, path, device=device, stream=stream, expect=(info.graph, info.graph_name))
+            return make_runner(backend, path, device=device, stream=stream, expect=expected_graph(name, role))
         spec = get_spec(info.graph, **info.options, **spec_options)
         module = spec.build_module(str(path)) if path else spec.build_module(None, seed=0)
         return make_runner("torch", spec=spec, module=module, device=device, torch_dtype=torch_dtype)

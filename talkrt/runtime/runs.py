@@ -13,9 +13,6 @@ from talkrt.models.registry import DEFAULT_RENDERER, get_renderer_family, render
 from talkrt.outputs import check_outputs
 from talkrt.runtime.profiler import ProfileReport
 
-BACKENDS = ("trt", "ort", "torch")
-
-
 @dataclass(frozen=True)
 class RunRequest:
     """What to render: speech (``audio`` or ``text`` with a ``tts`` voice), an avatar, the renderer
@@ -56,7 +53,9 @@ def check_request(request: RunRequest) -> None:
     if request.text is not None and request.tts is None:
         raise TalkrtError("--text needs a voice: --tts DIR, a voice's directory from `talkrt export`")
     family = get_renderer_family(request.renderer)
-    if request.backend not in BACKENDS:
+    from talkrt.engines.runners import RUNTIME_BACKENDS
+
+    if request.backend not in RUNTIME_BACKENDS:
         raise TalkrtError(f"unknown backend {request.backend!r}; choose trt, ort or torch")
     accepted = {option.name for option in family.option_files}
     for name, path in request.option_files.items():

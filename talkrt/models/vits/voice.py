@@ -11,9 +11,6 @@ import torch
 
 from talkrt.errors import TalkrtError
 
-VOICE_BACKENDS = ("trt", "ort", "torch")
-
-
 def load_voice(directory: Path, backend: str, device: str, note: Callable[[str], None] = lambda text: None):
     """(synthesizer, manifest) of the voice exported to ``directory``, run with ``backend``
     (engines for trt) on ``device`` (auto: chosen for the backend, the reason given to ``note``)."""
