@@ -155,3 +155,17 @@ def test_profile_dhlive_in_torch(work, avatars) -> None:
     assert report["stages"]["features"]["frames"] == FRAMES and report["stages"]["render"]["frames"] == FRAMES
     assert (work / "prof.md").is_file() and (work / "prof.png").is_file()
     check_video(work / "prof.mp4", (256, 256))
+
+
+def test_torch_model_warns_which_roles_stay_random(work, avatars) -> None:
+    """DH_live's --model (render.pth) holds the generator and the reference encoder, not the audio LSTM:
+    `run --backend torch` says so in one `warning:` line before going on (here to a wrong avatar)."""
+    import torch
+    from conftest import fake_state_dict
+
+    assert avatars["dinet"].returncode == 0, avatars["dinet"].stderr
+    torch.save(fake_state_dict("dhlive_dinet_five_ref_6_30"), work / "render.pth")
+    result = talkrt("run", "--avatar", "dinet.npz", "--audio", "speech.wav", "--renderer", "dhlive", "--backend", "torch", "--model", "render.pth", "-o", "w.mp4", cwd=work)
+    warning, error = result.stderr.strip().splitlines()
+    assert warning == "warning: --model loads the generator; audio run with random weights in --backend torch (use exported graphs with ort/trt)"
+    assert error.startswith("error: the avatar was prepared for dinet") and result.returncode == 2

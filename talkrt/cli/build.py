@@ -33,15 +33,11 @@ def build(
                                  optimization_level=opt_level, calibration=calibration, timing_cache=timing_cache, hardware_compat=hardware_compat,
                                  version_compatible=version_compatible, cache=cache)
     if onnx_file.is_dir():  # an exported voice: its graphs' engines, recorded in its manifest
-        from talkrt.models.family import resolve
-        from talkrt.models.registry import MANIFEST, directory_family
+        from talkrt.models.registry import MANIFEST, build_directory
 
-        check_outputs({"DIR": onnx_file}, directories=["DIR"])
-        family = directory_family(onnx_file)
-        with console.status(f"building the {family.name} engines in {onnx_file}"):
-            manifest = resolve(family.directory_graph().builder)(onnx_file, options)
-        wrote(f"{', '.join(str(onnx_file / e) for e in manifest['engines'].values())} and updated {onnx_file / MANIFEST}")
-        return
+        with console.status(f"building the engines in {onnx_file}"):
+            manifest = build_directory(onnx_file, options)
+        return wrote(f"{', '.join(str(onnx_file / e) for e in manifest['engines'].values())} and updated {onnx_file / MANIFEST}")
     from talkrt.engines.progress import build_progress
 
     out = out or onnx_file.with_suffix(".engine")

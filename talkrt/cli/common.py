@@ -90,11 +90,8 @@ def wrote(text: str) -> None:
 
 
 def note(text: str) -> None:
-    """A library's remark (device chosen, weights that stay random): dim, or yellow for a note."""
-    if text.startswith("note: "):
-        say(text[len("note: "):], prefix="[yellow]note[/]: ")
-    else:
-        say(text, style="dim")
+    """A library's remark (the device chosen, the time TTS took), dim; warnings come as TalkrtWarning."""
+    say(text, style="dim")
 
 
 def variant(func: Callable, name: str, doc: str, keep: Optional[list[str]] = None, annotations: Optional[dict] = None, **defaults: Any) -> Callable:

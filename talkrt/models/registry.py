@@ -11,7 +11,7 @@ from pathlib import Path
 from types import ModuleType
 
 from talkrt.errors import TalkrtError
-from talkrt.models.family import Family
+from talkrt.models.family import Family, resolve
 
 FAMILIES: tuple[str, ...] = ("wav2lip", "dinet", "dhlive", "hubert", "vits")
 # The renderer of the demo and of the defaults (`--renderer`; avatars of format version 1 crop for it).
@@ -93,6 +93,15 @@ def directory_family(directory: str | Path) -> Family:
     if name not in FAMILIES or get_family(name).directory_graph() is None:
         raise TalkrtError(f"{path} names family {name!r}, which talkrt does not export as a directory ({', '.join(kinds)} do)")
     return get_family(name)
+
+
+def build_directory(directory: str | Path, options) -> dict:
+    """Build the engines of every graph in an exported directory (its family's builder, given
+    ``BuildOptions``); returns the manifest, which now names them."""
+    from talkrt.outputs import check_outputs
+
+    check_outputs({"DIR": Path(directory)}, directories=["DIR"])
+    return resolve(directory_family(directory).directory_graph().builder)(Path(directory), options)
 
 
 def voice(directory: str | Path) -> ModuleType:

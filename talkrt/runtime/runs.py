@@ -4,11 +4,12 @@ here where tests reach it. Every input and output is checked before anything loa
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from talkrt.errors import TalkrtError
+from talkrt.errors import TalkrtError, TalkrtWarning
 from talkrt.models.registry import DEFAULT_RENDERER, get_renderer_family, renderer_names
 from talkrt.outputs import check_outputs
 from talkrt.runtime.profiler import ProfileReport
@@ -96,7 +97,7 @@ def render_to_file(request: RunRequest, note: Callable[[str], None] = lambda tex
     if request.backend == "torch" and request.model is not None:
         unloaded = random_roles(request.renderer, models, options)
         if unloaded:
-            note(f"note: --model loads the generator; {', '.join(unloaded)} run with random weights in --backend torch (use exported graphs with ort/trt)")
+            warnings.warn(f"--model loads the generator; {', '.join(unloaded)} run with random weights in --backend torch (use exported graphs with ort/trt)", TalkrtWarning, stacklevel=2)
     if request.text is not None:
         from talkrt.models.registry import voice
 
