@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from test_cli import talkrt
 
-from talkrt.runtime.align import DEEPSPEECH, num_video_frames
+from talkrt.models.dinet.alignment import DEEPSPEECH
+from talkrt.runtime.align import num_video_frames
 from talkrt.runtime.avatar import Avatar, synthetic_avatar
 from talkrt.runtime.media import probe
 from talkrt.runtime.synthetic import synthetic_frames

@@ -13,11 +13,12 @@ the first window that runs past the mel's end, so it emits a few frames fewer
 (22 instead of 25 for 1 s at 25 fps); our windows equal the loop's for every frame
 the loop emits, and the extra frames reuse its last window, so video and audio
 keep the same duration.
+
+Each family declares its presets beside its renderer (talkrt.models.<family>.alignment).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal, Optional, Union
@@ -31,14 +32,6 @@ __all__ = [
     "frame_start_samples",
     "num_video_frames",
     "FeatureAlignment",
-    "WAV2LIP_MEL",
-    "HUBERT",
-    "WAV2VEC2",
-    "DEEPSPEECH",
-    "FBANK",
-    "CTC_25HZ",
-    "DHLIVE_LSTM",
-    "ALIGNMENTS",
     "gather_windows",
 ]
 
@@ -276,105 +269,6 @@ class FeatureAlignment:
             return 0
         ready = num_video_frames(first_blocked * self.hop, fps, self.sample_rate)
         return min(ready, frame_bound)
-
-
-# Wav2Lip: 80 Hz mel from a centred, reflect-padded 800-sample STFT; 16 columns
-# starting at int(80 * k / fps); a window past the end becomes the last 16 columns.
-WAV2LIP_MEL = FeatureAlignment(
-    name="wav2lip_mel",
-    hop=200,
-    receptive_field=800,
-    left_pad=400,
-    right_pad=400,
-    window=16,
-    offset=0,
-    padding="shift",
-    signal_padding="reflect",
-)
-
-# HuBERT / Wav2Vec2: conv front-end of receptive field 400, stride 320, no padding,
-# so T = (S - 400) // 320 + 1; two feature frames per 25 fps frame. The transformer
-# sees whatever chunk it is given.
-HUBERT = FeatureAlignment(
-    name="hubert",
-    hop=320,
-    receptive_field=400,
-    left_pad=0,
-    right_pad=0,
-    window=2,
-    offset=0,
-    padding="edge",
-    signal_padding="none",
-)
-WAV2VEC2 = dataclasses.replace(HUBERT, name="wav2vec2")
-
-# DeepSpeech (DINet): 25 Hz logits = every 4th 10 ms MFCC frame with +-9 zero-padded
-# 20 ms context steps, giving T = (S + 399) // 640. A BiRNN over the utterance and
-# whole-utterance normalisation make it non-streamable; python_speech_features
-# zero-pads a signal shorter than one 25 ms window to one frame. Output frame t uses
-# DeepSpeech frames t-2..t+2 with edge padding (np.pad(..., 2, mode="edge")).
-DEEPSPEECH = FeatureAlignment(
-    name="deepspeech",
-    hop=640,
-    receptive_field=6160,
-    left_pad=2880,
-    right_pad=3039,
-    window=5,
-    offset=-2,
-    padding="edge",
-    signal_padding="zeros",
-    streamable=False,
-    min_frames=1,
-)
-
-# Kaldi fbank (DH_live): 50 ms frames every 20 ms with snip_edges=False, so frame j
-# covers [320j - 240, 320j + 560) with mirrored edges and T = (S + 160) // 320.
-FBANK = FeatureAlignment(
-    name="fbank",
-    hop=320,
-    receptive_field=800,
-    left_pad=240,
-    right_pad=400,
-    window=2,
-    offset=0,
-    padding="edge",
-    signal_padding="symmetric",
-)
-
-# DINet_optimized: HuBERT-ASR CTC emissions taken every second frame (25 Hz), mapped
-# to DeepSpeech-like features; frame j reads samples [640j, 640j + 400). The
-# transformer and the utterance normalisation see the whole utterance, so it is
-# not streamable. DINet's window: frames t-2..t+2, edge padded.
-CTC_25HZ = FeatureAlignment(
-    name="ctc_25hz",
-    hop=640,
-    receptive_field=400,
-    left_pad=0,
-    right_pad=0,
-    window=5,
-    offset=-2,
-    padding="edge",
-    signal_padding="none",
-    streamable=False,
-)
-
-# DH_live: Audio2Feature steps once per two fbank frames (40 ms); step j reads fbank
-# frames 2j and 2j+1, i.e. samples [640j - 240, 640j + 880), and (causally) all
-# before. interface_wav drops the first 4 outputs, so video frame k shows step
-# k + 4; frames past the last step repeat it. T = (S + 160) // 640.
-DHLIVE_LSTM = FeatureAlignment(
-    name="dhlive_lstm",
-    hop=640,
-    receptive_field=1120,
-    left_pad=240,
-    right_pad=400,
-    window=1,
-    offset=4,
-    padding="edge",
-    signal_padding="symmetric",
-)
-
-ALIGNMENTS = {preset.name: preset for preset in (WAV2LIP_MEL, HUBERT, WAV2VEC2, DEEPSPEECH, FBANK, CTC_25HZ, DHLIVE_LSTM)}
 
 
 def gather_windows(

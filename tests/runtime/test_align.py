@@ -11,13 +11,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from talkrt.models.dhlive.alignment import DHLIVE_LSTM, FBANK
+from talkrt.models.dinet.alignment import CTC_25HZ, DEEPSPEECH
+from talkrt.models.hubert.alignment import HUBERT, WAV2VEC2
+from talkrt.models.wav2lip.alignment import WAV2LIP_MEL
 from talkrt.runtime.align import (
-    DEEPSPEECH,
-    FBANK,
-    HUBERT,
-    ALIGNMENTS,
-    WAV2LIP_MEL,
-    WAV2VEC2,
     as_fps,
     frame_start_sample,
     frame_start_samples,
@@ -26,6 +24,7 @@ from talkrt.runtime.align import (
 )
 from talkrt.runtime.audio import wav2lip_mel
 
+ALIGNMENTS = {preset.name: preset for preset in (WAV2LIP_MEL, HUBERT, WAV2VEC2, DEEPSPEECH, FBANK, CTC_25HZ, DHLIVE_LSTM)}
 SR = 16000
 FPS_VALUES = [
     Fraction(25),

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from talkrt.models.dhlive.model import MouthPCA
-from talkrt.runtime.align import CTC_25HZ, DEEPSPEECH, DHLIVE_LSTM, num_video_frames
+from talkrt.models.dhlive.alignment import DHLIVE_LSTM
+from talkrt.models.dinet.alignment import CTC_25HZ, DEEPSPEECH
+from talkrt.runtime.align import num_video_frames
 from talkrt.runtime.avatar import synthetic_avatar
 from talkrt.runtime.fbank import fbank
 from talkrt.runtime.pipeline import Pipeline, PipelineOptions

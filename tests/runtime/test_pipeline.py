@@ -9,7 +9,8 @@ import torch
 from talkrt.engines.runners import make_runner
 from talkrt.models.registry import get_spec
 from talkrt.models.wav2lip.renderer import Wav2LipRenderer
-from talkrt.runtime.align import WAV2LIP_MEL, num_video_frames
+from talkrt.models.wav2lip.alignment import WAV2LIP_MEL
+from talkrt.runtime.align import num_video_frames
 from talkrt.runtime.audio import resample
 from talkrt.runtime.avatar import synthetic_avatar
 from talkrt.runtime.pipeline import Pipeline, PipelineOptions, pipeline_from_files

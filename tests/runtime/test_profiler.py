@@ -19,7 +19,8 @@ import torch
 from rich.console import Console
 
 import talkrt.runtime.profiler as profiler_package
-from talkrt.runtime.align import WAV2LIP_MEL, frame_start_sample
+from talkrt.models.wav2lip.alignment import WAV2LIP_MEL
+from talkrt.runtime.align import frame_start_sample
 from talkrt.runtime.profiler import (
     JSON_SCHEMA,
     SCHEMA,

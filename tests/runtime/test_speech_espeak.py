@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from talkrt.runtime.align import HUBERT, WAV2LIP_MEL, gather_windows, num_video_frames
+from talkrt.models.hubert.alignment import HUBERT
+from talkrt.models.wav2lip.alignment import WAV2LIP_MEL
+from talkrt.runtime.align import gather_windows, num_video_frames
 from talkrt.runtime.audio import WAV2LIP_MEL_CONFIG, resample, resampled_length, wav2lip_mel
 
 SENTENCE = "The quick brown fox jumps over the lazy dog, then reads the evening news aloud."

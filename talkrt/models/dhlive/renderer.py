@@ -17,7 +17,8 @@ from talkrt.engines.runners import Runner
 from talkrt.models.dhlive.avatar import face_mask
 from talkrt.models.dhlive.model import IMAGE_SIZE, LSTM_HIDDEN, LSTM_LAYERS, MouthPCA
 from talkrt.models.family import RendererOptions
-from talkrt.runtime.align import DHLIVE_LSTM, FeatureAlignment
+from talkrt.models.dhlive.alignment import DHLIVE_LSTM
+from talkrt.runtime.align import FeatureAlignment
 from talkrt.runtime.renderer_base import Renderer, batch_views, to_device_images
 
 

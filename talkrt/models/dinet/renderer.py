@@ -17,7 +17,8 @@ from talkrt.engines.runners import Runner
 from talkrt.errors import TalkrtError
 from talkrt.models.dinet.model import MOUTH_COLS, MOUTH_ROWS
 from talkrt.models.family import RendererOptions
-from talkrt.runtime.align import CTC_25HZ, DEEPSPEECH, FeatureAlignment
+from talkrt.models.dinet.alignment import CTC_25HZ, DEEPSPEECH
+from talkrt.runtime.align import FeatureAlignment
 from talkrt.runtime.renderer_base import BGR, Renderer, batch_buffers, batch_views, static_dims, to_device_images
 
 

@@ -116,7 +116,7 @@ def encoder_spec(
             "feature_rate": str(SAMPLE_RATE // HOP),
             "hop": str(HOP),
             "receptive_field": str(RECEPTIVE_FIELD),
-            "alignment": "hubert (talkrt.runtime.align.HUBERT): 2 feature frames per 25 fps video frame",
+            "alignment": "hubert (talkrt.models.hubert.alignment.HUBERT): 2 feature frames per 25 fps video frame",
         },
     )
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from talkrt.engines.runners import Runner
-from talkrt.runtime.align import WAV2LIP_MEL, FeatureAlignment
+from talkrt.models.wav2lip.alignment import WAV2LIP_MEL
+from talkrt.runtime.align import FeatureAlignment
 from talkrt.runtime.audio import wav2lip_mel
 from talkrt.runtime.renderer_base import Renderer, batch_buffers, batch_views, static_dims, to_device_images
 

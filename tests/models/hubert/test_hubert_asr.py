@@ -180,7 +180,7 @@ def test_dinet_pipeline_runs_from_the_asr_and_mapper_graphs(exported, tmp_path) 
     """DINet_optimized's feature chain through ONNX Runtime: emissions -> every second frame -> mapper."""
     from talkrt.engines.runners import make_runner
     from talkrt.models.dinet.renderer import CtcFeatures
-    from talkrt.runtime.align import CTC_25HZ
+    from talkrt.models.dinet.alignment import CTC_25HZ
 
     _, asr_module, asr_path, _ = exported
     mapper_spec = get_spec("dinet-mapper")
