@@ -230,22 +230,35 @@ def wav2lip_mel(
         raise ValueError("cannot compute a mel spectrogram of an empty waveform")
     emphasised = _preemphasis(wav, config.preemphasis)
     padded = _reflect_pad(emphasised, config.n_fft // 2)  # centred frames, librosa's reflect mode
+    return _mel_columns(padded, config, filterbank=filterbank, dft_kernels=dft_kernels)
+
+
+def _mel_columns(
+    padded: torch.Tensor,
+    config: MelConfig = WAV2LIP_MEL_CONFIG,
+    *,
+    filterbank: torch.Tensor | None = None,
+    dft_kernels: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The normalised log-mel columns of a pre-emphasised, already padded signal: column j
+    reads padded[..., j*hop : j*hop + n_fft], so each column depends on its frame alone
+    and a stream (talkrt.runtime.incremental) computes any run of them from a slice."""
     if dft_kernels is None:
         spectrum = torch.stft(
             padded,
             n_fft=config.n_fft,
             hop_length=config.hop_length,
             win_length=config.win_length,
-            window=_hann_window(wav.device, wav.dtype, config.win_length),
-            center=False,  # padded above
+            window=_hann_window(padded.device, padded.dtype, config.win_length),
+            center=False,  # padded by the caller
             return_complex=True,
         )
         magnitude = spectrum.abs()
     else:
         magnitude = _stft_magnitude_real(padded, dft_kernels, config)
     if filterbank is None:
-        filterbank = mel_filterbank(wav.device, wav.dtype, config)
-    mel = torch.matmul(filterbank.to(wav.dtype), magnitude)
+        filterbank = mel_filterbank(padded.device, padded.dtype, config)
+    mel = torch.matmul(filterbank.to(padded.dtype), magnitude)
     decibels = 20.0 * torch.log10(mel.clamp_min(config.amplitude_floor)) - config.ref_level_db
     scaled = (2.0 * config.max_abs_value) * (
         (decibels - config.min_level_db) / -config.min_level_db
@@ -375,9 +388,16 @@ def resample(wav: torch.Tensor, orig_sr: int, target_sr: int = 16000) -> torch.T
     signal = F.pad(signal, (max(left, 0), max(right, 0)))
     signal = signal[..., max(-left, 0) : max(-left, 0) + needed]
 
-    phases = F.conv1d(signal, weight, stride=down)  # (N, up, num_blocks)
-    interleaved = phases.transpose(1, 2).reshape(signal.shape[0], num_blocks * up)
+    interleaved = _polyphase_blocks(signal, weight, down)
     return interleaved[:, :num_out].reshape(*wav.shape[:-1], num_out).to(wav.dtype)
+
+
+def _polyphase_blocks(signal: torch.Tensor, weight: torch.Tensor, down: int) -> torch.Tensor:
+    """Output blocks 0..M-1 of a polyphase plan, (N, 1, (M-1)*down + num_taps) -> (N, M*up):
+    block m reads signal[..., m*down : m*down + num_taps] only, so a stream
+    (talkrt.runtime.incremental) computes any run of blocks from a slice of its input."""
+    phases = F.conv1d(signal, weight, stride=down)  # (N, up, M)
+    return phases.transpose(1, 2).flatten(1)
 
 
 # --------------------------------------------------------------------- WAV in memory

@@ -135,7 +135,6 @@ class KaldiFbank(nn.Module):
         num_frames = num_fbank_frames(num_samples, opts)
         if num_frames == 0:
             return wav.new_zeros(*wav.shape[:-1], 0, opts.num_bins)
-        window, mel_matrix = _constants(opts, wav.device)
 
         # Frame t reads [t*hop + hop//2 - window//2, ... + window); indices outside
         # [0, S) fold back as in Kaldi's ExtractWindow (-1 -> 0, S -> S-1), repeatedly.
@@ -144,18 +143,23 @@ class KaldiFbank(nn.Module):
         index = torch.arange(num_frames, device=wav.device)[:, None] * opts.hop + (start + taps)
         index = index.remainder(2 * num_samples)
         index = torch.where(index < num_samples, index, 2 * num_samples - 1 - index)
-        frames = wav[..., index]  # (..., T, window_length)
+        return _fbank_of_frames(wav[..., index], opts)  # frames (..., T, window_length)
 
-        if opts.remove_dc_offset:
-            frames = frames - frames.mean(dim=-1, keepdim=True)
-        if opts.preemph != 0.0:
-            # Kaldi's in-frame pre-emphasis: x[0] -= p*x[0], x[i] -= p*x[i-1].
-            previous = torch.cat((frames[..., :1], frames[..., :-1]), dim=-1)
-            frames = frames - opts.preemph * previous
-        spectrum = torch.fft.rfft(frames * window, n=opts.fft_size)  # zero-padded to fft_size
-        power = spectrum.real.square() + spectrum.imag.square()
-        energies = torch.matmul(power, mel_matrix.T)
-        return torch.log(energies.clamp_min(_LOG_FLOOR))
+
+def _fbank_of_frames(frames: torch.Tensor, options: FbankOptions = DHLIVE_FBANK) -> torch.Tensor:
+    """Log mel energies of float32 frames, (..., T, window_length) -> (..., T, num_bins): every
+    step works within one frame, so a stream (talkrt.runtime.incremental) computes any run of frames."""
+    window, mel_matrix = _constants(options, frames.device)
+    if options.remove_dc_offset:
+        frames = frames - frames.mean(dim=-1, keepdim=True)
+    if options.preemph != 0.0:
+        # Kaldi's in-frame pre-emphasis: x[0] -= p*x[0], x[i] -= p*x[i-1].
+        previous = torch.cat((frames[..., :1], frames[..., :-1]), dim=-1)
+        frames = frames - options.preemph * previous
+    spectrum = torch.fft.rfft(frames * window, n=options.fft_size)  # zero-padded to fft_size
+    power = spectrum.real.square() + spectrum.imag.square()
+    energies = torch.matmul(power, mel_matrix.T)
+    return torch.log(energies.clamp_min(_LOG_FLOOR))
 
 
 def fbank(waveform: torch.Tensor, options: FbankOptions = DHLIVE_FBANK) -> torch.Tensor:
