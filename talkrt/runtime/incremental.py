@@ -162,7 +162,7 @@ class FramedFeatureStream:
         self.padding, self.channels, self.device = padding, channels, torch.device(device)
         # Samples a single mirror of each pad reads: reflect skips the edge sample, symmetric repeats it.
         mirrored = {"reflect": 1, "symmetric": 0}.get(padding)
-        self._left_needs = 0 if mirrored is None else left_pad + mirrored
+        self._left_needs = max(1, 0 if mirrored is None else left_pad + mirrored)  # no signal, no columns
         self._min_length = 0 if mirrored is None else max(left_pad, right_pad) + mirrored
         self.reset()
 
@@ -177,7 +177,7 @@ class FramedFeatureStream:
     @property
     def state_samples(self) -> int:
         """Samples kept between calls: less than max(frame_length, right_pad + 1) once the
-        signal is longer than the pads, the whole signal before."""
+        signal is longer than the pads, the whole signal (and the left padding) before."""
         return len(self._buffer)
 
     def total_columns(self, num_samples: int) -> int:
@@ -274,7 +274,7 @@ class StreamingWav2LipMel(FramedFeatureStream):
                 emphasised = _preemphasis(samples, self.config.preemphasis)
             else:
                 emphasised = _preemphasis(torch.cat((self._previous, samples)), self.config.preemphasis)[1:]
-            self._previous = samples[-1:]
+            self._previous = samples[-1:].clone()  # not a view that keeps the chunk alive
             samples = emphasised
         return super().push(samples)
 
