@@ -150,9 +150,10 @@ def test_bad_input_is_one_line_exit_2_and_destroys_nothing(case, files, tmp_path
 
 
 def test_a_shared_dim_set_through_one_input_reaches_the_others() -> None:
-    from talkrt.engines.profiles import GraphInput, resolve_profile
+    from talkrt.engines.profiles import resolve_profile
+    from talkrt.export.spec import TensorSpec
 
-    inputs = [GraphInput("face_sequences", "float32", ("batch", 6, 96, 96)), GraphInput("audio_sequences", "float32", ("batch", 1, 80, 16))]
+    inputs = [TensorSpec("face_sequences", ("batch", 6, 96, 96), "float32"), TensorSpec("audio_sequences", ("batch", 1, 80, 16), "float32")]
     from talkrt.engines.profiles import parse_profile_override
 
     profile = resolve_profile(inputs, {"batch": (1, 8, 128)}, [parse_profile_override("face_sequences:1x6x96x96,2x6x96x96,4x6x96x96")])

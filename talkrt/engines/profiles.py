@@ -12,20 +12,10 @@ from dataclasses import dataclass
 import onnx
 
 from talkrt.errors import TalkrtError
-from talkrt.export.spec import StoredSpec
+from talkrt.export.spec import StoredSpec, TensorSpec
 
 Shape = tuple[int, ...]
 Profile = dict[str, tuple[Shape, Shape, Shape]]  # input name -> (min, opt, max)
-
-
-@dataclass(frozen=True)
-class GraphInput:
-    """One input of the ONNX graph itself, not of the spec it may carry: a graph talkrt did not
-    export has them too, and a dynamic axis without a name is called ``input:axis``."""
-
-    name: str
-    dtype: str
-    shape: tuple[int | str, ...]  # ints, or symbolic names for dynamic axes
 
 
 @dataclass(frozen=True)
@@ -51,7 +41,9 @@ def parse_profile_override(text: str) -> ProfileOverride:
     return ProfileOverride(name, values)  # type: ignore[arg-type]
 
 
-def graph_inputs(model: onnx.ModelProto) -> list[GraphInput]:
+def graph_inputs(model: onnx.ModelProto) -> list[TensorSpec]:
+    """The inputs of the ONNX graph itself, not of the spec it may carry: a graph talkrt did not
+    export has them too. Dynamic axes keep their names; one without a name is called ``input:axis``."""
     initializers = {i.name for i in model.graph.initializer}
     inputs = []
     for value in model.graph.input:
@@ -63,7 +55,7 @@ def graph_inputs(model: onnx.ModelProto) -> list[GraphInput]:
             for axis, d in enumerate(tensor_type.shape.dim)
         )
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name
-        inputs.append(GraphInput(value.name, dtype, shape))
+        inputs.append(TensorSpec(value.name, shape, dtype))
     return inputs
 
 
@@ -73,7 +65,7 @@ def spec_dims(model: onnx.ModelProto) -> dict[str, tuple[int, int, int]]:
     return {} if spec is None else dict(spec.dims)  # type: ignore[return-value]
 
 
-def resolve_profile(inputs: Sequence[GraphInput], dims: Mapping[str, tuple[int, int, int]], overrides: Sequence[ProfileOverride] = ()) -> Profile:
+def resolve_profile(inputs: Sequence[TensorSpec], dims: Mapping[str, tuple[int, int, int]], overrides: Sequence[ProfileOverride] = ()) -> Profile:
     """Combine the spec's dim ranges with user overrides into one profile for every input."""
     sizes = dict(dims)
     set_by: dict[str, str] = {}  # dim -> the --profile that set it
@@ -120,7 +112,7 @@ def resolve_profile(inputs: Sequence[GraphInput], dims: Mapping[str, tuple[int, 
     return profile
 
 
-def _share_dims(graph_input: GraphInput, shapes: tuple[Shape, Shape, Shape], sizes: dict, set_by: dict[str, str]) -> None:
+def _share_dims(graph_input: TensorSpec, shapes: tuple[Shape, Shape, Shape], sizes: dict, set_by: dict[str, str]) -> None:
     """A full shape given for one input sets its named dims for every input that shares them
     (face_sequences' batch is audio_sequences' batch too); two settings that disagree are refused."""
     flag = f"--profile {graph_input.name}"
@@ -136,7 +128,7 @@ def _share_dims(graph_input: GraphInput, shapes: tuple[Shape, Shape, Shape], siz
         sizes[dim], set_by[dim] = values, flag
 
 
-def _checked_shapes(graph_input: GraphInput, shapes: tuple[Shape, Shape, Shape]) -> tuple[Shape, Shape, Shape]:
+def _checked_shapes(graph_input: TensorSpec, shapes: tuple[Shape, Shape, Shape]) -> tuple[Shape, Shape, Shape]:
     for shape in shapes:
         if len(shape) != len(graph_input.shape) or any(
             isinstance(s, int) and s != v for s, v in zip(graph_input.shape, shape)

@@ -32,9 +32,9 @@ def static_dims(runner: Runner, name: str) -> tuple[int, ...]:
     """The dims after the batch of input ``name``, as the graph declares them (its spec, or an
     engine's bindings): the one place a renderer learns its crop size and feature channels."""
     tensor = next(t for t in runner.io.inputs if t.name == name)
-    rest = tuple(tensor.dims[1:])
+    rest = tuple(tensor.shape[1:])
     if not all(isinstance(d, int) and d > 0 for d in rest):
-        raise ValueError(f"{name} must have static dims after the batch, got {tensor.dims}")
+        raise ValueError(f"{name} must have static dims after the batch, got {tensor.shape}")
     return rest
 
 

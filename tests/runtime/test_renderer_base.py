@@ -26,10 +26,11 @@ def test_shapes_come_from_the_graph_on_every_backend(wav2lip_onnx) -> None:
     # ONNX Runtime synchronises inside run(): a renderer over it must not be captured.
     assert Wav2LipRenderer(torch_runner).capturable and not Wav2LipRenderer(ort_runner).capturable
     with pytest.raises(ValueError, match="static dims after the batch"):
-        from talkrt.engines.runners.base import GraphIO, TensorIO
+        from talkrt.engines.runners.base import GraphIO
+        from talkrt.export.spec import TensorSpec
 
         class Dynamic:
-            io = GraphIO((TensorIO("x", ("batch", "frames")),), ())
+            io = GraphIO((TensorSpec("x", ("batch", "frames")),), ())
             device = torch.device("cpu")
 
         static_dims(Dynamic(), "x")

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
-from talkrt.engines.runners.base import TORCH_DTYPES, GraphIO, Runner, StagingBuffers, TensorIO, check_binding, evaluate_dim
+from talkrt.engines.runners.base import TORCH_DTYPES, GraphIO, Runner, StagingBuffers, check_binding, evaluate_dim
 from talkrt.errors import TalkrtError
 
-__all__ = ["RUNTIME_BACKENDS", "TORCH_DTYPES", "GraphIO", "Runner", "StagingBuffers", "TensorIO", "check_binding", "evaluate_dim", "make_runner"]
+__all__ = ["RUNTIME_BACKENDS", "TORCH_DTYPES", "GraphIO", "Runner", "StagingBuffers", "check_binding", "evaluate_dim", "make_runner"]
 
 
 RUNTIME_BACKENDS = ("trt", "ort", "torch")

@@ -1,4 +1,4 @@
-"""What every runner shares: tensor and graph descriptions, dim formulas, binding checks, staging buffers and the Runner base class.
+"""What every runner shares: graph descriptions (TensorSpecs in and out), dim formulas, binding checks, staging buffers and the Runner base class.
 
 The backend modules (ort, pytorch, trt) build on this module; the package
 ``talkrt.engines.runners`` re-exports its public names and picks a backend.
@@ -24,34 +24,17 @@ TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": 
 
 
 @dataclass(frozen=True)
-class TensorIO:
-    """One input or output as a runner binds it: name, dims (ints, or dim names) and dtype.
-
-    Read from the spec a graph carries (its TensorSpecs, through StoredSpec) or, for an
-    engine, from the engine's own bindings.
-    """
-
-    name: str
-    dims: tuple[int | str, ...]
-    dtype: str = "float32"
-
-
-@dataclass(frozen=True)
 class GraphIO:
     """Names, dims and dtypes of a graph's inputs and outputs, plus formulas for derived output dims."""
 
-    inputs: tuple[TensorIO, ...]
-    outputs: tuple[TensorIO, ...]
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
     derived: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_stored(cls, spec: StoredSpec) -> "GraphIO":
         """From the spec an exported graph carries."""
-
-        def tensors(stored: tuple[TensorSpec, ...]) -> tuple[TensorIO, ...]:
-            return tuple(TensorIO(t.name, t.shape, t.dtype) for t in stored)
-
-        return cls(tensors(spec.inputs), tensors(spec.outputs), dict(spec.derived_dims))
+        return cls(spec.inputs, spec.outputs, dict(spec.derived_dims))
 
     @classmethod
     def from_spec_json(cls, spec: Mapping) -> "GraphIO":
@@ -73,17 +56,17 @@ class GraphIO:
         sizes: dict[str, int] = {}
         for tensor in self.inputs:
             shape = input_shapes[tensor.name]
-            if len(shape) != len(tensor.dims):
-                raise TalkrtError(f"input {tensor.name}: expected {len(tensor.dims)} dims {tensor.dims}, got shape {tuple(shape)}")
-            for dim, size in zip(tensor.dims, shape):
+            if len(shape) != len(tensor.shape):
+                raise TalkrtError(f"input {tensor.name}: expected {len(tensor.shape)} dims {tensor.shape}, got shape {tuple(shape)}")
+            for dim, size in zip(tensor.shape, shape):
                 if isinstance(dim, str):
                     if sizes.setdefault(dim, int(size)) != int(size):
                         raise TalkrtError(f"dim {dim!r} is {sizes[dim]} in one input and {size} in {tensor.name}")
                 elif dim != size:
-                    raise TalkrtError(f"input {tensor.name}: expected shape {tensor.dims}, got {tuple(shape)}")
+                    raise TalkrtError(f"input {tensor.name}: expected shape {tensor.shape}, got {tuple(shape)}")
         for name, formula in self.derived.items():
             sizes[name] = evaluate_dim(formula, sizes)
-        return {t.name: tuple(sizes[d] if isinstance(d, str) else d for d in t.dims) for t in self.outputs}
+        return {t.name: tuple(sizes[d] if isinstance(d, str) else d for d in t.shape) for t in self.outputs}
 
 
 _OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv, ast.FloorDiv: operator.floordiv}

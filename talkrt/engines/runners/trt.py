@@ -23,9 +23,10 @@ import torch
 
 from talkrt.engines.devices import Gpu, rtx_unsupported, visible_gpu
 from talkrt.engines.profiles import select_profile
-from talkrt.engines.runners.base import TORCH_DTYPES, GraphIO, Runner, TensorIO, check_binding
+from talkrt.engines.runners.base import TORCH_DTYPES, GraphIO, Runner, check_binding
 from talkrt.engines.sidecar import read_sidecar, rebuild_command
 from talkrt.errors import TalkrtError
+from talkrt.export.spec import TensorSpec
 from talkrt.fileio import write_bytes_atomic
 from talkrt.optional import require
 
@@ -84,8 +85,8 @@ class TensorRTRunner(Runner):
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         mode = trt.TensorIOMode.INPUT
 
-        def tensor(name: str) -> TensorIO:
-            return TensorIO(name, tuple(self.engine.get_tensor_shape(name)), _dtype_name(trt, self.engine.get_tensor_dtype(name)))
+        def tensor(name: str) -> TensorSpec:
+            return TensorSpec(name, tuple(self.engine.get_tensor_shape(name)), _dtype_name(trt, self.engine.get_tensor_dtype(name)))
 
         inputs = tuple(tensor(n) for n in names if self.engine.get_tensor_mode(n) == mode)
         outputs = tuple(tensor(n) for n in names if self.engine.get_tensor_mode(n) != mode)
@@ -149,22 +150,22 @@ class TensorRTRunner(Runner):
         self._set_shapes({n: tuple(inputs[n].shape) for n in self.input_names}, stream.cuda_stream)
         if outputs is None:
             outputs = {t.name: torch.empty(self._output_shapes[t.name], dtype=TORCH_DTYPES[t.dtype], device=self.device) for t in self.io.outputs}
-        for tensor_io in self.io.inputs:
-            self._bind(tensor_io, inputs[tensor_io.name], None)
-        for tensor_io in self.io.outputs:
-            self._bind(tensor_io, outputs[tensor_io.name], self._output_shapes[tensor_io.name])
+        for tensor in self.io.inputs:
+            self._bind(tensor, inputs[tensor.name], None)
+        for tensor in self.io.outputs:
+            self._bind(tensor, outputs[tensor.name], self._output_shapes[tensor.name])
         if not self.context.execute_async_v3(stream.cuda_stream):
             raise TalkrtError(f"{self.sidecar['backend']['name']} failed to enqueue {self.engine_path}")
         return dict(outputs)
 
-    def _bind(self, tensor_io: TensorIO, tensor: torch.Tensor, shape: tuple[int, ...] | None) -> None:
-        check_binding(f"trt runner: {tensor_io.name}", tensor, TORCH_DTYPES[tensor_io.dtype], self.device, shape, TENSOR_ALIGNMENT)
+    def _bind(self, spec: TensorSpec, tensor: torch.Tensor, shape: tuple[int, ...] | None) -> None:
+        check_binding(f"trt runner: {spec.name}", tensor, TORCH_DTYPES[spec.dtype], self.device, shape, TENSOR_ALIGNMENT)
         address = tensor.data_ptr()
-        if self._addresses.get(tensor_io.name) == address:
+        if self._addresses.get(spec.name) == address:
             return
-        if not self.context.set_tensor_address(tensor_io.name, address):
-            raise TalkrtError(f"{self.engine_path}: TensorRT refused the address of {tensor_io.name}")
-        self._addresses[tensor_io.name] = address
+        if not self.context.set_tensor_address(spec.name, address):
+            raise TalkrtError(f"{self.engine_path}: TensorRT refused the address of {spec.name}")
+        self._addresses[spec.name] = address
 
 
 def _dtype_name(trt, dtype) -> str:

@@ -95,7 +95,7 @@ class VitsSynthesizer:
         self.vocab = vocab
         self.stochastic = "duration_noise" in encoder.input_names
         means = next(t for t in decoder.io.inputs if t.name == "prior_means") if hasattr(decoder, "io") else None
-        self.channels = int(means.dims[1]) if means is not None and isinstance(means.dims[1], int) else None
+        self.channels = int(means.shape[1]) if means is not None and isinstance(means.shape[1], int) else None
         self.receptive_field = receptive_field
         self._encoder_outputs = encoder.output_names
 
