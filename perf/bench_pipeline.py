@@ -198,9 +198,9 @@ class NaiveBaseline:
         elif model.backend == "torch":
             self.module = model.module
         else:
-            from talkrt.engines.runners.trt import TensorRTRunner
+            from talkrt.engines.runners import make_runner
 
-            self.runner = TensorRTRunner(model.engine, device)
+            self.runner = make_runner("trt", model.engine, device=device)
         self.h2d_bytes = 0
         self.d2h_bytes = 0
 

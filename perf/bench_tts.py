@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             precision = args.precision if backend == "torch" else "fp32"
             label = f"{label} {precision}"
             if backend == "ort":
-                provider = synth.decoder.session.get_providers()[0]
+                provider = synth.decoder.activate().session.get_providers()[0]
                 providers.append(provider)
                 label = f"{label} ({provider.removesuffix('ExecutionProvider')})"
             console.print(f"timing {label}: one-shot and streaming, {args.repeats} runs each after one warm-up ...")

@@ -135,9 +135,9 @@ class RendererOptions:
 @dataclass(frozen=True)
 class RendererContext:
     """What a family's renderer factory gets besides its runners: where it runs, and which
-    roles have a file (a role without one runs random weights in PyTorch)."""
+    roles have a file (a role without one runs random weights in PyTorch). No stream: the
+    pipeline hands it to ``Renderer.bind``, which activates the runners on it."""
 
     backend: str
     device: Any
-    stream: Any
     models: Mapping[str, Path | str | None]

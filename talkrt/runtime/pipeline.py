@@ -93,7 +93,7 @@ class Pipeline:
         self.profiler = Profiler(self.device, enabled=options.profile)
         with self._on_stream():
             self.compositor = Compositor(avatar.frames, avatar.boxes, avatar.blend_mask, self.device)
-            renderer.bind(avatar, options.batch_size)
+            renderer.bind(avatar, options.batch_size, self.stream)
             batch = options.batch_size
             self._frame_out = torch.empty(batch, *self.compositor.frame_shape, dtype=torch.uint8, device=self.device)
             # On a GPU every batch runs on these full-size buffers (a partial batch is padded):
@@ -116,7 +116,7 @@ class Pipeline:
         index, windows = self._static_avatar_index, self._static_windows
         with self._on_stream():
             self._warm_features()
-            faces = self.renderer.render(index, windows, self.stream)
+            faces = self.renderer.render(index, windows)
             self.compositor.compose(index, faces, self._frame_out)
         self.stream.synchronize()
         if not self.capture.use:
@@ -125,7 +125,7 @@ class Pipeline:
         try:
             graphs.append(torch.cuda.CUDAGraph())
             with torch.cuda.graph(graphs[0], stream=self.stream):
-                faces = self.renderer.render(index, windows, self.stream)
+                faces = self.renderer.render(index, windows)
             graphs.append(torch.cuda.CUDAGraph())
             with torch.cuda.graph(graphs[1], pool=graphs[0].pool(), stream=self.stream):
                 self.compositor.compose(index, faces, self._frame_out)
@@ -184,12 +184,12 @@ class Pipeline:
         """The renderer alone on one batch, as the pipeline runs it (on a GPU: through the fixed
         buffers, replaying the captured graph where there is one); call it on the pipeline's stream."""
         if self.device.type != "cuda":
-            return self.renderer.render(avatar_index, windows, self.stream)
+            return self.renderer.render(avatar_index, windows)
         count = len(avatar_index)
         self._static_avatar_index[:count].copy_(avatar_index)
         self._static_windows[:count].copy_(windows)
         if self._graphs is None:
-            return self.renderer.render(self._static_avatar_index, self._static_windows, self.stream)
+            return self.renderer.render(self._static_avatar_index, self._static_windows)
         self._graphs[0].replay()
         return self._static_faces
 
@@ -394,5 +394,5 @@ def pipeline_from_files(
     if not isinstance(models, dict):
         models = {"generator": models}
     stream = torch.cuda.Stream(device) if device.type == "cuda" else None
-    renderer = build_renderer(renderer_name, backend, models, device, stream, options=renderer_options, **option_fields)
+    renderer = build_renderer(renderer_name, backend, models, device, options=renderer_options, **option_fields)
     return Pipeline(avatar, renderer, options, stream)

@@ -47,25 +47,34 @@ def batch_buffers(runner: Runner, batch_size: int, names: tuple[str, ...]) -> di
 class Renderer:
     """What every renderer shares, and the lifecycle the pipeline drives:
 
-    ``bind(avatar, batch_size)`` once per avatar (per-frame inputs, batch buffers), then
-    ``warmup()`` on a GPU (first-call kernel loads, before any utterance), then per
-    utterance ``features(wav16k)`` (the family's own audio front end, a stage of its own)
-    and ``render(avatar_frames, windows, stream)`` per batch, ``reset()`` between
-    utterances, and ``release()`` at the end. ``capturable``: may the pipeline capture a
-    steady batch of ``render`` in a CUDA graph (every runner it calls allows it).
-    A family renderer also declares ``name``, ``alignment``, ``crop_size`` and ``device``.
+    ``bind(avatar, batch_size, stream)`` once per avatar: every runner is activated on the
+    pipeline's stream (each one's single stream from then on), then ``prepare`` fills the
+    per-frame inputs and batch buffers; then ``warmup()`` on a GPU (first-call kernel loads,
+    before any utterance), then per utterance ``features(wav16k)`` (the family's own audio
+    front end, a stage of its own) and ``render(avatar_frames, windows)`` per batch,
+    ``reset()`` between utterances, and ``release()`` at the end (the runners deactivate).
+    ``capturable``: may the pipeline capture a steady batch of ``render`` in a CUDA graph
+    (every runner it calls allows it). A family renderer also declares ``name``,
+    ``alignment``, ``crop_size`` and ``device``.
     """
 
     runner: Runner  # the generator, run once per batch
     feature_channels: int  # C of the (n, C, window) feature windows render() takes
 
-    def bind(self, avatar, batch_size: int) -> None:
+    def bind(self, avatar, batch_size: int, stream: torch.cuda.Stream | None = None) -> None:
+        """Activate every runner on ``stream`` (None: the current stream), then prepare ``avatar``."""
+        for runner in self.runners():
+            runner.activate(stream)
+        self.prepare(avatar, batch_size)
+
+    def prepare(self, avatar, batch_size: int) -> None:
+        """The avatar's per-frame inputs and ``batch_size`` rows of batch buffers (runners are active)."""
         raise NotImplementedError
 
     def features(self, wav16k: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def render(self, avatar_frames: torch.Tensor, windows: torch.Tensor, stream: torch.cuda.Stream | None = None) -> torch.Tensor:
+    def render(self, avatar_frames: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def reset(self) -> None:
@@ -88,6 +97,7 @@ class Renderer:
         return (self.runner,)
 
     def runners(self) -> tuple[Runner, ...]:
+        """Every runner the renderer calls (bind activates them, release deactivates them)."""
         return self.batch_runners
 
     def release(self) -> None:

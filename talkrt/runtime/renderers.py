@@ -76,7 +76,6 @@ def build_renderer(
     backend: str,
     models: Mapping[str, str | Path | None],
     device: torch.device,
-    stream: torch.cuda.Stream | None = None,
     *,
     options: RendererOptions | None = None,
     torch_dtype: torch.dtype = torch.float32,
@@ -101,9 +100,9 @@ def build_renderer(
         if backend != "torch":
             if path is None:
                 raise TalkrtError(f"{name} needs its {role} graph ({info.stem}.{'engine' if backend == 'trt' else 'onnx'}): export it with `talkrt export {info.graph}`")
-            return make_runner(backend, path, device=device, stream=stream, expect=expected_graph(name, role))
+            return make_runner(backend, path, device=device, expect=expected_graph(name, role))
         spec = get_spec(info.graph, **info.options, **spec_options)
         module = spec.build_module(str(path)) if path else spec.build_module(None, seed=0)
         return make_runner("torch", spec=spec, module=module, device=device, torch_dtype=torch_dtype)
 
-    return family.build_renderer(runner, options, RendererContext(backend, device, stream, models))
+    return family.build_renderer(runner, options, RendererContext(backend, device, models))

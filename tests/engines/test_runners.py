@@ -109,9 +109,9 @@ def test_runners_agree_on_the_gpu(wav2lip_onnx, tmp_path) -> None:
 
     spec = get_spec("wav2lip")
     stream = torch.cuda.Stream()
-    reference = make_runner("torch", spec=spec, module=spec.build_module(None, seed=0), device="cuda")
+    reference = make_runner("torch", spec=spec, module=spec.build_module(None, seed=0), device="cuda").activate(stream)
     ort_device = "cuda" if ort_cuda_available() else "cpu"
-    ort_runner = make_runner("ort", wav2lip_onnx, device=ort_device, stream=stream if ort_device == "cuda" else None)
+    ort_runner = make_runner("ort", wav2lip_onnx, device=ort_device).activate(stream)  # on the CPU the stream is ignored
     expected_provider = "CUDAExecutionProvider" if ort_device == "cuda" else "CPUExecutionProvider"
     assert ort_runner.session.get_providers()[0] == expected_provider
     runners = [ort_runner]
@@ -119,14 +119,14 @@ def test_runners_agree_on_the_gpu(wav2lip_onnx, tmp_path) -> None:
     builder = "tensorrt" if available("tensorrt") else "tensorrt-rtx" if available("tensorrt_rtx") and gpu.rtx_supported else None
     if builder is not None:
         options = BuildOptions(backend=builder, profile_overrides=(parse_profile_override("batch:1,1,1"),), extra_profiles=((parse_profile_override("batch:2,4,8"),),))
-        runners.append(make_runner("trt", build_engine(wav2lip_onnx, tmp_path / "w.engine", options).engine, device="cuda"))
+        runners.append(make_runner("trt", build_engine(wav2lip_onnx, tmp_path / "w.engine", options).engine, device="cuda").activate(stream))
     for batch in (4, 1, 4):  # profile 1, 0, 1
         inputs = {k: v.cuda() for k, v in spec.example_inputs({"batch": batch}, seed=batch).items()}
         with torch.cuda.stream(stream):
-            expected = reference.run(inputs, stream=stream)["generated_faces"]
+            expected = reference.run(inputs)["generated_faces"]
             for runner in runners:
                 device_inputs = {k: v.to(runner.device) for k, v in inputs.items()}
-                out = runner.run(device_inputs, stream=stream)["generated_faces"]
+                out = runner.run(device_inputs)["generated_faces"]
                 stream.synchronize()
                 torch.testing.assert_close(out.to(expected.device), expected, atol=1e-3, rtol=1e-3)
     for runner in runners:
@@ -172,7 +172,8 @@ def test_ort_cuda_session_options() -> None:
     """The options the CUDA provider gets, and the run option that drops ORT's per-run stream sync."""
     import onnxruntime
 
-    from talkrt.engines.runners.ort import cuda_provider_options, make_run_options
+    from talkrt.engines.runners.loaders import cuda_provider_options
+    from talkrt.engines.runners.ort import make_run_options
 
     options = cuda_provider_options(torch.device("cuda", 1), 1234)
     assert options == {"device_id": "1", "has_user_compute_stream": "1", "user_compute_stream": "1234", "cudnn_conv_algo_search": "HEURISTIC"}

@@ -1,9 +1,13 @@
 """Runners: one call for every backend (TensorRT, TensorRT-RTX, ONNX Runtime, PyTorch).
 
-``runner.run(inputs, outputs, stream)`` takes named input tensors and optionally
-named preallocated output tensors on the runner's device, runs on ``stream`` and
-writes the outputs in place. With preallocated outputs a runner allocates
-nothing per call; without them it allocates (convenient for one-off calls).
+``make_runner`` composes a runner from loaders (``loaders``); nothing loads until
+the runner is activated. ``runner.activate(stream)`` makes the backend objects and
+binds the CUDA stream (the current one when None); ``runner.run(inputs, outputs)``
+takes named input tensors and optionally named preallocated output tensors on the
+runner's device, runs on the bound stream (activating on the current stream if
+never activated) and writes the outputs in place. With preallocated outputs a
+runner allocates nothing per call; without them it allocates (convenient for
+one-off calls). ``release()`` deactivates.
 """
 
 from __future__ import annotations
@@ -28,19 +32,21 @@ def make_runner(
     spec=None,
     module=None,
     device: str | torch.device = "cpu",
-    stream: torch.cuda.Stream | None = None,
     torch_dtype: torch.dtype = torch.float32,
     expect: tuple[str, str] | None = None,
 ) -> Runner:
     """A runner for ``backend``: trt takes an engine path, ort an ONNX path, torch a spec and module
     (run in ``torch_dtype``; engines and ONNX graphs carry their precision themselves).
-    ``expect`` = (family, graph): an ONNX file exported for another graph is refused."""
+    ``expect`` = (family, graph): an ONNX file exported for another graph is refused.
+    Files are checked here (an engine against its sidecar and this GPU); loading waits for activation."""
+    from talkrt.engines.runners import loaders
+
     if backend == "torch":
         from talkrt.engines.runners.pytorch import TorchRunner
 
         if spec is None or module is None:
             raise TalkrtError("the torch backend needs the model's spec and module")
-        return TorchRunner(spec, module, device, torch_dtype)
+        return TorchRunner(GraphIO.from_spec(spec), loaders.ModuleOnDevice(module, device, torch_dtype), device, torch_dtype)
     if model is None:
         raise TalkrtError(f"the {backend} backend needs a model file")
     if backend not in ("ort", "trt"):
@@ -51,7 +57,8 @@ def make_runner(
     if backend == "ort":
         from talkrt.engines.runners.ort import OrtRunner
 
-        return OrtRunner(model, device, stream, GraphIO.from_stored(spec))
-    from talkrt.engines.runners.trt import TensorRTRunner
+        return OrtRunner(loaders.SessionFromOnnx(model, device), GraphIO.from_stored(spec), device)
+    from talkrt.engines.runners.trt import TensorRTRunner, checked_engine
 
-    return TensorRTRunner(model, device)
+    sidecar, trt = checked_engine(model, device)
+    return TensorRTRunner(loaders.EngineFromBytes(loaders.BytesFromPath(model), trt), trt, sidecar, model, device)

@@ -138,19 +138,50 @@ class StagingBuffers:
 
 
 class Runner(ABC):
-    """The one interface every backend offers (Polygraphy's runners are the model)."""
+    """The one interface every backend offers (Polygraphy's runners are the model).
+
+    A runner holds loaders (talkrt.engines.runners.loaders) and makes its backend objects
+    only when activated. ``activate(stream)`` binds the CUDA stream every ``run`` is queued
+    on; ``run`` activates a runner never activated on the current stream; ``release()``
+    deactivates it.
+    """
 
     backend: str = "?"
     # May a caller capture run() in a torch CUDA graph? TensorRT-RTX captures itself and
     # ONNX Runtime synchronises inside run(), so neither may be captured from outside.
     capturable: bool = False
+    io: GraphIO  # set by each backend (an engine's from its own bindings)
 
-    def __init__(self, io: GraphIO, device: str | torch.device) -> None:
-        self.io = io
+    def __init__(self, device: str | torch.device) -> None:
         self.device = normalize_device(device)
+        self.stream: torch.cuda.Stream | None = None
+        self.active = False
+
+    def activate(self, stream: torch.cuda.Stream | None = None) -> "Runner":
+        """Make the backend objects and bind ``stream`` (None: the device's current stream now;
+        ignored on the CPU). Idempotent; an active runner asked for another stream is released
+        and activated again on it (ONNX Runtime fixes the stream in its session)."""
+        if self.active:
+            if stream is None or self.stream is None or stream.cuda_stream == self.stream.cuda_stream:
+                return self
+            self.release()
+        if self.device.type == "cuda":
+            self.stream = stream or torch.cuda.current_stream(self.device)
+        self._activate()
+        self.active = True
+        return self
 
     def release(self) -> None:
-        """Give back what the runner holds beyond its memory (e.g. persist caches); idempotent."""
+        """Deactivate: persist what outlives the process (the TensorRT-RTX runtime cache) and drop
+        the backend objects; idempotent, and a later run() activates again."""
+        if self.active:
+            self._deactivate()
+            self.active, self.stream = False, None
+
+    def run(self, inputs: Mapping[str, torch.Tensor], outputs: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Run on the bound stream and write ``outputs`` in place (allocated here when None)."""
+        self.activate()
+        return self._run(inputs, outputs)
 
     @property
     def input_names(self) -> list[str]:
@@ -178,10 +209,13 @@ class Runner(ABC):
         return dict(outputs)
 
     @abstractmethod
-    def run(
-        self,
-        inputs: Mapping[str, torch.Tensor],
-        outputs: Mapping[str, torch.Tensor] | None = None,
-        stream: torch.cuda.Stream | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """Run on ``stream`` (the current stream when None) and write ``outputs`` in place."""
+    def _activate(self) -> None:
+        """Call the loaders; ``self.stream`` is bound."""
+
+    @abstractmethod
+    def _deactivate(self) -> None:
+        """Drop what ``_activate`` made."""
+
+    @abstractmethod
+    def _run(self, inputs: Mapping[str, torch.Tensor], outputs: Mapping[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+        """run() on an active runner."""

@@ -1,4 +1,4 @@
-"""TensorRT / TensorRT-RTX runner: tensor addresses from torch, execute_async_v3 on the pipeline's stream.
+"""TensorRT / TensorRT-RTX runner: tensor addresses from torch, execute_async_v3 on the runner's bound stream.
 
 The engine's sidecar says which runtime built it; an engine whose size or
 sha256 differs from its sidecar's, or from another runtime version or for
@@ -16,8 +16,11 @@ captured from outside.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from functools import cached_property
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import torch
 
@@ -58,40 +61,55 @@ def runtime_cache_path(engine: str | Path) -> Path:
     return Path(str(engine) + ".runtime-cache")
 
 
+def checked_engine(engine: str | Path, device: str | torch.device) -> tuple[dict, ModuleType]:
+    """The sidecar of ``engine`` and the module (tensorrt or tensorrt_rtx) that loads it, once the
+    file matches its sidecar and was built by the installed version for this GPU: a damaged,
+    stale or foreign engine never reaches the deserialiser."""
+    sidecar = read_sidecar(engine, verify=True)
+    trt = require(_MODULES[sidecar["backend"]["name"]])
+    gpu = visible_gpu(device) if torch.device(device).type == "cuda" else None
+    check_engine_target(engine, sidecar, trt.__version__, None if gpu is None else (gpu.name, gpu.compute_capability))
+    return sidecar, trt
+
+
 class TensorRTRunner(Runner):
+    """``load_engine`` deserialises the engine (loaders.EngineFromBytes) on first need: its bindings
+    are the runner's ``io``, which renderers read before activation to size their buffers.
+    Activation creates the execution context; ``run`` enqueues on the bound stream."""
+
     backend = "trt"
 
-    def __init__(self, engine: str | Path, device: str | torch.device = "cuda") -> None:
-        sidecar = read_sidecar(engine, verify=True)  # a damaged or replaced file never reaches the deserialiser
-        builder = sidecar["backend"]["name"]
-        trt = require(_MODULES[builder])
-        gpu = visible_gpu(device) if torch.device(device).type == "cuda" else None
-        check_engine_target(engine, sidecar, trt.__version__, None if gpu is None else (gpu.name, gpu.compute_capability))
-        self.trt, self.sidecar, self.engine_path = trt, sidecar, Path(engine)
-        self.rtx = builder == "tensorrt-rtx"
+    def __init__(self, load_engine: Callable[[], Any], trt: ModuleType, sidecar: dict, engine_path: str | Path, device: str | torch.device = "cuda") -> None:
+        super().__init__(device)
+        self.load_engine, self.trt, self.sidecar, self.engine_path = load_engine, trt, sidecar, Path(engine_path)
+        self.rtx = sidecar["backend"]["name"] == "tensorrt-rtx"
         self.capturable = not self.rtx  # RTX captures its own CUDA graphs
-        self.logger = trt.Logger(trt.Logger.WARNING)
-        self.runtime = trt.Runtime(self.logger)
-        self.engine = self.runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
-        if self.engine is None:
-            raise TalkrtError(f"{engine} could not be deserialised by {builder} {trt.__version__}; rebuild it")
-        self.runtime_cache = None
-        if self.rtx:
-            self.context = self._rtx_context()
-        else:
-            self.context = self.engine.create_execution_context()
-        if self.context is None:
-            raise TalkrtError(f"{builder} could not create an execution context for {engine} (out of GPU memory?)")
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        mode = trt.TensorIOMode.INPUT
+        self.profiles = sidecar.get("profiles") or [{}]
+        self._engine = None
+        self.context = self.runtime_config = self.runtime_cache = None
+
+    @property
+    def engine(self) -> Any:
+        if self._engine is None:
+            self._engine = self.load_engine()
+        return self._engine
+
+    @cached_property
+    def io(self) -> GraphIO:
+        engine, trt = self.engine, self.trt
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
 
         def tensor(name: str) -> TensorSpec:
-            return TensorSpec(name, tuple(self.engine.get_tensor_shape(name)), _dtype_name(trt, self.engine.get_tensor_dtype(name)))
+            return TensorSpec(name, tuple(engine.get_tensor_shape(name)), _dtype_name(trt, engine.get_tensor_dtype(name)))
 
-        inputs = tuple(tensor(n) for n in names if self.engine.get_tensor_mode(n) == mode)
-        outputs = tuple(tensor(n) for n in names if self.engine.get_tensor_mode(n) != mode)
-        super().__init__(GraphIO(inputs, outputs), device)
-        self.profiles = sidecar.get("profiles") or [{}]
+        inputs = tuple(tensor(n) for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
+        outputs = tuple(tensor(n) for n in names if engine.get_tensor_mode(n) != trt.TensorIOMode.INPUT)
+        return GraphIO(inputs, outputs)
+
+    def _activate(self) -> None:
+        self.context = self._rtx_context() if self.rtx else self.engine.create_execution_context()
+        if self.context is None:
+            raise TalkrtError(f"{self.sidecar['backend']['name']} could not create an execution context for {self.engine_path} (out of GPU memory?)")
         self._profile = 0  # a new context starts on profile 0
         self._shapes: dict[str, tuple[int, ...]] | None = None
         self._output_shapes: dict[str, tuple[int, ...]] = {}
@@ -113,21 +131,21 @@ class TensorRTRunner(Runner):
         config.dynamic_shapes_kernel_specialization_strategy = trt.DynamicShapesKernelSpecializationStrategy.LAZY
         return self.engine.create_execution_context(config)
 
-    def release(self) -> None:
-        """Persist the RTX runtime cache next to the engine (what was specialised this run)."""
-        if self.runtime_cache is None:
-            return
-        blob = self.runtime_cache.serialize()
-        if blob is not None and len(blob):
-            write_bytes_atomic(runtime_cache_path(self.engine_path), bytes(memoryview(blob)))
+    def _deactivate(self) -> None:
+        """Persist the RTX runtime cache next to the engine (what was specialised this run), then drop the context."""
+        if self.runtime_cache is not None:
+            blob = self.runtime_cache.serialize()
+            if blob is not None and len(blob):
+                write_bytes_atomic(runtime_cache_path(self.engine_path), bytes(memoryview(blob)))
+        self.context = self.runtime_config = self.runtime_cache = None
 
-    def _set_shapes(self, shapes: dict[str, tuple[int, ...]], stream_handle: int) -> None:
+    def _set_shapes(self, shapes: dict[str, tuple[int, ...]]) -> None:
         """Switch to the profile that covers ``shapes`` and set them; outputs' shapes follow."""
         if shapes == self._shapes:
             return
         profile = select_profile(self.profiles, shapes, str(self.engine_path))
         if profile != self._profile:
-            if not self.context.set_optimization_profile_async(profile, stream_handle):
+            if not self.context.set_optimization_profile_async(profile, self.stream.cuda_stream):
                 raise TalkrtError(f"{self.engine_path}: TensorRT could not switch to optimization profile {profile}")
             self._profile = profile
             self._addresses.clear()  # set every address again under the new profile
@@ -137,24 +155,23 @@ class TensorRTRunner(Runner):
         self._output_shapes = {t.name: tuple(self.context.get_tensor_shape(t.name)) for t in self.io.outputs}
         self._shapes = shapes
 
-    def allocate_outputs(self, input_shapes):
-        stream = torch.cuda.current_stream(self.device)
-        self._set_shapes({n: tuple(int(s) for s in input_shapes[n]) for n in self.input_names}, stream.cuda_stream)
+    def allocate_outputs(self, input_shapes: Mapping[str, Sequence[int]]) -> dict[str, torch.Tensor]:
+        self.activate()  # the context knows the output shapes
+        self._set_shapes({n: tuple(int(s) for s in input_shapes[n]) for n in self.input_names})
         return {t.name: torch.empty(self._output_shapes[t.name], dtype=TORCH_DTYPES[t.dtype], device=self.device) for t in self.io.outputs}
 
-    def run(self, inputs: Mapping[str, torch.Tensor], outputs: Mapping[str, torch.Tensor] | None = None, stream: torch.cuda.Stream | None = None) -> dict[str, torch.Tensor]:
-        stream = stream or torch.cuda.current_stream(self.device)
+    def _run(self, inputs: Mapping[str, torch.Tensor], outputs: Mapping[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
         missing = [n for n in self.input_names if n not in inputs]
         if missing:
             raise TalkrtError(f"trt runner: missing inputs {missing}")
-        self._set_shapes({n: tuple(inputs[n].shape) for n in self.input_names}, stream.cuda_stream)
+        self._set_shapes({n: tuple(inputs[n].shape) for n in self.input_names})
         if outputs is None:
             outputs = {t.name: torch.empty(self._output_shapes[t.name], dtype=TORCH_DTYPES[t.dtype], device=self.device) for t in self.io.outputs}
         for tensor in self.io.inputs:
             self._bind(tensor, inputs[tensor.name], None)
         for tensor in self.io.outputs:
             self._bind(tensor, outputs[tensor.name], self._output_shapes[tensor.name])
-        if not self.context.execute_async_v3(stream.cuda_stream):
+        if not self.context.execute_async_v3(self.stream.cuda_stream):
             raise TalkrtError(f"{self.sidecar['backend']['name']} failed to enqueue {self.engine_path}")
         return dict(outputs)
 

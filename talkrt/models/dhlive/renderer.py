@@ -32,11 +32,10 @@ class DHLiveRenderer(Renderer):
     def runners(self) -> tuple[Runner, ...]:
         return (self.runner, self.reference_runner, self.audio_runner)
 
-    def __init__(self, generator: Runner, reference: Runner, audio: Runner, pca, stream: torch.cuda.Stream | None = None) -> None:
+    def __init__(self, generator: Runner, reference: Runner, audio: Runner, pca) -> None:
         self.runner = generator
         self.reference_runner, self.audio_runner = reference, audio
         self.device = generator.device
-        self.stream = stream
         self.crop_size = (IMAGE_SIZE, IMAGE_SIZE)
         self.pca_mean = torch.as_tensor(pca.mean, device=self.device)
         self.pca_components = torch.as_tensor(pca.components, device=self.device)
@@ -77,7 +76,7 @@ class DHLiveRenderer(Renderer):
         for step in range(start, total):
             read, write = states[step % 2], states[(step + 1) % 2]
             step_in.copy_(frames[2 * step : 2 * step + 2].unsqueeze(0))
-            self.audio_runner.run({"fbank": step_in, "h0": read[0], "c0": read[1]}, {"coefficients": step_out, "hn": write[0], "cn": write[1]}, self.stream)
+            self.audio_runner.run({"fbank": step_in, "h0": read[0], "c0": read[1]}, {"coefficients": step_out, "hn": write[0], "cn": write[1]})
             coefficients[step : step + 1].copy_(step_out)
             if step + 1 == final:
                 self._final_steps, self._final_state = final, (write[0].clone(), write[1].clone())
@@ -95,7 +94,7 @@ class DHLiveRenderer(Renderer):
 
     # -- video
 
-    def bind(self, avatar, batch_size: int) -> None:
+    def prepare(self, avatar, batch_size: int) -> None:
         extras = avatar.extras
         size = self.crop_size[0]
         self.targets = to_device_images(avatar.crops, self.device)  # BGR uint8 (M, 3, 256, 256)
@@ -115,7 +114,7 @@ class DHLiveRenderer(Renderer):
         self.face_mask = torch.as_tensor(face_mask(), device=self.device)[None, None]
         references = torch.as_tensor(extras["references"], device=self.device).permute(2, 0, 1)[None].float().div_(255.0)
         ref_inputs = {"reference": references.contiguous()}
-        ref_features = self.reference_runner.run(ref_inputs, self.reference_runner.allocate_outputs({"reference": references.shape}), self.stream)
+        ref_features = self.reference_runner.run(ref_inputs, self.reference_runner.allocate_outputs({"reference": references.shape}))
         self.inputs = {
             "source": torch.empty(batch_size, 6, size, size, device=self.device),
             **{name: ref_features[name].expand(batch_size, -1, -1, -1).contiguous() for name in ("ref_in_feature", "ref_trans_feature")},
@@ -147,7 +146,7 @@ class DHLiveRenderer(Renderer):
         lines = self.lines.index_select(0, avatar_frames).float()
         return torch.where(self.line_mask.index_select(0, avatar_frames), lines, mouth.expand(-1, 3, -1, -1))
 
-    def render(self, avatar_frames: torch.Tensor, windows: torch.Tensor, stream: torch.cuda.Stream | None = None) -> torch.Tensor:
+    def render(self, avatar_frames: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
         """Faces (n, 3, 256, 256) BGR in [0, 1] for avatar frames (n,) and coefficient windows (n, 6, 1)."""
         count = len(avatar_frames)
         inputs, outputs = batch_views(self.inputs, count), batch_views(self.outputs, count)
@@ -155,7 +154,7 @@ class DHLiveRenderer(Renderer):
         source[:, :3].copy_(self.sources.index_select(0, avatar_frames))
         source[:, 3:].copy_(self.prompts(avatar_frames, windows[:, :, 0]))
         source.div_(255.0)
-        generated = self.runner.run(inputs, outputs, stream)["image"]
+        generated = self.runner.run(inputs, outputs)["image"]
         # The original keeps the crop's own pixels in a 20-pixel border ramp.
         pixels = (generated * 255.0).clamp_(0, 255).trunc_()
         target = self.targets.index_select(0, avatar_frames).float()
@@ -176,4 +175,4 @@ class DHLiveOptions(RendererOptions):
 
 def build(runner, options: DHLiveOptions, context) -> DHLiveRenderer:
     """The family's renderer factory: generator, reference encoder and Audio2Feature."""
-    return DHLiveRenderer(runner("generator"), runner("reference"), runner("audio"), options.pca or MouthPCA.random(), context.stream)
+    return DHLiveRenderer(runner("generator"), runner("reference"), runner("audio"), options.pca or MouthPCA.random())

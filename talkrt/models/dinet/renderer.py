@@ -52,14 +52,14 @@ class CtcFeatures:
 
     alignment = CTC_25HZ
 
-    def __init__(self, asr: Runner, mapper: Runner, stream: torch.cuda.Stream | None = None) -> None:
-        self.asr, self.mapper, self.stream = asr, mapper, stream
+    def __init__(self, asr: Runner, mapper: Runner) -> None:
+        self.asr, self.mapper = asr, mapper
 
     def __call__(self, wav16k: torch.Tensor) -> torch.Tensor:
         inputs = {"input_values": wav16k.reshape(1, -1).float().contiguous()}
-        emissions = self.asr.run(inputs, self.asr.allocate_outputs({"input_values": inputs["input_values"].shape}), self.stream)["emissions"]
+        emissions = self.asr.run(inputs, self.asr.allocate_outputs({"input_values": inputs["input_values"].shape}))["emissions"]
         decimated = {"emissions": emissions[:, ::2].contiguous()}
-        mapped = self.mapper.run(decimated, self.mapper.allocate_outputs({"emissions": decimated["emissions"].shape}), self.stream)["features"]
+        mapped = self.mapper.run(decimated, self.mapper.allocate_outputs({"emissions": decimated["emissions"].shape}))["features"]
         return mapped[0].T  # (29, T)
 
 
@@ -89,7 +89,7 @@ class DINetRenderer(Renderer):
         extra = (self.feature_source.asr, self.feature_source.mapper) if isinstance(self.feature_source, CtcFeatures) else ()
         return (self.runner, *extra)
 
-    def bind(self, avatar, batch_size: int) -> None:
+    def prepare(self, avatar, batch_size: int) -> None:
         height, width = self.crop_size
         bgr = torch.tensor(BGR, device=self.device)
         self.crops = to_device_images(avatar.crops, self.device).index_select(1, bgr)  # RGB uint8 (M, 3, H, W)
@@ -101,7 +101,7 @@ class DINetRenderer(Renderer):
         self.faces = torch.empty(batch_size, 3, height, width, device=self.device)
         self._bgr = bgr
 
-    def render(self, avatar_frames: torch.Tensor, windows: torch.Tensor, stream: torch.cuda.Stream | None = None) -> torch.Tensor:
+    def render(self, avatar_frames: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
         """Faces (n, 3, 416, 320) BGR in [0, 1] for avatar frames (n,) and feature windows (n, 29, 5)."""
         count = len(avatar_frames)
         inputs, outputs = batch_views(self.inputs, count), batch_views(self.outputs, count)
@@ -109,7 +109,7 @@ class DINetRenderer(Renderer):
         source.copy_(self.crops.index_select(0, avatar_frames)).div_(255.0)
         source[:, :, self.mouth[0], self.mouth[1]] = 0.0
         inputs["audio_window"].copy_(windows)
-        generated = self.runner.run(inputs, outputs, stream)["generated_face"]
+        generated = self.runner.run(inputs, outputs)["generated_face"]
         return torch.index_select(generated, 1, self._bgr, out=self.faces[:count])
 
 
@@ -149,5 +149,5 @@ def build(runner, options: DINetOptions, context) -> DINetRenderer:
         checkpoint = context.models.get("asr")
         preset = options.asr_preset or ("hubert-large-ls960-ft" if checkpoint else "tiny-hubert-asr")
         extra = {"checkpoint": str(checkpoint)} if context.backend == "torch" and checkpoint else {}
-        source = CtcFeatures(runner("asr", preset=preset, **extra), runner("mapper"), context.stream)
+        source = CtcFeatures(runner("asr", preset=preset, **extra), runner("mapper"))
     return DINetRenderer(runner("generator"), source)

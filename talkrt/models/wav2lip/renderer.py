@@ -28,7 +28,7 @@ class Wav2LipRenderer(Renderer):
         """(S,) 16 kHz -> (80, T) mel on the waveform's device."""
         return wav2lip_mel(wav16k)
 
-    def bind(self, avatar, batch_size: int) -> None:
+    def prepare(self, avatar, batch_size: int) -> None:
         """Prepare the per-avatar-frame face inputs once and allocate the batch buffers.
 
         Wav2Lip's reference is the same frame unmasked (inference.py), so each avatar
@@ -41,13 +41,13 @@ class Wav2LipRenderer(Renderer):
         self.inputs = batch_buffers(self.runner, batch_size, ("audio_sequences", "face_sequences"))
         self.outputs = self.runner.allocate_outputs({k: v.shape for k, v in self.inputs.items()})
 
-    def render(self, avatar_frames: torch.Tensor, windows: torch.Tensor, stream: torch.cuda.Stream | None = None) -> torch.Tensor:
+    def render(self, avatar_frames: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
         """Faces (n, 3, 96, 96) BGR in [0, 1] for avatar frames (n,) and mel windows (n, 80, 16)."""
         count = len(avatar_frames)
         inputs, outputs = batch_views(self.inputs, count), batch_views(self.outputs, count)
         torch.index_select(self.face_inputs, 0, avatar_frames, out=inputs["face_sequences"])
         inputs["audio_sequences"].copy_(windows.unsqueeze(1))
-        return self.runner.run(inputs, outputs, stream)["generated_faces"]
+        return self.runner.run(inputs, outputs)["generated_faces"]
 
 
 def build(runner, options, context) -> Wav2LipRenderer:

@@ -112,8 +112,8 @@ class DecodeRecorder:
     def __getattr__(self, name):
         return getattr(self.runner, name)
 
-    def run(self, inputs, outputs=None, stream=None):
-        result = self.runner.run(inputs, outputs, stream)
+    def run(self, inputs, outputs=None):
+        result = self.runner.run(inputs, outputs)
         self.frames.append(int(inputs["output_mask"].shape[-1]))
         self.times.append(time.perf_counter())
         return result
