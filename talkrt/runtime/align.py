@@ -84,10 +84,11 @@ def frame_start_samples(
     fps: FpsLike,
     sample_rate: int = 16000,
     device: Optional[torch.device] = None,
+    first: int = 0,
 ) -> torch.Tensor:
-    """First sample of frames 0..num_frames-1 as int64, computed without floats."""
+    """First sample of frames first..num_frames-1 as int64, computed without floats."""
     rate = as_fps(fps)
-    frames = torch.arange(num_frames, dtype=torch.int64, device=device)
+    frames = torch.arange(first, max(first, num_frames), dtype=torch.int64, device=device)
     return torch.div(
         frames * (sample_rate * rate.denominator), rate.numerator, rounding_mode="floor"
     )
@@ -201,8 +202,9 @@ class FeatureAlignment:
         num_video_frames: int,
         fps: FpsLike,
         device: Optional[torch.device] = None,
+        first: int = 0,
     ) -> torch.LongTensor:
-        """First feature frame of each video frame's window, (N,) int64, non-decreasing.
+        """First feature frame of the window of video frames first..N-1, (N - first,) int64, non-decreasing.
 
         "shift" windows always start inside [0, T - window]; "edge" windows may start
         before 0 or end past T - 1, their indices being clamped by window_indices.
@@ -210,7 +212,7 @@ class FeatureAlignment:
         if num_video_frames > 0 and num_feature_frames <= 0:
             raise ValueError(f"{self.name}: no feature frames to take windows from")
         anchors = torch.div(
-            frame_start_samples(num_video_frames, fps, self.sample_rate, device),
+            frame_start_samples(num_video_frames, fps, self.sample_rate, device, first),
             self.hop,
             rounding_mode="floor",
         )
@@ -226,9 +228,11 @@ class FeatureAlignment:
         num_video_frames: int,
         fps: FpsLike,
         device: Optional[torch.device] = None,
+        first: int = 0,
     ) -> torch.LongTensor:
-        """Feature-frame indices of every window, (N, window) int64, all inside [0, T)."""
-        starts = self.window_starts(num_feature_frames, num_video_frames, fps, device)
+        """Feature-frame indices of the windows of video frames first..N-1, (N - first, window)
+        int64, all inside [0, T); a stream asks only for its new frames."""
+        starts = self.window_starts(num_feature_frames, num_video_frames, fps, device, first)
         steps = torch.arange(self.window, dtype=torch.int64, device=starts.device)
         # Clamping is edge padding; it also covers "shift" windows when T < window.
         return (starts[:, None] + steps[None, :]).clamp(0, max(num_feature_frames - 1, 0))

@@ -13,7 +13,6 @@ lookahead comes from the alignment contract).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -222,53 +221,21 @@ class Pipeline:
 
     # ---------------------------------------------------------------- streaming
 
-    def stream_chunks(self, chunks: Iterable[np.ndarray], sample_rate: int) -> Iterator[FrameBatch]:
+    def stream_chunks(self, chunks: Iterable[Audio], sample_rate: int) -> Iterator[FrameBatch]:
         """Frames as soon as their windows are complete, for audio arriving in chunks (e.g. 20-40 ms).
 
-        The output equals ``run`` on the concatenated audio, frame for frame: exactly on the
-        CPU; on a GPU within one uint8 level, since cuBLAS and cuFFT pick their kernels (and so
-        their rounding) by the length of the audio received so far. Each step
-        recomputes the resampler and features over the audio received so far (simple
-        and exact; cost grows with the utterance, fine for sentences).
+        The output equals ``run`` on the concatenated audio, frame for frame (within float
+        rounding: the features are computed piece by piece). See `Utterance`.
         """
-        alignment = self.renderer.alignment
-        received: list[np.ndarray] = []
-        received_samples = 0
-        done = 0
-        self.renderer.reset()
-        self.profiler.start()
-        chunk_iter = iter(chunks)
-        finished = False
-        while not finished:
-            chunk = next(chunk_iter, None)
-            finished = chunk is None
-            if chunk is not None:
-                chunk = _check_audio(np.asarray(chunk.cpu() if isinstance(chunk, torch.Tensor) else chunk), sample_rate, allow_empty=True)
-                received.append(chunk)
-                received_samples += len(chunk)
-            total16 = resampled_length(received_samples, sample_rate, SAMPLE_RATE) if finished else None
-            final16 = total16 if finished else _final_resampled(received_samples, sample_rate)
-            if final16 <= 0:
-                continue
-            self.profiler.audio_chunk_arrived(final16)
-            ready = alignment.frames_ready(final16, self.fps, total16)
-            if ready <= done and not finished:
-                continue
-            with self._on_stream():
-                with self.profiler.stage("resample"):
-                    wav16k = resample(self._to_device(np.concatenate(received)), sample_rate, SAMPLE_RATE)[:final16]
-                with self.profiler.stage("features", range(done, ready)):
-                    features = self.renderer.features(wav16k)
-                    columns = features.shape[-1] if finished else alignment.computable_feature_frames(final16)
-                    features = features[..., :columns]
-                with self.profiler.stage("windows", range(done, ready)):
-                    indices = alignment.window_indices(columns, ready, self.fps, self.device)[done:]
-                    windows = gather_windows(features, indices)
-                    avatar_index = self._avatar_indices(done, ready - done)
-                for offset in range(0, ready - done, self.options.batch_size):
-                    stop = min(offset + self.options.batch_size, ready - done)
-                    yield self._batch(done + offset, avatar_index[offset:stop], windows[offset:stop])
-            done = ready
+        utterance = self.utterance(sample_rate)
+        for chunk in chunks:
+            yield from utterance.push(chunk)
+        yield from utterance.finish()
+
+    def utterance(self, sample_rate: int, avatar_start: int = 0) -> "Utterance":
+        """A new utterance streamed into this pipeline (the previous one is forgotten); its frame 0
+        shows the avatar's frame for output frame ``avatar_start`` (a session's frames go on moving)."""
+        return Utterance(self, sample_rate, avatar_start)
 
     # -------------------------------------------------------------------- sinks
 
@@ -323,17 +290,6 @@ def _check_avatar_for(avatar: Avatar, renderer: str, crop_size: tuple[int, int] 
             f"the avatar was prepared for {avatar.renderer} ({width}x{height} crops), not {renderer}: "
             f"prepare it again with `talkrt avatar prepare --renderer {renderer}`"
         )
-
-
-def _final_resampled(received: int, sample_rate: int) -> int:
-    """16 kHz samples that no longer change as more input arrives (the resampling filter's support is inside)."""
-    if sample_rate == SAMPLE_RATE:
-        return received
-    divisor = math.gcd(sample_rate, SAMPLE_RATE)
-    up, down = SAMPLE_RATE // divisor, sample_rate // divisor
-    half_length = 10 * max(up, down)  # scipy.signal.resample_poly's filter, as in runtime.audio
-    # Output j reads upsampled positions up to j*down + half_length, i.e. inputs below that / up.
-    return max(0, (received * up - half_length - 1) // down)
 
 
 def _check_audio(audio: Audio, sample_rate: int, allow_empty: bool = False) -> Audio:
@@ -396,3 +352,80 @@ def pipeline_from_files(
     stream = torch.cuda.Stream(device) if device.type == "cuda" else None
     renderer = build_renderer(renderer_name, backend, models, device, options=renderer_options, **option_fields)
     return Pipeline(avatar, renderer, options, stream)
+
+
+class Utterance:
+    """One utterance streamed through a pipeline: ``push`` chunks as they arrive, ``finish`` at its end.
+
+    Every step costs the same however long the stream has run: each chunk goes to the
+    device once, the resampler and the renderer's feature stream keep only the history
+    their filters and frames need, and the windows are cut from the few feature columns
+    that future frames can still read (talkrt.runtime.feature_stream).
+    """
+
+    def __init__(self, pipeline: Pipeline, sample_rate: int, avatar_start: int = 0) -> None:
+        from talkrt.runtime.feature_stream import FeatureWindow
+        from talkrt.runtime.incremental import StreamingResampler
+
+        self.pipeline, self.sample_rate, self.avatar_start = pipeline, sample_rate, avatar_start
+        self.alignment = pipeline.renderer.alignment
+        self.resampler = StreamingResampler(sample_rate, SAMPLE_RATE, pipeline.device)
+        pipeline.renderer.reset()
+        self.features = pipeline.renderer.feature_stream()
+        self.window = FeatureWindow(self.alignment, pipeline.fps, SAMPLE_RATE)
+        self.samples = 0  # final 16 kHz samples so far
+        self.done = 0  # frames yielded so far
+        self.finished = False
+        pipeline.profiler.start()
+
+    def push(self, chunk: Audio) -> Iterator[FrameBatch]:
+        """The frames ``chunk`` (float32 mono at the utterance's rate, host or device) completes."""
+        if self.finished:
+            raise TalkrtError("this utterance has finished: start another one")
+        chunk = _check_audio(chunk, self.sample_rate, allow_empty=True)
+        if len(chunk):
+            yield from self._step(chunk)
+
+    def finish(self) -> Iterator[FrameBatch]:
+        """The frames that needed the end of the audio."""
+        if not self.finished:
+            self.finished = True
+            yield from self._step(None)
+
+    def state_sizes(self) -> dict[str, int]:
+        """What the utterance holds between steps (input samples the resampler keeps, 16 kHz samples
+        the feature stream keeps, feature columns): bounded, however long the stream runs."""
+        columns = self.window.columns
+        return {
+            "resampler_samples": self.resampler.state_samples,
+            "feature_samples": self.features.state_samples,
+            "feature_columns": 0 if columns is None else columns.shape[-1],
+        }
+
+    def _step(self, chunk: Audio | None) -> Iterator[FrameBatch]:
+        pipeline, profiler, finished = self.pipeline, self.pipeline.profiler, chunk is None
+        with pipeline._on_stream():
+            with profiler.stage("resample"):
+                wav16k = self.resampler.finish() if finished else self.resampler.push(pipeline._to_device(chunk))
+            self.samples += len(wav16k)
+            if self.samples == 0:
+                return
+            profiler.audio_chunk_arrived(self.samples)
+            done = self.done
+            ready = self.alignment.frames_ready(self.samples, pipeline.fps, self.samples if finished else None)
+            with profiler.stage("features", range(done, ready)):
+                self.window.append(self.features.push(wav16k))
+                if finished:
+                    self.window.append(self.features.finish())
+            if ready <= done:
+                return
+            with profiler.stage("windows", range(done, ready)):
+                windows = self.window.windows(done, ready, self.window.end)
+                avatar_index = pipeline._avatar_indices(self.avatar_start + done, ready - done)
+            batch_size = pipeline.options.batch_size
+            for offset in range(0, ready - done, batch_size):
+                stop = min(offset + batch_size, ready - done)
+                yield pipeline._batch(done + offset, avatar_index[offset:stop], windows[offset:stop])
+            self.done = ready
+            self.window.forget_before(ready)
+

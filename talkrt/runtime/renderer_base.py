@@ -80,6 +80,13 @@ class Renderer:
     def reset(self) -> None:
         """Forget what one utterance left behind (DH_live's LSTM state); nothing by default."""
 
+    def feature_stream(self):
+        """The features of a stream, piece by piece (see talkrt.runtime.feature_stream); by default
+        ``features`` over the whole prefix, for front ends that have no incremental form."""
+        from talkrt.runtime.feature_stream import PrefixFeatures
+
+        return PrefixFeatures(self.features, self.alignment)
+
     def warmup(self) -> torch.Tensor:
         """Run the features once on silence (kernel loads, FFT plans) and forget it; returns them,
         so the caller can warm what reads them."""

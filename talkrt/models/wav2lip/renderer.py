@@ -28,6 +28,12 @@ class Wav2LipRenderer(Renderer):
         """(S,) 16 kHz -> (80, T) mel on the waveform's device."""
         return wav2lip_mel(wav16k)
 
+    def feature_stream(self):
+        """The mel piece by piece: only the new columns' samples are transformed."""
+        from talkrt.runtime.incremental import StreamingWav2LipMel
+
+        return StreamingWav2LipMel(self.device)
+
     def prepare(self, avatar, batch_size: int) -> None:
         """Prepare the per-avatar-frame face inputs once and allocate the batch buffers.
 
