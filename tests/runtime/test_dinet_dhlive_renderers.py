@@ -45,26 +45,27 @@ def test_dhlive_features_equal_the_whole_utterance_lstm(dhlive):
     torch.testing.assert_close(coefficients.T, expected[0], atol=1e-5, rtol=1e-5)
 
 
-def test_dhlive_streaming_runs_each_lstm_step_once_and_matches(dhlive):
+@pytest.mark.parametrize("chunk", [1600, 333, 7919])
+def test_dhlive_feature_stream_runs_each_lstm_step_once_and_matches(dhlive, chunk):
+    """Fed in pieces, the fbank frames and LSTM steps come out as the whole utterance's, each step run once,
+    each as soon as the alignment says it is final."""
     _, renderer = dhlive
     wav = torch.from_numpy(synthetic_speech(1.0, seed=5))
-    renderer.reset()
     one_shot = renderer.features(wav).clone()
     calls = []
     original = renderer.audio_runner.run
     renderer.audio_runner.run = lambda *a, **k: calls.append(1) or original(*a, **k)
     try:
-        renderer.reset()
-        for end in range(1600, len(wav), 1600):
-            prefix = renderer.features(wav[:end])
-            final = DHLIVE_LSTM.computable_feature_frames(end)
-            torch.testing.assert_close(prefix[:, :final], one_shot[:, :final], atol=1e-6, rtol=0)
-        streamed = renderer.features(wav)
+        stream, pieces = renderer.feature_stream(), []
+        for end in range(chunk, len(wav) + chunk, chunk):
+            pieces.append(stream.push(wav[end - chunk : end]))
+            assert sum(p.shape[1] for p in pieces) == DHLIVE_LSTM.computable_feature_frames(min(end, len(wav)))
+            assert stream.state_samples <= 1120
+        pieces.append(stream.finish())
     finally:
         renderer.audio_runner.run = original
-    torch.testing.assert_close(streamed, one_shot, atol=1e-6, rtol=0)
-    # steps whose fbank frames were final are kept; only the not-yet-final tail is redone
-    assert len(calls) < 2 * one_shot.shape[1]
+    torch.testing.assert_close(torch.cat(pieces, dim=1), one_shot, atol=1e-5, rtol=0)
+    assert len(calls) == one_shot.shape[1]
 
 
 # ----------------------------------------------------------------------------- DH_live prompt

@@ -39,49 +39,40 @@ class DHLiveRenderer(Renderer):
         self.crop_size = (IMAGE_SIZE, IMAGE_SIZE)
         self.pca_mean = torch.as_tensor(pca.mean, device=self.device)
         self.pca_components = torch.as_tensor(pca.components, device=self.device)
-        self.reset()
 
-    # -- audio: fbank and the LSTM, one step per video frame, state carried across calls
-
-    def reset(self) -> None:
-        """Forget the LSTM steps of the previous utterance."""
-        self._final_steps = 0
-        self._final_coefficients = torch.empty(0, 6, device=self.device)
-        self._final_state: tuple[torch.Tensor, torch.Tensor] | None = None  # (h, c) after the last final step
+    # -- audio: fbank and the LSTM, one step (two fbank frames) per video frame, state carried
 
     def features(self, wav16k: torch.Tensor) -> torch.Tensor:
-        """(S,) 16 kHz -> (6, T) PCA coefficients, T = (S + 160) // 640.
-
-        Steps whose fbank frames are final (a streaming prefix) are kept with the
-        LSTM state after them, so a growing stream runs each step once.
-        """
+        """(S,) 16 kHz -> (6, T) PCA coefficients, T = (S + 160) // 640, every step from a zero state."""
         from talkrt.runtime.fbank import fbank
 
         frames = fbank(wav16k)  # (2T or 2T + 1, 80)
-        total = frames.shape[0] // 2
-        final = min(self.alignment.computable_feature_frames(wav16k.shape[-1]), total)
-        start = min(self._final_steps, total)
-        coefficients = torch.empty(total, 6, device=self.device)
-        coefficients[:start] = self._final_coefficients[:start]
+        return self.lstm_steps(frames[: 2 * (frames.shape[0] // 2)], None)[0]
+
+    def feature_stream(self) -> "Audio2FeatureStream":
+        return Audio2FeatureStream(self)
+
+    def lstm_steps(self, frames: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """(2n, 80) fbank frames and the (h, c) state before them (None: zeros) -> (6, n)
+        coefficients and the state after them."""
         # Engines read raw, aligned addresses: each step's input and output go through
         # buffers allocated once (a view into `frames` or `coefficients` sits at any offset),
         # and the LSTM state is read from one pair and written to the other in turn.
         step_in, step_out, states = self._step_buffers()
-        entry = states[start % 2]  # the pair the first step reads
-        for tensor, saved in zip(entry, self._final_state or (None, None)):
+        for tensor, saved in zip(states[0], state or (None, None)):
             if saved is None:
                 tensor.zero_()
             else:
                 tensor.copy_(saved)
-        for step in range(start, total):
+        steps = frames.shape[0] // 2
+        coefficients = torch.empty(steps, 6, device=self.device)
+        for step in range(steps):
             read, write = states[step % 2], states[(step + 1) % 2]
             step_in.copy_(frames[2 * step : 2 * step + 2].unsqueeze(0))
             self.audio_runner.run({"fbank": step_in, "h0": read[0], "c0": read[1]}, {"coefficients": step_out, "hn": write[0], "cn": write[1]})
             coefficients[step : step + 1].copy_(step_out)
-            if step + 1 == final:
-                self._final_steps, self._final_state = final, (write[0].clone(), write[1].clone())
-                self._final_coefficients = coefficients[:final].clone()
-        return coefficients.T
+        after = states[steps % 2]
+        return coefficients.T, (after[0].clone(), after[1].clone())
 
     def _step_buffers(self) -> tuple[torch.Tensor, torch.Tensor, tuple[tuple[torch.Tensor, torch.Tensor], ...]]:
         """(1, 2, 80) fbank in, (1, 6) coefficients out, two (h, c) pairs of (layers, 1, hidden); allocated once."""
@@ -159,6 +150,38 @@ class DHLiveRenderer(Renderer):
         pixels = (generated * 255.0).clamp_(0, 255).trunc_()
         target = self.targets.index_select(0, avatar_frames).float()
         return (target * self.face_mask + pixels * (1 - self.face_mask)).div_(255.0)
+
+
+class Audio2FeatureStream:
+    """DH_live's audio features piece by piece: Kaldi fbank frames as they become final, one LSTM
+    step per pair, the state carried from step to step (the LSTM is causal: streaming is exact)."""
+
+    def __init__(self, renderer: DHLiveRenderer) -> None:
+        from talkrt.runtime.incremental import StreamingFbank
+
+        self.renderer = renderer
+        self.fbank = StreamingFbank(renderer.device)
+        self.waiting = torch.empty(0, 80, device=renderer.device)  # a frame whose pair is not final yet
+        self.state: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def state_samples(self) -> int:
+        return self.fbank.state_samples
+
+    def push(self, samples: torch.Tensor) -> torch.Tensor:
+        return self._steps(self.fbank.push(samples))
+
+    def finish(self) -> torch.Tensor:
+        return self._steps(self.fbank.finish())  # an odd last frame makes no step, as offline
+
+    def _steps(self, columns: torch.Tensor) -> torch.Tensor:
+        frames = torch.cat((self.waiting, columns.T)) if len(self.waiting) else columns.T
+        paired = 2 * (frames.shape[0] // 2)
+        self.waiting = frames[paired:]
+        if not paired:
+            return torch.empty(6, 0, device=self.renderer.device)
+        coefficients, self.state = self.renderer.lstm_steps(frames[:paired], self.state)
+        return coefficients
 
 
 @dataclass(frozen=True)
