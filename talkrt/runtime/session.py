@@ -1,0 +1,127 @@
+"""A live session on one pipeline: audio pushed as it arrives, frames pulled with their
+presentation times and the audio they show, utterance after utterance.
+
+One integer clock runs from the session's start to its end: the sample index at the
+rate the audio comes in. An utterance starts on a frame boundary; its frame k is shown
+at ``start + floor(k * rate / fps)`` (no float time anywhere), and each batch of frames
+comes with exactly the input samples from its first frame's time to the next frame's,
+so the offset between audio and video is 0 samples at every frame, however long the
+session runs. At the end of an utterance its last frame's audio is padded with
+silence up to the next frame boundary, where the next utterance starts.
+
+Nothing waits in an unbounded queue: ``push`` returns the frames its chunk completed; the
+audio kept is only what the frames not yet shown will carry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from talkrt.errors import TalkrtError
+from talkrt.runtime.align import frame_start_sample
+from talkrt.runtime.pipeline import Audio, Pipeline
+
+
+@dataclass(frozen=True)
+class Frames:
+    """Session frames ``first .. first + n - 1``: ``images`` (n, H, W, 3) uint8 BGR on the pipeline's
+    device (a reused buffer: consume it before the next call), ``pts`` (n,) their times on the
+    session clock, ``audio`` the input samples from ``pts[0]`` to the next frame's time."""
+
+    first: int
+    images: torch.Tensor
+    pts: np.ndarray
+    audio: np.ndarray
+
+
+class Session:
+    """``push(chunk)`` -> frames, ``flush()`` at the end of an utterance, ``reset()`` to drop one
+    (an interruption); the pipeline, its buffers and its captured graphs stay built."""
+
+    def __init__(self, pipeline: Pipeline, sample_rate: int) -> None:
+        if sample_rate <= 0:
+            raise TalkrtError(f"sample rate must be positive, got {sample_rate}")
+        self.pipeline, self.sample_rate = pipeline, sample_rate
+        self.frames_shown = 0  # session frames returned so far
+        self.utterance_start = 0  # session sample (and frame) where the current utterance starts
+        self.utterance_frame = 0
+        self._utterance = None
+        self._pending: list[tuple[int, torch.Tensor]] = []  # (utterance frame, images) waiting for their audio
+        self._audio = np.zeros(0, np.float32)  # the utterance's input samples from the first frame not yet shown
+        self._audio_start = 0  # utterance sample index of self._audio[0]
+
+    @property
+    def clock(self) -> int:
+        """The session time (input samples) at which the next frame is shown."""
+        return self.utterance_start + frame_start_sample(self.frames_shown - self.utterance_frame, self.pipeline.fps, self.sample_rate)
+
+    def state_sizes(self) -> dict[str, int]:
+        """What the session holds between calls (see `Utterance.state_sizes`), plus the audio and
+        frames waiting to be shown: bounded, however long the session runs."""
+        sizes = self._utterance.state_sizes() if self._utterance else {"resampler_samples": 0, "feature_samples": 0, "feature_columns": 0}
+        return {**sizes, "audio_samples": len(self._audio), "waiting_frames": sum(len(images) for _, images in self._pending)}
+
+    def push(self, chunk: Audio) -> list[Frames]:
+        """The frames ``chunk`` (float32 mono at the session's rate) completes."""
+        if self._utterance is None:
+            self._utterance = self.pipeline.utterance(self.sample_rate, avatar_start=self.frames_shown)
+        host = chunk.detach().cpu().numpy() if isinstance(chunk, torch.Tensor) else np.asarray(chunk, dtype=np.float32)
+        batches = [(b.start, b.frames) for b in self._utterance.push(chunk)]
+        self._audio = np.concatenate((self._audio, host.astype(np.float32, copy=False).reshape(-1)))
+        return self._deliver(batches, final=False)
+
+    def flush(self) -> list[Frames]:
+        """End of the utterance: its last frames, the last one's audio padded with silence to the
+        next frame boundary, where the next utterance will start."""
+        if self._utterance is None:
+            return []
+        out = self._deliver([(b.start, b.frames) for b in self._utterance.finish()], final=True)
+        self._next_utterance()
+        return out
+
+    def reset(self) -> None:
+        """Drop the utterance in progress (a new one interrupts it); the clock goes on from the
+        frames already shown."""
+        self._next_utterance()
+
+    def _next_utterance(self) -> None:
+        self.utterance_start, self.utterance_frame = self.clock, self.frames_shown
+        self._utterance, self._pending = None, []
+        self._audio, self._audio_start = np.zeros(0, np.float32), 0
+
+    def _deliver(self, batches: list[tuple[int, torch.Tensor]], final: bool) -> list[Frames]:
+        """Frames whose audio has all arrived (at the end: all, the audio padded with silence). A
+        frame can be ready before the end of its own audio (a short lookahead at a low frame
+        rate): it waits, copied out of the pipeline's reused buffer, for the next chunk."""
+        out = []
+        queue, self._pending = self._pending + batches, []
+        for start, images in queue:
+            if self._pending:
+                self._pending.append((start, images.clone()))
+                continue
+            count = self._complete(start, len(images)) if not final else len(images)
+            if count:
+                out.append(self._frames(start, images[:count]))
+            if count < len(images):
+                self._pending.append((start + count, images[count:].clone()))
+        return out
+
+    def _complete(self, start: int, count: int) -> int:
+        """How many of utterance frames start.. have all their audio received."""
+        received = self._audio_start + len(self._audio)
+        fps, rate = self.pipeline.fps, self.sample_rate
+        return sum(frame_start_sample(start + i + 1, fps, rate) <= received for i in range(count))
+
+    def _frames(self, start: int, images: torch.Tensor) -> Frames:
+        fps, rate = self.pipeline.fps, self.sample_rate
+        starts = [frame_start_sample(start + i, fps, rate) for i in range(len(images) + 1)]  # utterance samples
+        audio = self._audio[starts[0] - self._audio_start : starts[-1] - self._audio_start]
+        audio = np.concatenate((audio, np.zeros(starts[-1] - starts[0] - len(audio), np.float32)))  # silence after the end
+        self._audio = self._audio[starts[-1] - self._audio_start :]
+        self._audio_start = starts[-1]
+        first = self.utterance_frame + start
+        self.frames_shown = first + len(images)
+        return Frames(first, images, np.asarray(starts[:-1], dtype=np.int64) + self.utterance_start, audio)
