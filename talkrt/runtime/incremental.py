@@ -28,7 +28,7 @@ from talkrt.runtime.audio import (
     _reflect_pad,
     resampled_length,
 )
-from talkrt.runtime.fbank import DHLIVE_FBANK, FbankOptions, _check_supported, _fbank_of_frames, fbank
+from talkrt.runtime.fbank import FbankOptions, _check_supported, _fbank_of_frames, fbank
 
 __all__ = ["StreamingResampler", "FramedFeatureStream", "StreamingWav2LipMel", "StreamingFbank"]
 
@@ -286,7 +286,7 @@ class StreamingFbank(FramedFeatureStream):
     rest up to num_fbank_frames(S, flush=True).
     """
 
-    def __init__(self, device: torch.device | str = "cpu", options: FbankOptions = DHLIVE_FBANK) -> None:
+    def __init__(self, options: FbankOptions, device: torch.device | str = "cpu") -> None:
         _check_supported(options)
         hop, window = options.hop, options.window_length
         left = window // 2 - hop // 2

@@ -10,7 +10,7 @@ import talkrt.runtime.incremental as incremental
 from talkrt.models.dhlive.alignment import FBANK
 from talkrt.models.wav2lip.alignment import WAV2LIP_MEL
 from talkrt.runtime.audio import resample, wav2lip_mel
-from talkrt.runtime.fbank import fbank, num_fbank_frames
+from talkrt.runtime.fbank import DHLIVE_FBANK, fbank, num_fbank_frames
 from talkrt.runtime.incremental import FramedFeatureStream, StreamingFbank, StreamingResampler, StreamingWav2LipMel
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -118,7 +118,7 @@ def test_wav2lip_mel_equals_offline(chunking: str) -> None:
 
 @pytest.mark.parametrize("chunking", CHUNKINGS)
 def test_fbank_equals_offline(chunking: str) -> None:
-    stream_fbank = StreamingFbank()
+    stream_fbank = StreamingFbank(DHLIVE_FBANK)
     for num_samples in lengths_for(chunking, 20800, FEATURE_LENGTHS):  # 20800 = 65 hops of 320
         signal = speech_like(num_samples, 16000)
         stream_fbank.reset()
@@ -181,7 +181,7 @@ LONG_SECONDS, CHUNK_MS = 60, 20
 def test_feature_stream_state_and_work_stay_bounded(name: str) -> None:
     """60 s in 20 ms chunks: the kept samples and the samples each push computes on stay
     below a frame's (plus the chunk), and the result still equals the offline features."""
-    streamer = StreamingWav2LipMel() if name == "mel" else StreamingFbank()
+    streamer = StreamingWav2LipMel() if name == "mel" else StreamingFbank(DHLIVE_FBANK)
     segments: list[int] = []
     compute = streamer.compute
 
@@ -238,7 +238,7 @@ def test_streams_on_cuda_equal_offline() -> None:
     torch.testing.assert_close(wav16k, resample(signal, 48000), rtol=0, atol=1e-7)
     for streamer, offline, tolerance in (
         (StreamingWav2LipMel("cuda"), wav2lip_mel(wav16k), MEL_TOLERANCE),
-        (StreamingFbank("cuda"), fbank(wav16k).T, FBANK_TOLERANCE),
+        (StreamingFbank(DHLIVE_FBANK, "cuda"), fbank(wav16k).T, FBANK_TOLERANCE),
     ):
         pieces = stream(streamer, wav16k, chunk_sizes(len(wav16k), 16000, "random"))
         assert all(piece.device.type == "cuda" for piece in pieces)

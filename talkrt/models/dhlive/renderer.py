@@ -157,10 +157,11 @@ class Audio2FeatureStream:
     step per pair, the state carried from step to step (the LSTM is causal: streaming is exact)."""
 
     def __init__(self, renderer: DHLiveRenderer) -> None:
+        from talkrt.runtime.fbank import DHLIVE_FBANK
         from talkrt.runtime.incremental import StreamingFbank
 
         self.renderer = renderer
-        self.fbank = StreamingFbank(renderer.device)
+        self.fbank = StreamingFbank(DHLIVE_FBANK, renderer.device)
         self.waiting = torch.empty(0, 80, device=renderer.device)  # a frame whose pair is not final yet
         self.state: tuple[torch.Tensor, torch.Tensor] | None = None
 

@@ -60,7 +60,7 @@ _LARGE = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 1
 ENCODER_PRESETS: dict[str, EncoderPreset] = {
     preset.name: preset
     for preset in (
-        EncoderPreset("chinese-hubert-base", "hubert", _BASE, True, "TencentGameMate/chinese-hubert-base (DH_live, GPT-SoVITS)"),
+        EncoderPreset("chinese-hubert-base", "hubert", _BASE, True, "TencentGameMate/chinese-hubert-base"),
         EncoderPreset("chinese-hubert-large", "hubert", _LARGE, True, "config assumed like facebook/hubert-large; a checkpoint's own config.json wins"),
         EncoderPreset("hubert-base-ls960", "hubert", _BASE, True, "facebook/hubert-base-ls960"),
         EncoderPreset("wav2vec2-base-960h", "wav2vec2", _BASE, True, "facebook/wav2vec2-base-960h (its CTC head is not part of the encoder)"),
