@@ -22,6 +22,7 @@ first audio sample delivered with it.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -78,19 +79,28 @@ def resident_mib() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / (1 << 20)
 
 
+STATE_KEYS = ("resampler_samples", "feature_samples", "feature_columns", "audio_samples", "waiting_frames")
+
+
 @dataclass
 class SoakRecord:
-    """What a soak measured, chunk by chunk (``seconds``, ``state``) and every few seconds (``memory``)."""
+    """What a soak measured, chunk by chunk (``seconds``, ``state``: one row per push, in arrays filled
+    from the start, so that recording does not itself grow the memory it measures) and every few
+    seconds (``memory``)."""
 
     chunk_samples: int
-    seconds: list[float] = field(default_factory=list)  # wall time of each push (and flush)
-    state: list[dict[str, int]] = field(default_factory=list)  # the session's state after each push
+    seconds: np.ndarray  # wall time of each push
+    state: np.ndarray  # (pushes, len(STATE_KEYS)): the session's state after each push
     memory: list[tuple[float, float]] = field(default_factory=list)  # (session time in s, resident MiB)
+    pushes: int = 0
     frames: int = 0
     audio_samples: int = 0  # delivered with the frames
     pushed_samples: int = 0
     max_offset: int = 0  # largest |pts of a batch's first frame - session time of its first audio sample|
     utterances: int = 0
+
+    def largest(self, key: str, rows: slice = slice(None)) -> int:
+        return int(self.state[: self.pushes][rows, STATE_KEYS.index(key)].max())
 
 
 def make_pipeline(renderer: str, batch_size: int = 8) -> Pipeline:
@@ -114,8 +124,11 @@ def soak(pipeline: Pipeline, seconds: float, chunk_ms: float = 40, utterance_s: 
     """Stream ``seconds`` of speech in ``chunk_ms`` chunks through one session, utterance after utterance."""
     session = Session(pipeline, RATE)
     chunk = round(RATE * chunk_ms / 1000)
-    record = SoakRecord(chunk)
     utterance = synthetic_speech(utterance_s, seed=1)  # the same words each time: the cost is what is measured
+    utterances = math.ceil(seconds * RATE / len(utterance))
+    pushes = utterances * math.ceil(len(utterance) / chunk)
+    # np.full writes every page now: the arrays' memory is resident before the first measurement.
+    record = SoakRecord(chunk, np.full(pushes, np.nan), np.full((pushes, len(STATE_KEYS)), -1, dtype=np.int64))
     next_memory = 0.0
 
     def take(batches) -> None:
@@ -124,14 +137,16 @@ def soak(pipeline: Pipeline, seconds: float, chunk_ms: float = 40, utterance_s: 
             record.frames += len(batch.pts)
             record.audio_samples += len(batch.audio)
 
-    while record.pushed_samples < seconds * RATE:
+    for _ in range(utterances):
         for start in range(0, len(utterance), chunk):
             piece = utterance[start : start + chunk]
             begin = time.perf_counter()
             batches = session.push(piece)
             take(batches)
-            record.seconds.append(time.perf_counter() - begin)
-            record.state.append(session.state_sizes())
+            record.seconds[record.pushes] = time.perf_counter() - begin
+            sizes = session.state_sizes()
+            record.state[record.pushes] = [sizes[key] for key in STATE_KEYS]
+            record.pushes += 1
             record.pushed_samples += len(piece)
             if record.pushed_samples / RATE >= next_memory:
                 record.memory.append((record.pushed_samples / RATE, resident_mib()))
@@ -141,9 +156,9 @@ def soak(pipeline: Pipeline, seconds: float, chunk_ms: float = 40, utterance_s: 
     return record
 
 
-def flat(values: list[float], warmup: int) -> tuple[float, float, float]:
+def flat(values, warmup: int) -> tuple[float, float, float]:
     """(median of the first tenth after ``warmup``, median of the last tenth, last / first)."""
-    values = values[warmup:]
+    values = list(values[warmup:])
     tenth = max(1, len(values) // 10)
     first, last = statistics.median(values[:tenth]), statistics.median(values[-tenth:])
     return first, last, last / first if first else float("inf")
@@ -164,11 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     begin = time.perf_counter()
     record = soak(pipeline, args.minutes * 60, args.chunk_ms, args.utterance_s)
     wall = time.perf_counter() - begin
-    warmup = min(len(record.seconds) // 20, round(10_000 / args.chunk_ms))  # the first 10 s
+    warmup = min(record.pushes // 20, round(10_000 / args.chunk_ms))  # the first 10 s
     cost = flat(record.seconds, warmup)
     memory = flat([m for _, m in record.memory], max(1, len(record.memory) // 20))
-    state_max = {key: max(s[key] for s in record.state) for key in record.state[0]}
-    state_last = {key: max(s[key] for s in record.state[-len(record.state) // 10 :]) for key in record.state[0]}
+    state_max = {key: record.largest(key) for key in STATE_KEYS}
+    state_last = {key: record.largest(key, slice(-(record.pushes // 10), None)) for key in STATE_KEYS}
     expected_frames = record.utterances * num_video_frames(len(synthetic_speech(args.utterance_s, seed=1)), pipeline.fps, RATE)
     passed = cost[2] <= 1.1 and memory[2] <= 1.1 and record.max_offset == 0 and record.frames == expected_frames
     result = {
