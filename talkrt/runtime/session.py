@@ -9,6 +9,10 @@ so the offset between audio and video is 0 samples at every frame, however long 
 session runs. At the end of an utterance its last frame's audio is padded with
 silence up to the next frame boundary, where the next utterance starts.
 
+Digital silence is shown as silence: a frame whose window of audio holds only exact
+zeros is the avatar's own frame, not the generator's guess (a model fed silence still
+moves the lips a little; between utterances the face should rest).
+
 Nothing waits in an unbounded queue: ``push`` returns the frames its chunk completed; the
 audio kept is only what the frames not yet shown will carry.
 """
@@ -28,8 +32,9 @@ from talkrt.runtime.pipeline import Audio, Pipeline
 @dataclass(frozen=True)
 class Frames:
     """Session frames ``first .. first + n - 1``: ``images`` (n, H, W, 3) uint8 BGR on the pipeline's
-    device (a reused buffer: consume it before the next call), ``pts`` (n,) their times on the
-    session clock, ``audio`` the input samples from ``pts[0]`` to the next frame's time."""
+    device (the session's own copy: a push may complete several of the pipeline's batches, which
+    reuse one buffer), ``pts`` (n,) their times on the session clock, ``audio`` the input samples
+    from ``pts[0]`` to the next frame's time."""
 
     first: int
     images: torch.Tensor
@@ -37,14 +42,41 @@ class Frames:
     audio: np.ndarray
 
 
+class _Sound:
+    """Where an utterance's input is not digital silence: runs [start, end) of non-zero samples,
+    kept only as far back as a frame not yet shown can read."""
+
+    def __init__(self) -> None:
+        self.runs: list[list[int]] = []
+
+    def add(self, offset: int, samples: np.ndarray) -> None:
+        loud = np.flatnonzero(samples)
+        if not len(loud):
+            return
+        gaps = np.flatnonzero(np.diff(loud) > 1)
+        for start, end in zip(np.r_[loud[0], loud[gaps + 1]] + offset, np.r_[loud[gaps], loud[-1]] + 1 + offset):
+            if self.runs and self.runs[-1][1] == start:
+                self.runs[-1][1] = int(end)
+            else:
+                self.runs.append([int(start), int(end)])
+
+    def any(self, start: int, end: int) -> bool:
+        return any(run_start < end and run_end > start for run_start, run_end in self.runs)
+
+    def forget_before(self, sample: int) -> None:
+        self.runs = [run for run in self.runs if run[1] > sample]
+
+
 class Session:
     """``push(chunk)`` -> frames, ``flush()`` at the end of an utterance, ``reset()`` to drop one
-    (an interruption); the pipeline, its buffers and its captured graphs stay built."""
+    (an interruption); the pipeline, its buffers and its captured graphs stay built.
+    ``idle_on_silence``: frames of digital silence show the avatar as it is."""
 
-    def __init__(self, pipeline: Pipeline, sample_rate: int) -> None:
+    def __init__(self, pipeline: Pipeline, sample_rate: int, idle_on_silence: bool = True) -> None:
         if sample_rate <= 0:
             raise TalkrtError(f"sample rate must be positive, got {sample_rate}")
-        self.pipeline, self.sample_rate = pipeline, sample_rate
+        self.pipeline, self.sample_rate, self.idle_on_silence = pipeline, sample_rate, idle_on_silence
+        self._sound = _Sound()
         self.frames_shown = 0  # session frames returned so far
         self.utterance_start = 0  # session sample (and frame) where the current utterance starts
         self.utterance_frame = 0
@@ -69,8 +101,10 @@ class Session:
         if self._utterance is None:
             self._utterance = self.pipeline.utterance(self.sample_rate, avatar_start=self.frames_shown)
         host = chunk.detach().cpu().numpy() if isinstance(chunk, torch.Tensor) else np.asarray(chunk, dtype=np.float32)
-        batches = [(b.start, b.frames) for b in self._utterance.push(chunk)]
-        self._audio = np.concatenate((self._audio, host.astype(np.float32, copy=False).reshape(-1)))
+        host = host.astype(np.float32, copy=False).reshape(-1)
+        self._sound.add(self._audio_start + len(self._audio), host)
+        batches = [(b.start, b.frames.clone()) for b in self._utterance.push(chunk)]
+        self._audio = np.concatenate((self._audio, host))
         return self._deliver(batches, final=False)
 
     def flush(self) -> list[Frames]:
@@ -78,7 +112,7 @@ class Session:
         next frame boundary, where the next utterance will start."""
         if self._utterance is None:
             return []
-        out = self._deliver([(b.start, b.frames) for b in self._utterance.finish()], final=True)
+        out = self._deliver([(b.start, b.frames.clone()) for b in self._utterance.finish()], final=True)
         self._next_utterance()
         return out
 
@@ -89,24 +123,24 @@ class Session:
 
     def _next_utterance(self) -> None:
         self.utterance_start, self.utterance_frame = self.clock, self.frames_shown
-        self._utterance, self._pending = None, []
+        self._utterance, self._pending, self._sound = None, [], _Sound()
         self._audio, self._audio_start = np.zeros(0, np.float32), 0
 
     def _deliver(self, batches: list[tuple[int, torch.Tensor]], final: bool) -> list[Frames]:
         """Frames whose audio has all arrived (at the end: all, the audio padded with silence). A
         frame can be ready before the end of its own audio (a short lookahead at a low frame
-        rate): it waits, copied out of the pipeline's reused buffer, for the next chunk."""
+        rate): it waits for the next chunk."""
         out = []
         queue, self._pending = self._pending + batches, []
         for start, images in queue:
             if self._pending:
-                self._pending.append((start, images.clone()))
+                self._pending.append((start, images))
                 continue
             count = self._complete(start, len(images)) if not final else len(images)
             if count:
                 out.append(self._frames(start, images[:count]))
             if count < len(images):
-                self._pending.append((start + count, images[count:].clone()))
+                self._pending.append((start + count, images[count:]))
         return out
 
     def _complete(self, start: int, count: int) -> int:
@@ -123,5 +157,27 @@ class Session:
         self._audio = self._audio[starts[-1] - self._audio_start :]
         self._audio_start = starts[-1]
         first = self.utterance_frame + start
+        if self.idle_on_silence:
+            self._rest_silent_frames(start, images)
         self.frames_shown = first + len(images)
         return Frames(first, images, np.asarray(starts[:-1], dtype=np.int64) + self.utterance_start, audio)
+
+    def _reads(self, frame: int) -> tuple[int, int]:
+        """Input samples [start, end) that utterance frame ``frame``'s window can read, widened by a
+        window (a window moved back at the end) and by the resampler's filter."""
+        alignment, rate = self.pipeline.renderer.alignment, self.sample_rate
+        anchor = frame_start_sample(frame, self.pipeline.fps, alignment.sample_rate) // alignment.hop + alignment.offset
+        first = (anchor - alignment.window) * alignment.hop - alignment.left_pad
+        end = (anchor + alignment.window - 1) * alignment.hop - alignment.left_pad + alignment.receptive_field
+        taps = 0 if rate == alignment.sample_rate else 10 * max(rate, alignment.sample_rate) // alignment.sample_rate + 1
+        return first * rate // alignment.sample_rate - taps, -(-end * rate // alignment.sample_rate) + taps
+
+    def _rest_silent_frames(self, start: int, images: torch.Tensor) -> None:
+        """Frames whose window reads only digital silence become the avatar's own frames."""
+        silent = [i for i in range(len(images)) if not self._sound.any(*self._reads(start + i))]
+        if silent:
+            avatar = self.pipeline.avatar.frame_indices(self.utterance_frame + start, len(images), images.device)
+            index = torch.as_tensor(silent, device=images.device)
+            images[index] = self.pipeline.compositor.frames[avatar[index]]
+        self._sound.forget_before(self._reads(start + len(images))[0])
+

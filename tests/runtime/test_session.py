@@ -1,25 +1,48 @@
 """The session API: frames with integer presentation times and exactly their audio, utterance after
-utterance, equal to offline runs; interruption; frames that wait for their audio."""
+utterance, equal to offline runs; interruption; frames that wait for their audio; digital silence.
+
+The generator is perf/soak.py's stand-in (Wav2Lip's real front end and windows, a random linear map
+for the face): Wav2Lip with random weights draws nearly the same mouth whatever it hears, so frames
+compared with it could not tell one window from another; the stand-in's frames follow the audio.
+"""
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "perf"))
+from soak import StandInRenderer  # noqa: E402  (perf/soak.py)
+
 from talkrt.runtime.align import frame_start_sample, num_video_frames
 from talkrt.runtime.avatar import synthetic_avatar
-from talkrt.runtime.pipeline import PipelineOptions, pipeline_from_files
+from talkrt.runtime.pipeline import Pipeline, PipelineOptions
 from talkrt.runtime.session import Session
 from talkrt.runtime.synthetic import synthetic_speech
 
 RATE = 22050
 
 
-@pytest.fixture(scope="module")
-def pipeline(wav2lip_onnx):
+def stand_in(fps=25, batch_size: int = 4) -> Pipeline:
     # One avatar frame: every utterance shows the same face whatever frame it starts on.
-    return pipeline_from_files(synthetic_avatar(num_frames=1), "wav2lip", "ort", wav2lip_onnx, "cpu", PipelineOptions(batch_size=4))
+    return Pipeline(synthetic_avatar(num_frames=1), StandInRenderer(), PipelineOptions(fps=fps, batch_size=batch_size))
+
+
+@pytest.fixture(scope="module")
+def pipeline() -> Pipeline:
+    return stand_in()
+
+
+def same_frames(images: torch.Tensor, offline: torch.Tensor) -> None:
+    """Equal to offline within a level (the features are computed piece by piece), and the frames
+    differ from one another (so equality says something)."""
+    assert images.shape == offline.shape
+    assert (images.int() - offline.int()).abs().max() <= 1
+    assert (offline.int() - offline[-1:].int()).abs().amax(dim=(1, 2, 3)).float().median() > 20
 
 
 def speech(seconds: float, seed: int) -> np.ndarray:
@@ -59,9 +82,7 @@ def test_utterances_equal_offline_on_one_clock(pipeline) -> None:
     images, pts, audio, firsts = collect(frames)
     n1, n2 = num_video_frames(len(first), 25, RATE), num_video_frames(len(second), 25, RATE)
     assert len(images) == n1 + n2 and firsts == sorted(firsts) and firsts[0] == 0
-    offline = torch.cat([pipeline.frames(first, RATE), pipeline.frames(second, RATE)])
-    difference = (images.int() - offline.int()).abs()
-    assert difference.max() <= 1 and (difference == 0).float().mean() > 0.999
+    same_frames(images, torch.cat([pipeline.frames(first, RATE), pipeline.frames(second, RATE)]))
 
     # The second utterance starts on the frame boundary after the first one's last frame.
     boundary = frame_start_sample(n1, 25, RATE)
@@ -86,15 +107,14 @@ def test_interruption_drops_the_utterance_and_the_clock_goes_on(pipeline) -> Non
     frames = push_all(session, answer, chunk=RATE // 50) + session.flush()
     images, pts, audio, _ = collect(frames)
     assert pts[0] == clock and frames[0].first == sum(len(f.pts) for f in shown)
-    difference = (images.int() - pipeline.frames(answer, RATE).int()).abs()
-    assert difference.max() <= 1 and (difference == 0).float().mean() > 0.999
+    same_frames(images, pipeline.frames(answer, RATE))
     np.testing.assert_array_equal(audio[: len(answer)], answer)
 
 
-def test_frames_wait_for_their_own_audio(wav2lip_onnx) -> None:
+def test_frames_wait_for_their_own_audio() -> None:
     """At 4 fps a frame (250 ms) lasts longer than the mel lookahead (212 ms): it is ready before its
     audio has all arrived, and waits (copied) until it has."""
-    pipeline = pipeline_from_files(synthetic_avatar(num_frames=1), "wav2lip", "ort", wav2lip_onnx, "cpu", PipelineOptions(fps=4, batch_size=2))
+    pipeline = stand_in(fps=4, batch_size=2)
     audio = speech(1.6, seed=5)
     session = Session(pipeline, RATE)
     received, frames, waited = 0, [], False
@@ -108,7 +128,37 @@ def test_frames_wait_for_their_own_audio(wav2lip_onnx) -> None:
     assert waited, "no frame was ever ready before its audio: the case under test did not happen"
     frames += session.flush()
     images, pts, joined, _ = collect(frames)
-    offline = pipeline.frames(audio, RATE)
-    assert (images.int() - offline.int()).abs().max() <= 1
+    same_frames(images, pipeline.frames(audio, RATE))
     check_clock(frames)
     np.testing.assert_array_equal(joined[: len(audio)], audio)
+
+
+def test_digital_silence_shows_the_avatar_at_rest(pipeline) -> None:
+    """Frames whose window reads only exact zeros are the avatar's own frame (no generated lip
+    quiver); frames that hear speech are rendered as offline; the switch turns it off."""
+    silence = np.zeros(RATE // 2, np.float32)
+    audio = np.concatenate([silence, speech(0.6, seed=6), silence])
+    rest = torch.as_tensor(pipeline.avatar.frames[0])  # a one-frame avatar
+    offline = pipeline.frames(audio, RATE)
+
+    session = Session(pipeline, RATE)
+    images, _, _, _ = collect(push_all(session, audio, chunk=RATE // 25) + session.flush())
+    resting = [k for k in range(len(images)) if torch.equal(images[k], rest)]
+    count = num_video_frames(len(audio), 25, RATE)
+    assert len(images) == count
+    # The first and last frames hear nothing; those around the speech do.
+    assert 0 in resting and count - 1 in resting and len(resting) >= 10
+    speaking = [k for k in range(count) if k not in resting]
+    # The speech spans frames 12.5 .. 27.5; a frame hears up to 212 ms (5.3 frames) ahead, and the
+    # check looks one window (5 frames) further back than the window itself.
+    assert set(range(13, 28)) <= set(speaking) and min(speaking) >= 12 - 6 and max(speaking) <= 28 + 6
+    same_frames(images[speaking], offline[speaking])
+    assert not any(torch.equal(offline[k], rest) for k in resting)  # offline, the generator drew them
+
+    quiet = Session(pipeline, RATE, idle_on_silence=False)
+    images, _, _, _ = collect(push_all(quiet, audio, chunk=RATE // 25) + quiet.flush())
+    same_frames(images, offline)
+
+    silent = Session(pipeline, RATE)
+    images, _, _, _ = collect(push_all(silent, np.zeros(RATE, np.float32), chunk=RATE // 50) + silent.flush())
+    assert len(images) == 25 and all(torch.equal(image, rest) for image in images)
