@@ -162,3 +162,19 @@ def test_digital_silence_shows_the_avatar_at_rest(pipeline) -> None:
     silent = Session(pipeline, RATE)
     images, _, _, _ = collect(push_all(silent, np.zeros(RATE, np.float32), chunk=RATE // 50) + silent.flush())
     assert len(images) == 25 and all(torch.equal(image, rest) for image in images)
+
+
+@pytest.mark.parametrize("chunk_ms", [7, 40, 333, "random"])
+def test_stream_chunks_equals_offline_at_any_chunking(pipeline, chunk_ms) -> None:
+    """`Pipeline.stream_chunks` (an Utterance under the hood) at 22.05 kHz, chunk sizes from a few
+    samples to a third of a second, or drawn at random."""
+    audio = speech(1.1, seed=7)
+    if chunk_ms == "random":
+        cuts = np.cumsum(np.random.default_rng(0).integers(1, RATE // 5, size=len(audio)))
+        cuts = [0, *cuts[cuts < len(audio)].tolist(), len(audio)]
+    else:
+        step = RATE * chunk_ms // 1000
+        cuts = [*range(0, len(audio), step), len(audio)]
+    chunks = [audio[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
+    streamed = torch.cat([batch.frames.clone() for batch in pipeline.stream_chunks(chunks, RATE)])
+    same_frames(streamed, pipeline.frames(audio, RATE))
