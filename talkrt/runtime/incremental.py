@@ -69,6 +69,12 @@ class StreamingResampler:
             self._tail = torch.zeros(-self._tail_start, dtype=torch.float64, device=self.device)
 
     @property
+    def reach(self) -> int:
+        """How far (input samples) an output sample's filter reads on either side of its own time:
+        its block spans ``down`` inputs, and the taps lie within ``first_tap`` .. ``first_tap + taps``."""
+        return 0 if self.up == self.down else self.down + self._weight.shape[-1] + abs(self._first_tap)
+
+    @property
     def state_samples(self) -> int:
         """Input samples kept between calls (fewer than the filter's taps per phase)."""
         return 0 if self.up == self.down else len(self._tail)

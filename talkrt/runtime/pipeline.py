@@ -13,6 +13,7 @@ lookahead comes from the alignment contract).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -153,7 +154,7 @@ class Pipeline:
     # ------------------------------------------------------------------ helpers
 
     def _on_stream(self):
-        return torch.cuda.stream(self.stream) if self.stream is not None else _NullContext()
+        return torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
 
     def _to_device(self, audio: Audio) -> torch.Tensor:
         if isinstance(audio, torch.Tensor) and audio.device == self.device:
@@ -161,6 +162,13 @@ class Pipeline:
         host = audio.cpu() if isinstance(audio, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
         self.profiler.count_copy(host, "h2d")
         return host.to(self.device, non_blocking=False)
+
+    def _batches(self, start: int, avatar_index: torch.Tensor, windows: torch.Tensor) -> Iterator[FrameBatch]:
+        """Frames start .. start + len(windows) - 1, a batch at a time (offline and streaming alike)."""
+        batch_size = self.options.batch_size
+        for offset in range(0, len(windows), batch_size):
+            stop = offset + batch_size
+            yield self._batch(start + offset, avatar_index[offset:stop], windows[offset:stop])
 
     def _batch(self, start: int, avatar_index: torch.Tensor, windows: torch.Tensor) -> FrameBatch:
         """Render and paste back one batch (frames start .. start + n - 1)."""
@@ -212,9 +220,7 @@ class Pipeline:
                 indices = alignment.window_indices(features.shape[-1], count, self.fps, self.device)
                 windows = gather_windows(features, indices)  # (N, C, W), one gather
                 avatar_index = self._avatar_indices(0, count)
-            for start in range(0, count, self.options.batch_size):
-                stop = min(start + self.options.batch_size, count)
-                yield self._batch(start, avatar_index[start:stop], windows[start:stop])
+            yield from self._batches(0, avatar_index, windows)
 
     def _avatar_indices(self, start: int, count: int) -> torch.Tensor:
         return self.avatar.frame_indices(start, count, self.device)  # made on the device: no copy
@@ -314,13 +320,6 @@ def _check_audio(audio: Audio, sample_rate: int, allow_empty: bool = False) -> A
         raise TalkrtError("the audio contains NaN or infinite samples")
     return audio.astype(np.float32, copy=False)
 
-
-class _NullContext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def pipeline_from_files(
@@ -422,10 +421,7 @@ class Utterance:
             with profiler.stage("windows", range(done, ready)):
                 windows = self.window.windows(done, ready, self.window.end)
                 avatar_index = pipeline._avatar_indices(self.avatar_start + done, ready - done)
-            batch_size = pipeline.options.batch_size
-            for offset in range(0, ready - done, batch_size):
-                stop = min(offset + batch_size, ready - done)
-                yield pipeline._batch(done + offset, avatar_index[offset:stop], windows[offset:stop])
+            yield from pipeline._batches(done, avatar_index, windows)
             self.done = ready
             self.window.forget_before(ready)
 

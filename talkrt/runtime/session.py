@@ -169,8 +169,8 @@ class Session:
         anchor = frame_start_sample(frame, self.pipeline.fps, alignment.sample_rate) // alignment.hop + alignment.offset
         first = (anchor - alignment.window) * alignment.hop - alignment.left_pad
         end = (anchor + alignment.window - 1) * alignment.hop - alignment.left_pad + alignment.receptive_field
-        taps = 0 if rate == alignment.sample_rate else 10 * max(rate, alignment.sample_rate) // alignment.sample_rate + 1
-        return first * rate // alignment.sample_rate - taps, -(-end * rate // alignment.sample_rate) + taps
+        reach = self._utterance.resampler.reach
+        return first * rate // alignment.sample_rate - reach, -(-end * rate // alignment.sample_rate) + reach
 
     def _rest_silent_frames(self, start: int, images: torch.Tensor) -> None:
         """Frames whose window reads only digital silence become the avatar's own frames."""

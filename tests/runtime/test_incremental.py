@@ -243,3 +243,16 @@ def test_streams_on_cuda_equal_offline() -> None:
         pieces = stream(streamer, wav16k, chunk_sizes(len(wav16k), 16000, "random"))
         assert all(piece.device.type == "cuda" for piece in pieces)
         torch.testing.assert_close(torch.cat(pieces, dim=-1), offline, rtol=0, atol=tolerance)
+
+
+@pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000, 16000])
+def test_resampler_reach_bounds_an_impulse(rate) -> None:
+    """An input impulse moves only the outputs whose time lies within ``reach`` input samples of it."""
+    stream = StreamingResampler(rate, 16000)
+    impulse = torch.zeros(rate // 10)
+    impulse[rate // 20] = 1.0
+    out = torch.cat([stream.push(impulse), stream.finish()])
+    times = torch.arange(len(out)) * rate / 16000  # each output's time in input samples
+    moved = times[out != 0]
+    assert len(moved) and (moved - rate // 20).abs().max() <= stream.reach
+    assert stream.reach < rate // 20  # and it is a few milliseconds, not the whole clip
