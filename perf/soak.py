@@ -115,9 +115,11 @@ def make_pipeline(renderer: str, batch_size: int = 8) -> Pipeline:
     from talkrt.runtime.pipeline import pipeline_from_files
 
     spec = get_spec("wav2lip")
-    path = Path(tempfile.mkdtemp()) / "wav2lip.onnx"
-    export_onnx(spec, spec.build_module(None, seed=0), path, validate=False)
-    return pipeline_from_files(avatar, "wav2lip", "ort", path, "cpu", options)
+    # The pipeline loads the graph when it is built, so the file need not outlive this call.
+    with tempfile.TemporaryDirectory(prefix="talkrt-soak-") as folder:
+        path = Path(folder) / "wav2lip.onnx"
+        export_onnx(spec, spec.build_module(None, seed=0), path, validate=False)
+        return pipeline_from_files(avatar, "wav2lip", "ort", path, "cpu", options)
 
 
 def soak(pipeline: Pipeline, seconds: float, chunk_ms: float = 40, utterance_s: float = 30, memory_every_s: float = 5) -> SoakRecord:

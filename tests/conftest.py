@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ast
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -13,8 +15,10 @@ import torch
 # Every key, shape and dtype of the official checkpoints; each file's header names the
 # repository, source file and container format it reflects.
 CHECKPOINT_KEYS = Path(__file__).resolve().parent / "fixtures" / "checkpoint-keys"
-# Engines built by the tests are cached away from the user's ~/.cache (one cache per test process).
+# Engines built by the tests are cached away from the user's ~/.cache (one cache per test
+# process), and the cache goes when the process ends: a run leaves nothing behind in /tmp.
 os.environ["TALKRT_CACHE"] = tempfile.mkdtemp(prefix="talkrt-test-cache-")
+atexit.register(shutil.rmtree, os.environ["TALKRT_CACHE"], ignore_errors=True)
 
 
 def key_listing(name: str) -> dict[str, tuple[tuple[int, ...], str]]:
