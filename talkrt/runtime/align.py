@@ -32,6 +32,7 @@ __all__ = [
     "frame_start_samples",
     "num_video_frames",
     "FeatureAlignment",
+    "SlidingContext",
     "gather_windows",
 ]
 
@@ -104,6 +105,49 @@ def num_video_frames(num_samples: int, fps: FpsLike, sample_rate: int = 16000) -
     return -(-num_samples * rate.numerator // per_frame)
 
 
+@dataclass(frozen=True)
+class SlidingContext:
+    """How features that see their whole input (attention, utterance normalisation) stream:
+    approximately, ``step`` feature frames at a time, each step computed on its own window of
+    audio, from ``left`` samples before the step's first frame to ``lookahead`` samples past
+    its last frame's receptive field (both clamped to the utterance).
+
+    Every step's window depends only on its index and on where the utterance ends, so the
+    features are the same however the audio is chunked; they differ from the
+    whole-utterance features by what the window leaves out, measured by
+    ``perf/bench_context.py``. Requires unpadded features (``signal_padding="none"``) and a
+    ``left`` that is a whole number of hops, so each window starts on the frame grid.
+    """
+
+    left: int  # samples of history before a step's first frame
+    step: int  # feature frames per step
+    lookahead: int  # samples after a step's last receptive field
+
+    @classmethod
+    def of_ms(cls, left_ms: float, step_ms: float, lookahead_ms: float, hop: int, sample_rate: int = 16000) -> "SlidingContext":
+        """Milliseconds to samples: ``left`` rounded to whole hops, ``step`` to whole frames (at least one)."""
+        left = round(left_ms * sample_rate / 1000 / hop) * hop
+        step = max(1, round(step_ms * sample_rate / 1000 / hop))
+        return cls(left, step, round(lookahead_ms * sample_rate / 1000))
+
+    def window(self, step_index: int, alignment: "FeatureAlignment", total: Optional[int] = None) -> tuple[int, int]:
+        """[start, stop) samples of the audio step ``step_index`` is computed on."""
+        first = step_index * self.step
+        start = max(0, first * alignment.hop - self.left)
+        stop = (first + self.step - 1) * alignment.hop + alignment.receptive_field + self.lookahead
+        return start, stop if total is None else min(stop, total)
+
+    def final_frames(self, available: int, alignment: "FeatureAlignment") -> int:
+        """Leading feature frames whose step's window lies inside the ``available`` samples."""
+        # Step g is complete when (g + 1) * step * hop <= available - receptive - lookahead + hop.
+        span = self.step * alignment.hop
+        return max(0, (available - alignment.receptive_field - self.lookahead + alignment.hop) // span) * self.step
+
+    def describe(self, alignment: "FeatureAlignment") -> str:
+        ms = 1000 / alignment.sample_rate
+        return f"sliding context: {self.left * ms:g} ms left, {self.step * alignment.hop * ms:g} ms steps, {self.lookahead * ms:g} ms lookahead"
+
+
 WindowPadding = Literal["shift", "edge"]
 SignalPadding = Literal["reflect", "symmetric", "zeros", "none"]
 
@@ -133,6 +177,9 @@ class FeatureAlignment:
     streamable: bool = True  # False: features depend on the whole utterance
     min_frames: int = 0  # frames even a very short (non-empty) signal yields
     sample_rate: int = 16000
+    # How features that are not streamable stream all the same, approximately (None: they
+    # wait for the end of the utterance).
+    context: Optional[SlidingContext] = None
 
     def __post_init__(self) -> None:
         if self.padding not in ("shift", "edge"):
@@ -141,6 +188,14 @@ class FeatureAlignment:
             raise ValueError(f"{self.name}: unknown signal padding {self.signal_padding!r}")
         if self.hop <= 0 or self.window <= 0 or self.receptive_field <= 0:
             raise ValueError(f"{self.name}: hop, window and receptive_field must be positive")
+        context = self.context
+        if context is not None:
+            if self.streamable:
+                raise ValueError(f"{self.name}: streamable features need no sliding context")
+            if self.signal_padding != "none" or self.left_pad or self.right_pad or self.min_frames:
+                raise ValueError(f"{self.name}: a sliding context needs unpadded features")
+            if context.left < 0 or context.left % self.hop or context.step < 1 or context.lookahead < 0:
+                raise ValueError(f"{self.name}: a sliding context needs whole hops of left context, a step of at least one frame and no negative lookahead")
 
     # ------------------------------------------------------------------ rates
 
@@ -161,6 +216,8 @@ class FeatureAlignment:
         as_fps(fps)  # validates; the worst case does not depend on the rate (see above)
         last_feature = self.offset + self.window - 1
         needed_samples = last_feature * self.hop - self.left_pad + self.receptive_field
+        if self.context is not None:  # the last feature may open a step: the whole step and its lookahead
+            needed_samples += (self.context.step - 1) * self.hop + self.context.lookahead
         return 1000.0 * needed_samples / self.sample_rate
 
     # ------------------------------------------------------- feature counts
@@ -186,7 +243,8 @@ class FeatureAlignment:
             if available >= total_samples:
                 return self.num_feature_frames(total_samples)
         if not self.streamable:
-            return 0
+            count = 0 if self.context is None else self.context.final_frames(available, self)
+            return count if total_samples is None else min(count, self.num_feature_frames(total_samples))
         count = max(0, (available + self.left_pad - self.receptive_field) // self.hop + 1)
         if self.signal_padding == "reflect" and available <= self.left_pad:
             count = 0  # frame 0's reflection reads sample left_pad

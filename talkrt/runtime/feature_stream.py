@@ -5,7 +5,8 @@ columns the pipeline cuts frame windows from.
 A feature stream turns final 16 kHz samples into final feature columns: ``push(samples)``
 returns the columns the samples received so far complete (as many as the alignment's
 ``computable_feature_frames`` says), ``finish()`` the rest once the end is known (those
-that read the right padding). The columns of every call, joined, are the offline features.
+that read the right padding). The columns of every call, joined, are the offline features,
+except on a sliding context (features that see their whole input), where they come close.
 """
 
 from __future__ import annotations
@@ -59,6 +60,52 @@ class PrefixFeatures:
         stop = features.shape[-1] if stop == -1 else stop
         columns, self.emitted = features[..., self.emitted : stop], max(self.emitted, stop)
         return columns
+
+
+class SlidingContextFeatures:
+    """Features that see their whole input, streamed on the alignment's sliding context: each
+    step of ``context.step`` frames is computed on its own window of audio (talkrt.runtime.align.
+    SlidingContext) as soon as the window has arrived, and only the audio later windows read is kept."""
+
+    def __init__(self, features: Callable[[torch.Tensor], torch.Tensor], alignment: FeatureAlignment) -> None:
+        if alignment.context is None:
+            raise ValueError(f"{alignment.name} declares no sliding context")
+        self.features, self.alignment, self.context = features, alignment, alignment.context
+        self.kept: torch.Tensor | None = None  # samples base .. received - 1
+        self.base = self.received = 0
+        self.emitted = 0  # feature frames returned so far
+
+    @property
+    def state_samples(self) -> int:
+        return 0 if self.kept is None else self.kept.shape[-1]
+
+    def push(self, samples: torch.Tensor) -> torch.Tensor:
+        if len(samples):
+            self.kept = samples.clone() if self.kept is None else torch.cat((self.kept, samples))
+            self.received += len(samples)
+        return self._steps(self.context.final_frames(self.received, self.alignment), None)
+
+    def finish(self) -> torch.Tensor:
+        return self._steps(self.alignment.num_feature_frames(self.received), self.received)
+
+    def _steps(self, stop: int, total: int | None) -> torch.Tensor:
+        """The columns of frames emitted .. stop - 1, one step's window at a time."""
+        pieces = []
+        while self.emitted < stop:
+            index = self.emitted // self.context.step
+            start, end = self.context.window(index, self.alignment, total)
+            columns = self.features(self.kept[start - self.base : end - self.base])
+            first = self.emitted - start // self.alignment.hop
+            count = min(self.context.step, stop - self.emitted)
+            pieces.append(columns[..., first : first + count])
+            self.emitted += count
+            self._forget_before(self.context.window(index + 1, self.alignment)[0])
+        return torch.cat(pieces, dim=-1) if pieces else torch.empty(0, 0)
+
+    def _forget_before(self, sample: int) -> None:
+        if sample > self.base:
+            self.kept = self.kept[sample - self.base :]
+            self.base = sample
 
 
 class FeatureWindow:

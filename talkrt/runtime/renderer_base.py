@@ -82,9 +82,12 @@ class Renderer:
 
     def feature_stream(self):
         """The features of a stream, piece by piece (see talkrt.runtime.feature_stream); by default
-        ``features`` over the whole prefix, for front ends that have no incremental form."""
-        from talkrt.runtime.feature_stream import PrefixFeatures
+        ``features`` step by step on the alignment's sliding context when it declares one, else
+        over the whole prefix, for front ends that have no incremental form."""
+        from talkrt.runtime.feature_stream import PrefixFeatures, SlidingContextFeatures
 
+        if self.alignment.context is not None:
+            return SlidingContextFeatures(self.features, self.alignment)
         return PrefixFeatures(self.features, self.alignment)
 
     def warmup(self) -> torch.Tensor:

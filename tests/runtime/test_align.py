@@ -179,7 +179,8 @@ def test_feature_counts_match_the_original_front_ends(num_samples: int) -> None:
 
 def test_feature_rates_and_lookahead() -> None:
     assert HUBERT.feature_rate == 50 and WAV2LIP_MEL.feature_rate == 80 and DEEPSPEECH.feature_rate == 25
-    assert HUBERT.lookahead_ms(25) == pytest.approx(45.0)  # 2 frames: 320 + 400 samples
+    # 2 frames (320 + 400 samples), then the rest of a 10-frame step and 80 ms: 4880 samples
+    assert HUBERT.lookahead_ms(25) == pytest.approx(305.0)
     assert WAV2LIP_MEL.lookahead_ms(25) == pytest.approx(212.5)  # column 15 ends 3400 samples in
 
 
@@ -244,7 +245,7 @@ def test_a_frame_is_ready_once_its_lookahead_has_arrived(preset, fps) -> None:
     for frame in range(0, 200, 7):
         start = frame_start_sample(frame, fps)
         assert preset.frames_ready(start + lookahead_samples, fps) >= frame + 1
-        if frame == 0:
+        if frame == 0 and preset.context is None:  # a sliding context's worst frame is not always frame 0
             assert preset.frames_ready(lookahead_samples - 1, fps) == 0
 
 

@@ -206,3 +206,26 @@ def test_dinet_features_of_another_length_are_refused():
         renderer.features(torch.zeros(16000))
     with pytest.raises(TalkrtError, match="must be \\(frames, 29\\)"):
         build_renderer("dinet", "torch", {}, CPU, features=np.zeros((80, 28), np.float32))
+
+
+def test_dinet_streams_its_transformer_features_on_the_sliding_context():
+    """HuBERT-ASR attends to its whole input, so DINet used to wait for the end of the utterance;
+    on the declared sliding context its frames come while the audio is still arriving."""
+    from talkrt.runtime.feature_stream import SlidingContextFeatures
+
+    avatar = synthetic_avatar(3, renderer="dinet")
+    renderer = build_renderer("dinet", "torch", {}, CPU)
+    assert isinstance(renderer.feature_stream(), SlidingContextFeatures) and renderer.alignment.context == CTC_25HZ.context
+    pipeline = Pipeline(avatar, renderer, PipelineOptions(batch_size=4))
+    audio = synthetic_speech(0.6, seed=5)
+    utterance, chunk, frames_before_end, first_at = pipeline.utterance(16000), 640, 0, None
+    for start in range(0, len(audio), chunk):
+        for batch in utterance.push(audio[start : start + chunk]):
+            first_at = start + chunk if first_at is None else first_at
+            frames_before_end += len(batch.frames)
+    frames_at_end = sum(len(batch.frames) for batch in utterance.finish())
+    assert frames_before_end + frames_at_end == num_video_frames(len(audio), 25)
+    assert frames_before_end >= num_video_frames(len(audio), 25) - 10  # the last step and its lookahead wait for the end
+    lookahead = CTC_25HZ.lookahead_ms(25) * 16
+    assert first_at is not None and first_at <= lookahead + chunk
+    assert utterance.state_sizes()["feature_samples"] <= CTC_25HZ.context.left + 5 * 640 + 400 + CTC_25HZ.context.lookahead + chunk

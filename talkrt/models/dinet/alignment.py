@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from talkrt.runtime.align import FeatureAlignment
+from talkrt.models.hubert.alignment import CONTEXT_MS
+from talkrt.runtime.align import FeatureAlignment, SlidingContext
 
 # DeepSpeech (DINet): 25 Hz logits = every 4th 10 ms MFCC frame with +-9 zero-padded
 # 20 ms context steps, giving T = (S + 399) // 640. A BiRNN over the utterance and
@@ -25,8 +26,8 @@ DEEPSPEECH = FeatureAlignment(
 
 # DINet_optimized: HuBERT-ASR CTC emissions taken every second frame (25 Hz), mapped
 # to DeepSpeech-like features; frame j reads samples [640j, 640j + 400). The
-# transformer and the utterance normalisation see the whole utterance, so it is
-# not streamable. DINet's window: frames t-2..t+2, edge padded.
+# transformer and the utterance normalisation see their whole input, so a stream
+# computes them on HuBERT's sliding context. DINet's window: frames t-2..t+2, edge padded.
 CTC_25HZ = FeatureAlignment(
     name="ctc_25hz",
     hop=640,
@@ -38,4 +39,5 @@ CTC_25HZ = FeatureAlignment(
     padding="edge",
     signal_padding="none",
     streamable=False,
+    context=SlidingContext.of_ms(hop=640, **CONTEXT_MS),
 )
