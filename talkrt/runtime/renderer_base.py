@@ -7,6 +7,8 @@ they all move) subclass `Renderer`; this module imports no family and no pipelin
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -14,6 +16,8 @@ import torch
 
 from talkrt.engines.runners import Runner
 from talkrt.engines.runners.base import TORCH_DTYPES
+from talkrt.errors import TalkrtError
+from talkrt.runtime.align import SlidingContext
 
 BGR = (2, 1, 0)  # the same index turns RGB into BGR and back
 
@@ -89,6 +93,21 @@ class Renderer:
         if self.alignment.context is not None:
             return SlidingContextFeatures(self.features, self.alignment)
         return PrefixFeatures(self.features, self.alignment)
+
+    def use_context(self, left_ms: float, lookahead_ms: float | None = None) -> None:
+        """Stream on ``left_ms`` of history (and ``lookahead_ms``, default the declared one) in
+        place of the sliding context the features declare; offline runs are not affected."""
+        alignment = self.alignment
+        declared = alignment.context
+        if declared is None:
+            how = "stream exactly" if alignment.streamable else "need the whole utterance"
+            raise TalkrtError(f"--stream-context-ms: the {self.name} features ({alignment.name}) {how}; there is no context to choose")
+        if not (math.isfinite(left_ms) and 0 <= left_ms <= 60_000) or (lookahead_ms is not None and not (math.isfinite(lookahead_ms) and 0 <= lookahead_ms <= 10_000)):
+            raise TalkrtError(f"--stream-context-ms {left_ms:g}: give 0 to 60000 ms of history (and 0 to 10000 ms of lookahead)")
+        ms = alignment.sample_rate / 1000
+        lookahead = declared.lookahead / ms if lookahead_ms is None else lookahead_ms
+        context = SlidingContext.of_ms(left_ms, declared.step * alignment.hop / ms, lookahead, alignment.hop, alignment.sample_rate)
+        self.alignment = dataclasses.replace(alignment, context=context)
 
     def warmup(self) -> torch.Tensor:
         """Run the features once on silence (kernel loads, FFT plans) and forget it; returns them,

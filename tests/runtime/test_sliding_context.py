@@ -174,3 +174,21 @@ def test_frame_cosines() -> None:
     np.testing.assert_allclose(frame_cosines(reference, actual), [1.0, -1.0, 1.0])
     with pytest.raises(ValueError, match="streamed features are"):
         frame_cosines(reference, actual[:, :2])
+
+
+def test_a_renderer_streams_on_the_context_it_is_given() -> None:
+    from talkrt.errors import TalkrtError
+    from talkrt.runtime.renderers import build_renderer
+
+    cpu = torch.device("cpu")
+    renderer = build_renderer("dinet", "torch", {}, cpu)
+    renderer.use_context(1000)
+    assert renderer.alignment.context == SlidingContext(left=16000, step=5, lookahead=1280)  # the declared step and lookahead
+    assert renderer.feature_stream().context == renderer.alignment.context
+    renderer.use_context(500, lookahead_ms=0)
+    assert renderer.alignment.context.describe(renderer.alignment) == "sliding context: 480 ms left, 200 ms steps, 0 ms lookahead"
+    with pytest.raises(TalkrtError, match="give 0 to 60000 ms"):
+        renderer.use_context(-1)
+    wav2lip = build_renderer("wav2lip", "torch", {}, cpu)
+    with pytest.raises(TalkrtError, match="the wav2lip features \\(wav2lip_mel\\) stream exactly; there is no context to choose"):
+        wav2lip.use_context(1000)
