@@ -358,7 +358,7 @@ def test_json_schema_is_generated_from_the_report_fields(run):
     data = run.to_json()
     assert JSON_SCHEMA["$id"].endswith("/talkrt.profile/1")
     assert list(JSON_SCHEMA["properties"]) == list(data)  # every key, in document order
-    assert JSON_SCHEMA["required"] == [key for key in data if key != "cuda_graph"]
+    assert JSON_SCHEMA["required"] == [key for key in data if key not in ("cuda_graph", "feature_context")]
     for group in ("per_frame", "batches"):
         assert list(JSON_SCHEMA["properties"][group]["properties"]) == list(data[group])
     properties = JSON_SCHEMA["properties"]
@@ -370,9 +370,9 @@ def test_json_schema_is_generated_from_the_report_fields(run):
 
 
 def test_json_from_before_the_optional_fields_still_loads(run):
-    data = {key: value for key, value in run.to_json().items() if key not in ("talkrt_version", "cuda_graph")}
+    data = {key: value for key, value in run.to_json().items() if key not in ("talkrt_version", "cuda_graph", "feature_context")}
     report = ProfileReport.from_json(data)
-    assert report.talkrt_version == "" and report.cuda_graph is None
+    assert report.talkrt_version == "" and report.cuda_graph is None and report.feature_context is None
     with pytest.raises(ValueError, match="not a talkrt.profile/1 report"):
         ProfileReport.from_json({**data, "schema": "talkrt.profile/0"})
 
@@ -491,3 +491,23 @@ def test_the_profiler_imports_nothing_from_the_engines_layer():
             if isinstance(node, ast.ImportFrom):
                 names = [node.module or ""]
             assert not any(name.startswith("talkrt.engines") for name in names), path.name
+
+
+def test_the_report_names_what_the_features_were_computed_from():
+    from talkrt.models.dinet.alignment import CTC_25HZ
+    from talkrt.models.wav2lip.alignment import WAV2LIP_MEL
+
+    offline, _ = _simulated_run()
+    assert offline.report(0.8, 25).feature_context is None  # no alignment: not a pipeline run
+    assert offline.report(0.8, 25, alignment=CTC_25HZ).feature_context == "whole utterance"
+    profiler, clock = _profiler("cpu")
+    profiler.start()
+    for end in range(640, 12800, 640):
+        profiler.audio_chunk_arrived(end)
+        clock.advance(40)
+    profiler.frames_ready(range(0, 5))
+    assert profiler.report(0.8, 25, alignment=WAV2LIP_MEL).feature_context == "exact: incremental columns"
+    streamed = profiler.report(0.8, 25, alignment=CTC_25HZ)
+    assert streamed.feature_context == "sliding context: 2000 ms left, 200 ms steps, 80 ms lookahead"
+    assert "- **audio features**: sliding context: 2000 ms left" in streamed.to_markdown()
+    assert ProfileReport.from_json(streamed.to_json()).feature_context == streamed.feature_context

@@ -39,6 +39,7 @@ class ReportView(Protocol):
     deadline_ms: float
     peak_device_memory_bytes: Optional[int]
     cuda_graph: Optional[dict[str, Any]]
+    feature_context: Optional[str]
     h2d_bytes: int
     d2h_bytes: int
     end_to_end_ms: Any  # Percentiles (p50, p90, p99, max) or None
@@ -68,6 +69,7 @@ def _summary_items(report: ReportView) -> list[tuple[str, str]]:
             f"at {_num(report.deadline_ms, 2)} ms/frame",
         ),
         ("peak device memory", _bytes(report.peak_device_memory_bytes)),
+        ("audio features", report.feature_context or "-"),
         ("CUDA graphs", "-" if report.cuda_graph is None else ("used: " if report.cuda_graph["used"] else "not used: ") + report.cuda_graph["reason"]),
         ("host->device / device->host", f"{_bytes(report.h2d_bytes)} / {_bytes(report.d2h_bytes)}"),
     ]

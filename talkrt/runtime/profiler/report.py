@@ -130,6 +130,9 @@ class ProfileReport:
     peak_device_memory_bytes: Optional[int] = field(metadata=_json(description=(
         "device-wide memory in use at its peak (cudaMemGetInfo: every library's allocations, "
         "TensorRT and ONNX Runtime included)")))
+    feature_context: Optional[str] = field(default=None, metadata=_json(required=False, description=(
+        "what each frame's audio features were computed from: the whole utterance, exact incremental "
+        "columns, or the sliding context a transformer streamed on; None off the pipeline")))
     # {"used": bool, "reason": str}; None off the pipeline, and absent from older documents
     cuda_graph: Optional[dict[str, Any]] = field(default=None, metadata=_json(schema=_CUDA_GRAPH_SCHEMA, required=False))
     h2d_bytes: int

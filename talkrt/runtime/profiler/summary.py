@@ -227,7 +227,19 @@ def summarize(
         batch_ms=batch_ms,
         talkrt_version=__version__,
         cuda_graph=None if cuda_graph is None else {"used": bool(cuda_graph.use), "reason": str(cuda_graph.reason)},
+        feature_context=_feature_context(alignment, streamed=bool(run.audio_chunks)),
     )
+
+
+def _feature_context(alignment: Optional[FeatureAlignment], streamed: bool) -> Optional[str]:
+    """How the features of a run were computed (offline: always on the whole utterance)."""
+    if alignment is None:
+        return None
+    if streamed and alignment.context is not None:
+        return alignment.context.describe(alignment)
+    if streamed and alignment.streamable:
+        return "exact: incremental columns"
+    return "whole utterance"
 
 
 def _frame_audio_ms(
