@@ -105,7 +105,7 @@ def build_directory(directory: str | Path, options) -> dict:
 
 
 def voice(directory: str | Path) -> ModuleType:
-    """The voice module (``load_voice``, ``speak``) of the text-to-speech model exported to ``directory``."""
+    """The voice module (``load_voice``, ``speak``, ``speak_stream``) of the text-to-speech model exported to ``directory``."""
     family = directory_family(directory)
     if family.voice is None:
         raise TalkrtError(f"{directory} holds a {family.name} export, which is not a voice")

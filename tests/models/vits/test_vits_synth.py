@@ -131,6 +131,52 @@ def test_stream_stitches_to_the_one_shot_waveform(ort_synthesizer, first, chunk)
     assert float((stitched - one_shot).abs().max()) < 1e-4
 
 
+@pytest.mark.parametrize("chunk_ms", [7, 40, 120])
+def test_speak_stream_joins_to_speak(tiny_dir, ort_synthesizer, chunk_ms) -> None:
+    """The voice's streaming entry: float32 tensors on the voice's device, the first about
+    chunk_ms long, the later ones at least twice the decoder's margin; joined, ``speak``'s waveform
+    for the same seed (within the stitching's 1e-4, as the synthesizer's own stream above)."""
+    from talkrt.models.vits.synth import read_manifest
+    from talkrt.models.vits.voice import speak, speak_stream
+
+    manifest = read_manifest(tiny_dir)
+    text = "hello there, how are you today? fine, thank you."
+    whole, rate, _ = speak(text, ort_synthesizer, manifest, seed=4)
+    chunks, stream_rate = speak_stream(text, ort_synthesizer, manifest, seed=4, chunk_ms=chunk_ms)
+    chunks = list(chunks)
+    assert stream_rate == rate == 16000 and ort_synthesizer.hop_length == 16  # one decoder frame per ms
+    assert all(c.dtype == torch.float32 and c.dim() == 1 and c.device == torch.device(ort_synthesizer.device) for c in chunks)
+    assert chunks[0].numel() == min(chunk_ms * 16, whole.numel())
+    steady = max(chunk_ms, 2 * ort_synthesizer.receptive_field) * 16
+    assert len(chunks) > 1 and all(c.numel() == steady for c in chunks[1:-1])
+    joined = torch.cat(chunks)
+    assert joined.shape == whole.shape and float((joined - whole).abs().max()) < 1e-4
+    other = torch.cat(list(speak_stream(text, ort_synthesizer, manifest, seed=5, chunk_ms=chunk_ms)[0]))
+    common = min(other.numel(), joined.numel())
+    assert not torch.equal(other[:common], joined[:common])  # the seed reaches the synthesis
+
+
+def test_speak_stream_checks_the_text_before_any_synthesis(tiny_dir, ort_synthesizer) -> None:
+    from talkrt.models.vits.synth import read_manifest
+    from talkrt.models.vits.voice import speak_stream
+
+    manifest = read_manifest(tiny_dir)
+    recorder = DecodeRecorder(ort_synthesizer.decoder)
+    ort_synthesizer.decoder = recorder
+    try:
+        for text, message in [("  ", "no characters this voice can speak"), ("hello @", "@")]:
+            with pytest.raises(TalkrtError, match=message):
+                speak_stream(text, ort_synthesizer, manifest)  # raised at the call, not at the first chunk
+        with pytest.raises(TalkrtError, match="chunk_ms must be positive"):
+            speak_stream("hello", ort_synthesizer, manifest, chunk_ms=0)
+        chunks, _ = speak_stream("hello", ort_synthesizer, manifest)
+        assert recorder.frames == []  # nothing is synthesized until a chunk is drawn
+        next(chunks)
+        assert len(recorder.frames) == 1
+    finally:
+        ort_synthesizer.decoder = recorder.runner
+
+
 def test_first_chunk_is_ready_after_one_short_decode(tiny_dir) -> None:
     synthesizer = VitsSynthesizer.from_manifest(tiny_dir, backend="ort")
     recorder = DecodeRecorder(synthesizer.decoder)
