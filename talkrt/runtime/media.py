@@ -4,8 +4,8 @@ Reading: `read_audio` (any container or codec FFmpeg knows -> float32 mono),
 `read_video_frames` and `read_image` (-> uint8 BGR, the layout Wav2Lip takes),
 `probe` (what a file holds, for tests and for users checking an output).
 
-Writing: `VideoWriter` (H.264 + AAC in MP4, fed in batches of frames, written
-atomically), and `iter_av_chunks` (frames paired with their own audio slices, for streaming).
+Writing: `VideoWriter` (H.264 + AAC in MP4, fed in batches of frames, the audio
+whole or as it comes, written atomically), and `iter_av_chunks` (frames paired with their own audio slices, for streaming).
 
 PyAV is imported inside the functions, so `import talkrt.runtime.media` costs
 nothing and a missing PyAV is reported with its install command. Rate changes
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import operator
 import os
+import threading
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -339,7 +340,11 @@ class VideoWriter:
     - Audio: float32 mono in [-1, 1] (clipped) at `sample_rate`, encoded as AAC at
       that rate when AAC supports it (16, 22.05, 24, 44.1, 48 kHz...), otherwise
       resampled to 48 kHz by `talkrt.runtime.audio.resample`. It is interleaved
-      with the video as frames arrive. The MP4 edit list hides the AAC encoder
+      with the video as frames arrive. Given whole (`audio`), or as it is made
+      (`audio_follows=True`, then `append_audio` chunk by chunk from any thread; the
+      track ends at `close`): the AAC encoder gets the same 1024-sample frames
+      either way, so the track is the same. A streamed track at a rate AAC lacks
+      is resampled, and muxed, at `close`. The MP4 edit list hides the AAC encoder
       delay (1024 priming samples); the movie timescale is the audio rate, so the
       stated audio duration is exactly len(audio) / sample_rate. The last AAC
       frame is zero-padded to 1024 samples in the bitstream; its packet duration
@@ -360,6 +365,7 @@ class VideoWriter:
         preset: str = "veryfast",
         expect_exact: bool = True,
         audio_bitrate: int = 128_000,
+        audio_follows: bool = False,
     ) -> None:
         from talkrt.runtime.align import as_fps, num_video_frames
 
@@ -378,26 +384,25 @@ class VideoWriter:
         self._closed = False
         self._video_stream = None
         self._audio_stream = None
+        self._lock = threading.Lock()  # frames may be written from an encoding thread, audio appended from another
 
-        self.audio: Optional[np.ndarray] = None
-        self.expected_frames: Optional[int] = None
-        if audio is not None:
-            if hasattr(audio, "detach") and hasattr(audio, "cpu"):
-                audio = audio.detach().cpu().numpy()
-            audio = np.asarray(audio)
-            if audio.ndim != 1 or not np.issubdtype(audio.dtype, np.floating):
-                raise ValueError(f"audio must be a 1-D float waveform, got {audio.dtype} {tuple(audio.shape)}")
+        self.has_audio = audio is not None or bool(audio_follows)
+        self.audio_samples = 0  # input samples of the track so far
+        self.audio_complete = not audio_follows  # False while `append_audio` may add more
+        self.expected_frames: Optional[int] = None  # known once the track is complete
+        if self.has_audio:
             if self.sample_rate <= 0:
                 raise TalkrtError(f"invalid sample rate {sample_rate}")
-            self.audio = np.clip(audio.astype(np.float32), -1.0, 1.0)
-            self.expected_frames = num_video_frames(len(self.audio), self.fps, self.sample_rate)
             # What the AAC encoder gets: the same audio, at a rate AAC can signal.
-            if self.sample_rate in AAC_SAMPLE_RATES:
-                self._encoded_audio, self._encoded_rate = self.audio, self.sample_rate
-            else:
-                self._encoded_audio = np.clip(_resample(self.audio, self.sample_rate, _AAC_FALLBACK_RATE), -1.0, 1.0)
-                self._encoded_rate = _AAC_FALLBACK_RATE
+            self._direct = self.sample_rate in AAC_SAMPLE_RATES
+            self._encoded_rate = self.sample_rate if self._direct else _AAC_FALLBACK_RATE
+            self._unsent = np.zeros(0, np.float32)  # at the encoded rate, not yet encoded
+            self._unresampled: list[np.ndarray] = []  # at a rate AAC lacks: kept until the track is complete
             self._audio_sent = 0
+            if audio is not None:
+                self._add_audio(audio)
+            if self.audio_complete:
+                self._end_audio()
         self._audio_bitrate = int(audio_bitrate)
 
         av = _av()
@@ -406,7 +411,7 @@ class VideoWriter:
         self._tmp = self._atomic.__enter__()
         # The movie timescale (default 1000) rounds edit-list durations; the audio rate
         # (or the fps numerator) makes the stated durations exact.
-        timescale = self._encoded_rate if self.audio is not None else self.fps.numerator
+        timescale = self._encoded_rate if self.has_audio else self.fps.numerator
         options = {"movflags": "+faststart", "movie_timescale": str(timescale)}
         try:
             self._container = av.open(str(self._tmp), mode="w", format="mp4", options=options)
@@ -452,22 +457,28 @@ class VideoWriter:
         self._atomic.__exit__(TalkrtError, error, None)
 
     def close(self) -> None:
-        """Flush the encoders, check the frame count, and move the file into place."""
+        """End the audio track, flush the encoders, check the frame count, and move the file into place."""
         if self._closed:
             return
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
+        if self.has_audio and not self.audio_complete:
+            self._end_audio()
         if self.frames_written == 0:
             self.abort()
             raise TalkrtError(f"no frames were written to {self.path}")
         if self.expect_exact and self.expected_frames is not None and self.frames_written != self.expected_frames:
             self.abort()
             raise TalkrtError(
-                f"{self.path}: {self.frames_written} video frames written, but {len(self.audio)} audio samples at "
+                f"{self.path}: {self.frames_written} video frames written, but {self.audio_samples} audio samples at "
                 f"{self.sample_rate} Hz need exactly {self.expected_frames} at {self.fps} fps; nothing was written"
             )
         try:
             self._container.mux(self._video_stream.encode(None))
             if self._audio_stream is not None:
-                self._send_audio(len(self._encoded_audio), final=True)
+                self._send_audio()
                 self._container.mux(self._audio_stream.encode(None))
             self._container.close()
         except (self._av.FFmpegError, OSError, ValueError) as error:
@@ -497,7 +508,7 @@ class VideoWriter:
         stream.codec_context.time_base = Fraction(1) / self.fps
         stream.codec_context.options = {"crf": str(self.crf), "preset": self.preset}
         self._video_stream = stream
-        if self.audio is not None:
+        if self.has_audio:
             audio_stream = self._container.add_stream("aac", rate=self._encoded_rate, layout="mono")
             # AAC carries at most 6144 bits per channel per 1024-sample frame.
             audio_stream.bit_rate = min(self._audio_bitrate, 6144 * self._encoded_rate // 1024)
@@ -531,6 +542,10 @@ class VideoWriter:
 
     def _write(self, images: np.ndarray, to_frame: Callable[[np.ndarray], Any]) -> None:
         """Encode host images (BGR frames or yuv420p planes) through ``to_frame``, then the audio so far."""
+        with self._lock:
+            self._write_locked(images, to_frame)
+
+    def _write_locked(self, images: np.ndarray, to_frame: Callable[[np.ndarray], Any]) -> None:
         count = len(images)
         height, width = images.shape[1], images.shape[2]
         if images.ndim == 3:  # yuv420p planes: (3*H/2, W)
@@ -558,26 +573,69 @@ class VideoWriter:
                 frame.time_base = self._video_stream.codec_context.time_base
                 self._container.mux(self._video_stream.encode(frame))
                 self.frames_written += 1
-            if self._audio_stream is not None:
-                from talkrt.runtime.align import frame_start_sample
-
-                # Keep audio level with the video written so far (interleaving).
-                self._send_audio(frame_start_sample(self.frames_written, self.fps, self._encoded_rate))
+            self._keep_audio_level()
         except (av.FFmpegError, OSError) as error:
             self.abort()
             raise TalkrtError(f"cannot write {self.path}: {_one_line(error)}") from error
 
-    def _send_audio(self, until: int, final: bool = False) -> None:
-        """Encode audio samples up to `until` in whole AAC frames (the remainder only when final)."""
+    # ----------------------------------------------------------------- audio
+
+    def append_audio(self, samples: Any) -> None:
+        """Add samples to the end of a streamed track (``audio_follows=True``): 1-D float, numpy or
+        torch (any device); they are muxed as soon as the video written reaches them."""
+        if self._closed:
+            raise ValueError("append to a closed VideoWriter")
+        if self.audio_complete:
+            raise ValueError("this VideoWriter's audio track is complete: construct it with audio_follows=True to append audio")
+        with self._lock:
+            self._add_audio(samples)
+            try:
+                self._keep_audio_level()
+            except (self._av.FFmpegError, OSError) as error:
+                self.abort()
+                raise TalkrtError(f"cannot write {self.path}: {_one_line(error)}") from error
+
+    def _add_audio(self, samples: Any) -> None:
+        if hasattr(samples, "detach") and hasattr(samples, "cpu"):
+            samples = samples.detach().cpu().numpy()
+        samples = np.asarray(samples)
+        if samples.ndim != 1 or not np.issubdtype(samples.dtype, np.floating):
+            raise ValueError(f"audio must be a 1-D float waveform, got {samples.dtype} {tuple(samples.shape)}")
+        samples = np.clip(samples.astype(np.float32), -1.0, 1.0)
+        self.audio_samples += len(samples)
+        if self._direct:
+            self._unsent = np.concatenate([self._unsent, samples]) if len(self._unsent) else samples
+        else:
+            self._unresampled.append(samples)
+
+    def _end_audio(self) -> None:
+        """The track is complete: its length fixes the frame count; a rate AAC lacks is resampled now."""
+        from talkrt.runtime.align import num_video_frames
+
+        self.audio_complete = True
+        self.expected_frames = num_video_frames(self.audio_samples, self.fps, self.sample_rate)
+        if self._unresampled:
+            whole = np.concatenate(self._unresampled)
+            self._unresampled = []
+            self._unsent = np.clip(_resample(whole, self.sample_rate, _AAC_FALLBACK_RATE), -1.0, 1.0)
+
+    def _keep_audio_level(self) -> None:
+        """Encode the audio up to where the video written so far ends (interleaving)."""
+        if self._audio_stream is not None:
+            from talkrt.runtime.align import frame_start_sample
+
+            self._send_audio(frame_start_sample(self.frames_written, self.fps, self._encoded_rate))
+
+    def _send_audio(self, until: Optional[int] = None) -> None:
+        """Encode the audio up to sample `until` (None: all of it) in whole AAC frames, and the
+        shorter last frame once the track is complete."""
         frame_size = self._audio_stream.codec_context.frame_size or 1024
-        total = len(self._encoded_audio)
-        until = min(until, total)
         av = self._av
-        while self._audio_sent < until:
-            count = min(frame_size, total - self._audio_sent)
-            if self._audio_sent + count > until and not final:
+        while len(self._unsent):
+            count = min(frame_size, len(self._unsent))
+            if (count < frame_size and not self.audio_complete) or (until is not None and self._audio_sent + count > until):
                 break
-            block = self._encoded_audio[self._audio_sent : self._audio_sent + count]
+            block, self._unsent = self._unsent[:count], self._unsent[count:]
             frame = av.AudioFrame.from_ndarray(block[None, :].copy(), format="fltp", layout="mono")
             frame.sample_rate = self._encoded_rate
             frame.pts = self._audio_sent

@@ -183,6 +183,63 @@ def test_audio_length_exact_at_44k(tmp_path):
     assert got_rate == rate and len(samples) == len(audio)
 
 
+def audio_packets(path) -> list[tuple[int, bytes]]:
+    """The audio track's AAC packets as muxed: (pts, payload)."""
+    import av
+
+    with av.open(str(path)) as container:
+        return [(packet.pts, bytes(packet)) for packet in container.demux(container.streams.audio[0]) if packet.size]
+
+
+@pytest.mark.parametrize("rate", [SR, 22050, 20000], ids=["16k", "22.05k", "20k-resampled"])
+def test_appended_audio_makes_the_one_shot_track(tmp_path, rate):
+    """A streamed track (append_audio, in uneven chunks, numpy and torch, some ahead of the frames that
+    show them, some behind) is the track a one-shot writer makes of the same samples: the same AAC
+    packets and the same decoded samples. 20 kHz is not an AAC rate: resampled at close."""
+    audio = tone(int(rate * SECONDS), rate, freq=300.0) + tone(int(rate * SECONDS), rate, freq=1234.0) * 0.3
+    count = num_video_frames(len(audio), 25, rate)
+    frames = gradient_frames(count, 32, 48)
+    whole = tmp_path / "whole.mp4"
+    with VideoWriter(whole, 25, audio, rate) as writer:
+        for start in range(0, count, 4):
+            writer.write_frames(frames[start : start + 4])
+
+    streamed = tmp_path / "streamed.mp4"
+    with VideoWriter(streamed, 25, sample_rate=rate, audio_follows=True) as writer:
+        assert writer.expected_frames is None and not writer.audio_complete
+        writer.write_frames(frames[:10])  # 0.4 s of video before any audio
+        written = 10
+        for i, start in enumerate(range(0, len(audio), 777)):  # 777: no whole number of AAC frames
+            chunk = audio[start : start + 777]
+            writer.append_audio(torch.from_numpy(chunk) if i % 2 else chunk)
+            if i % 3 == 2 and written < count:  # 2 frames per 2331 samples: the audio catches up, then leads
+                writer.write_frames(frames[written : written + 2])
+                written += 2
+        writer.write_frames(frames[written:])
+    assert writer.audio_samples == len(audio) and writer.expected_frames == count and writer.frames_written == count
+    assert probe(streamed)["num_frames"] == count
+    assert audio_packets(streamed) == audio_packets(whole)
+    decoded, decoded_rate = read_audio(streamed)
+    expected, expected_rate = read_audio(whole)
+    assert decoded_rate == expected_rate and np.array_equal(decoded, expected)
+    assert np.sqrt(np.mean((read_audio(streamed, target_rate=rate)[0][2048:-2048] - audio[2048:-2048]) ** 2)) < 0.05
+
+
+def test_a_streamed_track_is_counted_when_it_ends(tmp_path):
+    with VideoWriter(tmp_path / "whole.mp4", 25, tone(), SR) as writer:
+        with pytest.raises(ValueError, match="audio_follows=True"):
+            writer.append_audio(tone(100))  # a track given whole takes nothing more
+        writer.write_frames(gradient_frames(33, 32, 48))
+    with pytest.raises(TalkrtError, match="34 video frames written, but 20800 audio samples"):
+        with VideoWriter(tmp_path / "streamed.mp4", 25, sample_rate=SR, audio_follows=True) as writer:
+            writer.append_audio(tone()[:10000])
+            writer.write_frames(gradient_frames(34, 32, 48))  # more than the audio so far: known only at the end
+            writer.append_audio(tone()[10000:])
+    with pytest.raises(ValueError, match="1-D float"):
+        VideoWriter(tmp_path / "bad.mp4", 25, sample_rate=SR, audio_follows=True).append_audio(np.zeros((2, 5), np.float32))
+    assert leftovers(tmp_path) == ["whole.mp4"]
+
+
 # ------------------------------------------------------------------- atomicity and counts
 
 
