@@ -281,6 +281,58 @@ def test_tts_first_pcm_only_when_tts_ran(run):
     assert report.steady_chunk_ms is None  # one batch: no steady state
 
 
+TEXT_RUN_KEYS = ("text_to_first_audio_ms", "text_to_first_frame_ms", "steady_real_time_factor")
+
+
+def _text_run() -> ProfileReport:
+    """Text spoken as it is rendered: the tts call of chunk 1 takes 10 ms and gives 100 ms of speech,
+    frames 0-1 are ready at 16 ms; chunk 2 (200 ms of speech) at 20 ms, frames 2-6 at 30 ms;
+    the last tts call finds the end at 31 ms."""
+    profiler, clock = _profiler()
+    profiler.start()
+    with profiler.stage("tts"):
+        clock.advance(10)
+    profiler.speech_ready(0.1)
+    profiler.audio_chunk_arrived(1600)
+    with profiler.stage("render", range(2)):
+        clock.advance(6)
+    profiler.frames_ready(range(2))
+    with profiler.stage("tts"):
+        clock.advance(4)
+    profiler.speech_ready(0.2)
+    profiler.audio_chunk_arrived(4800)
+    with profiler.stage("render", range(2, 7)):
+        clock.advance(10)
+    profiler.frames_ready(range(2, 7))
+    with profiler.stage("tts"):
+        clock.advance(1)
+    return profiler.report(audio_seconds=0.3, fps=25)
+
+
+def test_text_run_numbers_from_the_speech_marks(run):
+    report = _text_run()
+    assert report.text_to_first_audio_ms == 10.0  # the first chunk of speech, from the run start
+    assert report.text_to_first_frame_ms == 16.0
+    assert report.steady_real_time_factor == pytest.approx((31.0 - 10.0) / 200.0)  # after the first chunk
+    assert report.stages["tts"].calls == 3 and report.stages["tts"].total_ms == 15.0 and report.stages["tts"].frames == 0
+    assert report.text_to_first_audio_ms <= report.text_to_first_frame_ms
+    data = report.to_json()
+    jsonschema.validate(data, JSON_SCHEMA)
+    assert [data[key] for key in TEXT_RUN_KEYS] == [10.0, 16.0, report.steady_real_time_factor]
+    assert ProfileReport.from_json(json.loads(json.dumps(data))) == report
+    markdown = report.to_markdown()
+    assert "**text to first audio (TTFA)**: 10.00 ms" in markdown and "**text to first frame (TTFV)**: 16.00 ms" in markdown
+    assert "**steady real-time factor (after the first speech)**: 0.105" in markdown
+    console = Console(record=True, width=400)
+    console.print(report.rich_table())
+    assert "text to first audio (TTFA): 10.00 ms" in console.export_text()
+    # A run from audio has none of them, nor a line for them.
+    assert [getattr(run, key) for key in TEXT_RUN_KEYS] == [None, None, None]
+    assert "TTFA" not in run.to_markdown() and all(run.to_json()[key] is None for key in TEXT_RUN_KEYS)
+    single = summarize(RecordedRun(speech=[(0.3, 5.0)], ready=[(range(2), 9.0)]), audio_seconds=0.3, fps=25)
+    assert (single.text_to_first_audio_ms, single.text_to_first_frame_ms, single.steady_real_time_factor) == (5.0, 9.0, None)
+
+
 def test_disabled_profiler_records_nothing():
     profiler = Profiler(enabled=False)
     with profiler.stage("render", range(4)):
@@ -358,7 +410,7 @@ def test_json_schema_is_generated_from_the_report_fields(run):
     data = run.to_json()
     assert JSON_SCHEMA["$id"].endswith("/talkrt.profile/1")
     assert list(JSON_SCHEMA["properties"]) == list(data)  # every key, in document order
-    assert JSON_SCHEMA["required"] == [key for key in data if key not in ("cuda_graph", "feature_context")]
+    assert JSON_SCHEMA["required"] == [key for key in data if key not in ("cuda_graph", "feature_context", *TEXT_RUN_KEYS)]
     for group in ("per_frame", "batches"):
         assert list(JSON_SCHEMA["properties"][group]["properties"]) == list(data[group])
     properties = JSON_SCHEMA["properties"]
@@ -370,9 +422,10 @@ def test_json_schema_is_generated_from_the_report_fields(run):
 
 
 def test_json_from_before_the_optional_fields_still_loads(run):
-    data = {key: value for key, value in run.to_json().items() if key not in ("talkrt_version", "cuda_graph", "feature_context")}
+    data = {key: value for key, value in run.to_json().items() if key not in ("talkrt_version", "cuda_graph", "feature_context", *TEXT_RUN_KEYS)}
     report = ProfileReport.from_json(data)
     assert report.talkrt_version == "" and report.cuda_graph is None and report.feature_context is None
+    assert report.text_to_first_audio_ms is None and report.steady_real_time_factor is None
     with pytest.raises(ValueError, match="not a talkrt.profile/1 report"):
         ProfileReport.from_json({**data, "schema": "talkrt.profile/0"})
 

@@ -1,4 +1,4 @@
-"""The recorder: marks stages, frames ready, audio arrival and copies during a run.
+"""The recorder: marks stages, frames ready, audio arrival, speech made and copies during a run.
 
 One run is timed on one clock whose zero is the start of the run (``Profiler.start``,
 called implicitly by the first profiler call):
@@ -84,6 +84,7 @@ class Profiler:
         self._ready: list[tuple[range, _Stamp]] = []
         self._audio_first: list[float] = []  # audio_available() marks without a sample count
         self._audio_chunks: list[tuple[int, float]] = []  # (end_sample, host time)
+        self._speech: list[tuple[float, _Stamp]] = []  # (seconds of speech, when it was ready)
         self.h2d_bytes = 0
         self.d2h_bytes = 0
         self._peak_used = 0
@@ -200,6 +201,16 @@ class Profiler:
         self._ensure_started()
         self._audio_chunks.append((int(end_sample), self.clock() if t is None else float(t)))
 
+    def speech_ready(self, seconds: float) -> None:
+        """Text to speech: a chunk of ``seconds`` of speech is ready now (an event on the current
+        stream on CUDA, after the ``tts`` call that made it): the marks of a text run."""
+        if seconds < 0:
+            raise ValueError("seconds must be non-negative")
+        if not self.enabled:
+            return
+        self._ensure_started()
+        self._speech.append((float(seconds), self._now()))
+
     def count_copy(self, nbytes: int | torch.Tensor, direction: Literal["h2d", "d2h"]) -> None:
         """Account bytes copied between host and device (a tensor counts its ``nbytes``)."""
         if isinstance(nbytes, torch.Tensor):
@@ -243,6 +254,7 @@ class Profiler:
             ready=[(span, self._resolve(stamp)) for span, stamp in self._ready],
             audio_first_ms=[self._host_ms(t) for t in self._audio_first],
             audio_chunks=[(end_sample, self._host_ms(t)) for end_sample, t in self._audio_chunks],
+            speech=[(seconds, self._resolve(stamp)) for seconds, stamp in self._speech],
             sample_rate=self.sample_rate,
             h2d_bytes=self.h2d_bytes,
             d2h_bytes=self.d2h_bytes,

@@ -34,6 +34,9 @@ class ReportView(Protocol):
     real_time_factor: Optional[float]
     time_to_first_frame_ms: Optional[float]
     tts_first_pcm_ms: Optional[float]
+    text_to_first_audio_ms: Optional[float]
+    text_to_first_frame_ms: Optional[float]
+    steady_real_time_factor: Optional[float]
     steady_chunk_ms: Optional[float]
     deadline_misses: int
     deadline_ms: float
@@ -62,6 +65,7 @@ def _summary_items(report: ReportView) -> list[tuple[str, str]]:
         ("real-time factor", _num(report.real_time_factor, 3)),
         ("avatar_first_frame_ms (time to first frame)", _ms(report.time_to_first_frame_ms)),
         ("tts_first_pcm_ms", _ms(report.tts_first_pcm_ms)),
+        *_text_items(report),
         ("steady_chunk_ms", _ms(report.steady_chunk_ms)),
         (
             "deadline misses",
@@ -72,6 +76,17 @@ def _summary_items(report: ReportView) -> list[tuple[str, str]]:
         ("audio features", report.feature_context or "-"),
         ("CUDA graphs", "-" if report.cuda_graph is None else ("used: " if report.cuda_graph["used"] else "not used: ") + report.cuda_graph["reason"]),
         ("host->device / device->host", f"{_bytes(report.h2d_bytes)} / {_bytes(report.d2h_bytes)}"),
+    ]
+
+
+def _text_items(report: ReportView) -> list[tuple[str, str]]:
+    """A text run's numbers; none for a run from audio."""
+    if report.text_to_first_audio_ms is None:
+        return []
+    return [
+        ("text to first audio (TTFA)", _ms(report.text_to_first_audio_ms)),
+        ("text to first frame (TTFV)", _ms(report.text_to_first_frame_ms)),
+        ("steady real-time factor (after the first speech)", _num(report.steady_real_time_factor, 3)),
     ]
 
 

@@ -125,6 +125,13 @@ class ProfileReport:
     real_time_factor: Optional[float] = field(metadata=_json(minimum=0))
     time_to_first_frame_ms: Optional[float]
     tts_first_pcm_ms: Optional[float]
+    # Text runs only (None otherwise), and absent from older documents.
+    text_to_first_audio_ms: Optional[float] = field(default=None, metadata=_json(required=False, description=(
+        "text runs: from the start of the run to the first chunk of speech ready (TTFA)")))
+    text_to_first_frame_ms: Optional[float] = field(default=None, metadata=_json(required=False, description=(
+        "text runs: from the start of the run to the first frame ready (TTFV)")))
+    steady_real_time_factor: Optional[float] = field(default=None, metadata=_json(required=False, minimum=0, description=(
+        "text runs: time after the first chunk of speech / the speech after it (the cost once started)")))
     steady_chunk_ms: Optional[float]
     deadline_misses: int
     peak_device_memory_bytes: Optional[int] = field(metadata=_json(description=(

@@ -34,6 +34,12 @@ Definitions used by :func:`summarize` (all times in ms since the run start):
 * **Wall time** = run start to the last frame ready or stage end;
   ``render_fps`` = frames / wall, ``real_time_factor`` = wall / audio duration
   (< 1 is faster than real time).
+* **Text runs** (speech made during the run, chunk by chunk, and marked with
+  ``speech_ready``; the run starts when the text does): ``text_to_first_audio_ms``
+  (TTFA) = the first chunk of speech ready; ``text_to_first_frame_ms`` (TTFV) = the
+  first frame ready; ``steady_real_time_factor`` = (wall - TTFA) / the speech after
+  the first chunk, the cost once started (None with a single chunk). All three are
+  None in other runs.
 """
 
 from __future__ import annotations
@@ -69,13 +75,14 @@ class RecordedRun:
 
     ``audio_first_ms`` are ``audio_available`` marks without a sample count;
     ``audio_chunks`` are ``(end_sample, ms)``: samples [0, end_sample) had arrived,
-    counted at ``sample_rate``.
+    counted at ``sample_rate``; ``speech`` are the chunks of a text run's speech.
     """
 
     stage_calls: Sequence[StageCall] = ()
     ready: Sequence[tuple[range, float]] = ()  # (frames, when marked ready)
     audio_first_ms: Sequence[float] = ()
     audio_chunks: Sequence[tuple[int, float]] = ()
+    speech: Sequence[tuple[float, float]] = ()  # (seconds of speech in a chunk, ms when it was ready)
     sample_rate: int = 16000
     h2d_bytes: int = 0
     d2h_bytes: int = 0
@@ -194,6 +201,7 @@ def summarize(
         tts_begin, tts_end = min(tts_calls)
         tts_first_pcm = (first_audio if first_audio is not None else tts_end) - tts_begin
     ttff = None if first_ready is None else first_ready - (first_audio if first_audio is not None else 0.0)
+    ttfa, ttfv, steady_rtf = _text_run(run.speech, first_ready, wall_ms)
 
     def rounded(values: np.ndarray) -> list[Optional[float]]:
         return [round(float(v), DECIMALS) if math.isfinite(v) else None for v in values]
@@ -209,6 +217,9 @@ def summarize(
         real_time_factor=round(wall_ms / 1000.0 / audio_seconds, 6) if audio_seconds > 0 else None,
         time_to_first_frame_ms=None if ttff is None else round(ttff, DECIMALS),
         tts_first_pcm_ms=None if tts_first_pcm is None else round(tts_first_pcm, DECIMALS),
+        text_to_first_audio_ms=ttfa,
+        text_to_first_frame_ms=ttfv,
+        steady_real_time_factor=steady_rtf,
         steady_chunk_ms=round(float(np.median(batch_ms[1:])), DECIMALS) if len(batch_ms) > 1 else None,
         deadline_misses=deadline_misses,
         peak_device_memory_bytes=run.peak_device_memory_bytes,
@@ -240,6 +251,17 @@ def _feature_context(alignment: Optional[FeatureAlignment], streamed: bool) -> O
     if streamed and alignment.streamable:
         return "exact: incremental columns"
     return "whole utterance"
+
+
+def _text_run(speech: Sequence[tuple[float, float]], first_ready: Optional[float], wall_ms: float) -> tuple[Optional[float], ...]:
+    """(TTFA, TTFV, steady real-time factor) of a text run, rounded; all None without speech."""
+    if not speech:
+        return None, None, None
+    chunks = sorted(speech, key=lambda chunk: chunk[1])
+    first_seconds, first_audio = chunks[0]
+    after = sum(seconds for seconds, _ in chunks[1:])
+    steady = round(max(0.0, wall_ms - first_audio) / 1000.0 / after, 6) if after > 0 else None
+    return round(first_audio, DECIMALS), None if first_ready is None else round(first_ready, DECIMALS), steady
 
 
 def _frame_audio_ms(
