@@ -1,4 +1,4 @@
-"""Shared fixtures: official key listings, fake official checkpoints, one exported Wav2Lip graph."""
+"""Shared fixtures: official key listings, fake official checkpoints, one exported Wav2Lip graph, one exported voice."""
 
 from __future__ import annotations
 
@@ -71,6 +71,17 @@ def wav2lip_onnx(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("wav2lip") / "wav2lip.onnx"
     export_onnx(spec, spec.build_module(None, seed=0), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_voice(tmp_path_factory) -> Path:
+    """The random-weight tiny VITS voice (16 kHz, 1 ms per decoder frame) exported once per test
+    session as `talkrt export vits` writes it: a voice directory for --tts. Read it, write nothing there."""
+    from talkrt.models.vits.specs import export_vits
+
+    directory = tmp_path_factory.mktemp("vits-voice")
+    export_vits(directory, preset="tiny", seed=0, graphs=("encoder", "decoder"))
+    return directory
 
 
 def pytest_collection_modifyitems(config, items):

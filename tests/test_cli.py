@@ -203,6 +203,7 @@ def test_avatar_prepare_then_run_and_profile(tmp_path, wav2lip_onnx) -> None:
     "extra, message",
     [
         (["--text", "hello"], "--text needs a voice: --tts DIR"),
+        (["--text", "hello", "--tts", ".", "--stream-chunk-ms", "0"], "--stream-chunk-ms 0.0: give a chunk length above 0"),
         (["--audio", "speech.wav", "--backend", "ort"], "the ort backend needs --model FILE or --engines DIR"),
         (["--audio", "speech.wav", "--renderer", "nope"], "unknown renderer 'nope'"),
         (["--audio", "speech.wav", "--renderer", "dinet", "--backend", "torch"], "the avatar was prepared for wav2lip (96x96 crops), not dinet"),
@@ -255,6 +256,28 @@ def test_vits_export_tts_build_and_run_with_text(tmp_path, wav2lip_onnx) -> None
 
     result = runner.invoke(app, args[:5] + ["--backend", "ort", "--model", str(wav2lip_onnx)])
     assert result.exit_code == 2 and "--text needs a voice" in result.output
+
+
+def test_profile_text_streamed(tmp_path, tiny_voice, wav2lip_onnx) -> None:
+    """`talkrt profile --text ... --tts DIR --stream-chunk-ms 40`: the text run's numbers in the table,
+    the JSON (valid against the schema) and the Markdown."""
+    import jsonschema
+
+    from talkrt.runtime.avatar import synthetic_avatar
+    from talkrt.runtime.media import probe
+    from talkrt.runtime.profiler import JSON_SCHEMA
+
+    synthetic_avatar(num_frames=3).save(tmp_path / "a.npz")
+    result = runner.invoke(app, ["profile", "--avatar", str(tmp_path / "a.npz"), "--text", "hello there, how are you today?", "--tts", str(tiny_voice),
+                                 "--backend", "ort", "--model", str(wav2lip_onnx), "--device", "cpu", "--stream-chunk-ms", "40",
+                                 "--report", str(tmp_path / "rep"), "--out", str(tmp_path / "talk.mp4")])
+    assert result.exit_code == 0, result.output
+    assert "text to first audio (TTFA)" in " ".join(result.output.split())
+    report = json.loads((tmp_path / "rep.json").read_text())
+    jsonschema.validate(report, JSON_SCHEMA)
+    assert report["stages"]["tts"]["calls"] > 1 and report["frames"] == probe(tmp_path / "talk.mp4")["num_frames"] > 0
+    assert 0 < report["text_to_first_audio_ms"] <= report["text_to_first_frame_ms"] and report["steady_real_time_factor"] > 0
+    assert "text to first frame (TTFV)" in (tmp_path / "rep.md").read_text()
 
 
 @pytest.mark.parametrize(

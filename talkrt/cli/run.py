@@ -56,7 +56,7 @@ def run(
     device: DeviceOpt = "auto",
     fps: Annotated[str, typer.Option("--fps", help="Output frame rate: 25, 30, 29.97, 30000/1001, ...")] = "25",
     batch_size: BatchOpt = 8,
-    stream_chunk_ms: Annotated[Optional[float], typer.Option("--stream-chunk-ms", help="Stream the audio in chunks of this many ms (20-40 typical) instead of offline.")] = None,
+    stream_chunk_ms: Annotated[Optional[float], typer.Option("--stream-chunk-ms", help="Stream the audio in chunks of this many ms (20-40 typical) instead of offline; with --text, the speech is made as it is rendered, the first chunk this long.")] = None,
     tts_dir: Annotated[Optional[Path], typer.Option("--tts", help="A voice's directory from `talkrt export` (run with the same --backend).")] = None,
     landmarks: LandmarksOpt = None,
     features: FeaturesOpt = None,

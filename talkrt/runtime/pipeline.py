@@ -14,7 +14,7 @@ lookahead comes from the alignment contract).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -243,6 +243,26 @@ class Pipeline:
         shows the avatar's frame for output frame ``avatar_start`` (a session's frames go on moving)."""
         return Utterance(self, sample_rate, avatar_start)
 
+    def speech_frames(self, speech: Iterable[Audio], sample_rate: int, on_audio: Callable[[Audio], None] = lambda chunk: None) -> Iterator[FrameBatch]:
+        """``stream_chunks`` for speech made as it is spoken (a voice's ``speak_stream``): the
+        utterance starts the run's clock before the text is spoken; each chunk is drawn on the
+        pipeline's stream, timed as the ``tts`` stage (the last call finds the end) and marked
+        ready, then handed to ``on_audio`` (e.g. the MP4's audio track) and pushed, and its
+        frames come before the next chunk is made. A chunk on the device stays there."""
+        return self.stream_chunks(self._spoken(speech, sample_rate, on_audio), sample_rate)
+
+    def _spoken(self, speech: Iterable[Audio], sample_rate: int, on_audio: Callable[[Audio], None]) -> Iterator[Audio]:
+        chunks = iter(speech)
+        while True:
+            with self._on_stream():
+                with self.profiler.stage("tts"):
+                    chunk = next(chunks, None)
+                if chunk is None:
+                    return
+                self.profiler.speech_ready(len(chunk) / sample_rate)
+            on_audio(chunk)
+            yield chunk
+
     # -------------------------------------------------------------------- sinks
 
     def write_video(self, audio: Audio, sample_rate: int, out: str | Path, *, streaming_chunk_ms: float | None = None) -> ProfileReport:
@@ -260,6 +280,30 @@ class Pipeline:
             batches = self.stream_chunks((audio[i : i + step] for i in range(0, len(audio), step)), sample_rate)
         else:
             batches = self.run(audio, sample_rate)
+        with VideoWriter(out, fps=self.fps, audio=host_audio, sample_rate=sample_rate) as writer:
+            self._encode(batches, writer)
+        return self._report(len(audio) / sample_rate)
+
+    def write_speech_video(self, speech: Iterable[Audio], sample_rate: int, out: str | Path) -> ProfileReport:
+        """Write an H.264 MP4 of speech made as it is spoken (`speech_frames`): each chunk joins the
+        audio track when it is made, and the frames go to the encoder as they come; the report has
+        the text run's numbers (text to first audio and frame, steady real-time factor)."""
+        from talkrt.runtime.media import VideoWriter
+
+        def to_track(chunk: Audio) -> None:
+            if isinstance(chunk, torch.Tensor) and chunk.device.type != "cpu":
+                self.profiler.count_copy(chunk, "d2h")  # the muxer's copy; the features read the chunk where it lies
+            writer.append_audio(chunk)
+
+        with VideoWriter(out, fps=self.fps, sample_rate=sample_rate, audio_follows=True) as writer:
+            self._encode(self.speech_frames(speech, sample_rate, to_track), writer)
+        return self._report(writer.audio_samples / sample_rate)
+
+    def _report(self, audio_seconds: float) -> ProfileReport:
+        return self.profiler.report(audio_seconds, float(self.fps), alignment=self.renderer.alignment, cuda_graph=self.capture)
+
+    def _encode(self, batches: Iterable[FrameBatch], writer) -> None:
+        """Frames to ``writer`` (a VideoWriter) through the overlapped sink, as the batches come."""
         from talkrt.runtime.sink import OverlappedSink
         from talkrt.runtime.yuv import bgr_to_i420, i420_shape
 
@@ -267,21 +311,19 @@ class Pipeline:
         # encoding thread only encodes. On the CPU libswscale converts faster than torch.
         on_gpu = self.device.type == "cuda"
         height, width = self.compositor.frame_shape[:2]
-        with VideoWriter(out, fps=self.fps, audio=host_audio, sample_rate=sample_rate) as writer:
-            write = writer.write_i420 if on_gpu else writer.write_frames
-            shape = i420_shape(height, width) if on_gpu else self.compositor.frame_shape
-            sink = OverlappedSink(lambda _, images: write(images), shape, self.options.batch_size, self.device, self.profiler)
-            try:
-                for batch in batches:
-                    with self._on_stream():
-                        images = batch.frames
-                        if on_gpu:
-                            with self.profiler.stage("encode", range(batch.start, batch.start + len(images))):
-                                images = bgr_to_i420(images)
-                        sink.push(batch.start, images)
-            finally:
-                sink.close()
-        return self.profiler.report(len(audio) / sample_rate, float(self.fps), alignment=self.renderer.alignment, cuda_graph=self.capture)
+        write = writer.write_i420 if on_gpu else writer.write_frames
+        shape = i420_shape(height, width) if on_gpu else self.compositor.frame_shape
+        sink = OverlappedSink(lambda _, images: write(images), shape, self.options.batch_size, self.device, self.profiler)
+        try:
+            for batch in batches:
+                with self._on_stream():
+                    images = batch.frames
+                    if on_gpu:
+                        with self.profiler.stage("encode", range(batch.start, batch.start + len(images))):
+                            images = bgr_to_i420(images)
+                    sink.push(batch.start, images)
+        finally:
+            sink.close()
 
     def frames(self, audio: Audio, sample_rate: int) -> torch.Tensor:
         """Every frame as one (N, H, W, 3) uint8 tensor on the host (tests, raw output)."""

@@ -77,7 +77,9 @@ def check_request(request: RunRequest) -> None:
 
 def render_to_file(request: RunRequest, note: Callable[[str], None] = lambda text: None) -> ProfileReport:
     """Check everything, then speak (text) or read (audio), prepare or load the avatar, render on
-    one pipeline and write the MP4; ``note`` gets the lines worth telling (device chosen, random roles)."""
+    one pipeline and write the MP4; ``note`` gets the lines worth telling (device chosen, random roles).
+    Text with ``stream_chunk_ms`` is spoken as it is rendered: the voice's chunks go to the pipeline
+    and the MP4 as they are made (`Pipeline.write_speech_video`)."""
     from talkrt.engines.devices import engine_builder, resolve_device
     from talkrt.runtime.media import read_audio
     from talkrt.runtime.pipeline import PipelineOptions, pipeline_from_files
@@ -98,13 +100,17 @@ def render_to_file(request: RunRequest, note: Callable[[str], None] = lambda tex
         unloaded = random_roles(request.renderer, models, options)
         if unloaded:
             warnings.warn(f"--model loads the generator; {', '.join(unloaded)} run with random weights in --backend torch (use exported graphs with ort/trt)", TalkrtWarning, stacklevel=2)
+    chunks = None
     if request.text is not None:
         from talkrt.models.registry import voice
 
         speech = voice(request.tts)
         synthesizer, manifest = speech.load_voice(request.tts, request.backend, request.device, note)
-        samples, rate, seconds = speech.speak(request.text, synthesizer, manifest, skip_unknown=request.skip_unknown)
-        note(f"tts: {len(samples) / rate:.2f} s of speech in {seconds * 1000:.0f} ms")
+        if request.stream_chunk_ms:
+            chunks, rate = speech.speak_stream(request.text, synthesizer, manifest, skip_unknown=request.skip_unknown, chunk_ms=request.stream_chunk_ms)
+        else:
+            samples, rate, seconds = speech.speak(request.text, synthesizer, manifest, skip_unknown=request.skip_unknown)
+            note(f"tts: {len(samples) / rate:.2f} s of speech in {seconds * 1000:.0f} ms")
     else:
         samples, rate = read_audio(request.audio, channel=request.channel)
     avatar = load_avatar(request.avatar, request.boxes, request.renderer, request.landmarks)
@@ -114,7 +120,12 @@ def render_to_file(request: RunRequest, note: Callable[[str], None] = lambda tex
     pipeline = pipeline_from_files(avatar, request.renderer, request.backend, models, str(choice.device),
                                    PipelineOptions(fps=request.fps, batch_size=request.batch_size), options)
     try:
-        return pipeline.write_video(samples, rate, request.out, streaming_chunk_ms=request.stream_chunk_ms)
+        if chunks is None:
+            return pipeline.write_video(samples, rate, request.out, streaming_chunk_ms=request.stream_chunk_ms)
+        report = pipeline.write_speech_video(chunks, rate, request.out)
+        if report.text_to_first_audio_ms is not None:
+            note(f"tts: {report.audio_seconds:.2f} s of speech streamed, the first after {report.text_to_first_audio_ms:.0f} ms")
+        return report
     finally:
         pipeline.close()
 
