@@ -254,13 +254,13 @@ class Pipeline:
     def _spoken(self, speech: Iterable[Audio], sample_rate: int, on_audio: Callable[[Audio], None]) -> Iterator[Audio]:
         chunks = iter(speech)
         while True:
-            with self._on_stream():
+            with self._on_stream():  # on_audio too: a copy of the chunk waits for the voice's work
                 with self.profiler.stage("tts"):
                     chunk = next(chunks, None)
                 if chunk is None:
                     return
                 self.profiler.speech_ready(len(chunk) / sample_rate)
-            on_audio(chunk)
+                on_audio(chunk)
             yield chunk
 
     # -------------------------------------------------------------------- sinks
