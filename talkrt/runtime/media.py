@@ -367,7 +367,7 @@ class VideoWriter:
         audio_bitrate: int = 128_000,
         audio_follows: bool = False,
     ) -> None:
-        from talkrt.runtime.align import as_fps, num_video_frames
+        from talkrt.runtime.align import as_fps
 
         self.path = Path(path)
         try:
