@@ -204,6 +204,7 @@ def test_avatar_prepare_then_run_and_profile(tmp_path, wav2lip_onnx) -> None:
     [
         (["--text", "hello"], "--text needs a voice: --tts DIR"),
         (["--text", "hello", "--tts", ".", "--stream-chunk-ms", "0"], "--stream-chunk-ms 0.0: give a chunk length above 0"),
+        (["--audio", "speech.wav", "--stream-context-ms", "1000"], "--stream-context-ms sets the history of streamed features: add --stream-chunk-ms N"),
         (["--audio", "speech.wav", "--backend", "ort"], "the ort backend needs --model FILE or --engines DIR"),
         (["--audio", "speech.wav", "--renderer", "nope"], "unknown renderer 'nope'"),
         (["--audio", "speech.wav", "--renderer", "dinet", "--backend", "torch"], "the avatar was prepared for wav2lip (96x96 crops), not dinet"),

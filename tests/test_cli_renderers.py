@@ -170,3 +170,21 @@ def test_torch_model_warns_which_roles_stay_random(work, avatars) -> None:
     warning, error = result.stderr.strip().splitlines()
     assert warning == "warning: --model loads the generator; audio run with random weights in --backend torch (use exported graphs with ort/trt)"
     assert error.startswith("error: the avatar was prepared for dinet") and result.returncode == 2
+
+
+def test_profile_dinet_streamed_on_a_chosen_context(work, avatars) -> None:
+    """DINet's HuBERT-ASR features streamed (torch, tiny asr, random weights) on the history given by
+    --stream-context-ms; the report names the context, and a renderer without one refuses it in one line."""
+    assert avatars["dinet"].returncode == 0, avatars["dinet"].stderr
+    command = ["profile", "--avatar", "dinet.npz", "--audio", "speech.wav", "--renderer", "dinet", "--backend", "torch", "--batch-size", "4", "--stream-chunk-ms", "40"]
+    result = talkrt(*command, "--stream-context-ms", "1000", "--report", "ctx", "-o", "ctx.mp4", cwd=work)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((work / "ctx.json").read_text())
+    assert report["feature_context"] == "sliding context: 1000 ms left, 200 ms steps, 80 ms lookahead"
+    assert report["frames"] == FRAMES and "sliding context: 1000 ms left" in (work / "ctx.md").read_text()
+    check_video(work / "ctx.mp4", (256, 256))
+
+    result = talkrt("run", "--avatar", "dhlive.npz", "--audio", "speech.wav", "--renderer", "dhlive", "--backend", "torch",
+                    "--stream-chunk-ms", "40", "--stream-context-ms", "1000", "-o", "no.mp4", cwd=work)
+    one_line_error(result, "--stream-context-ms: the dhlive features", "stream exactly; there is no context to choose")
+    assert not (work / "no.mp4").exists()

@@ -57,6 +57,7 @@ def run(
     fps: Annotated[str, typer.Option("--fps", help="Output frame rate: 25, 30, 29.97, 30000/1001, ...")] = "25",
     batch_size: BatchOpt = 8,
     stream_chunk_ms: Annotated[Optional[float], typer.Option("--stream-chunk-ms", help="Stream the audio in chunks of this many ms (20-40 typical) instead of offline; with --text, the speech is made as it is rendered, the first chunk this long.")] = None,
+    stream_context_ms: Annotated[Optional[float], typer.Option("--stream-context-ms", help="Streaming with HuBERT-like features (DINet): ms of history each step sees (default: the features' declared context, 2000).")] = None,
     tts_dir: Annotated[Optional[Path], typer.Option("--tts", help="A voice's directory from `talkrt export` (run with the same --backend).")] = None,
     landmarks: LandmarksOpt = None,
     features: FeaturesOpt = None,
@@ -69,7 +70,7 @@ def run(
     from talkrt.runtime.runs import RunRequest, render_to_file
 
     request = RunRequest(avatar, out, audio, text, tts_dir, channel, boxes, landmarks, renderer, backend, model, engines, device, fps, batch_size, stream_chunk_ms,
-                         {"features": features, "pca": pca}, trust_checkpoint, skip_unknown, report_paths(report) if report else ())
+                         {"features": features, "pca": pca}, trust_checkpoint, skip_unknown, report_paths(report) if report else (), stream_context_ms)
     with console.status(f"rendering with {renderer} ({backend})"):
         result = render_to_file(request, note)
     if report:

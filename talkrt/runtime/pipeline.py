@@ -423,7 +423,8 @@ class Utterance:
         """The frames ``chunk`` (float32 mono at the utterance's rate, host or device) completes."""
         if self.finished:
             raise TalkrtError("this utterance has finished: start another one")
-        chunk = _check_audio(chunk, self.sample_rate, allow_empty=True)
+        with self.pipeline._on_stream():  # a device chunk may still be in the making on the pipeline's stream
+            chunk = _check_audio(chunk, self.sample_rate, allow_empty=True)
         if len(chunk):
             yield from self._step(chunk)
 

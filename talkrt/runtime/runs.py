@@ -40,6 +40,7 @@ class RunRequest:
     trust: bool = False
     skip_unknown: bool = False
     report_files: tuple[Path, ...] = ()
+    stream_context_ms: float | None = None  # a transformer's history when streaming (default: the one its features declare)
 
 
 def check_request(request: RunRequest) -> None:
@@ -73,6 +74,8 @@ def check_request(request: RunRequest) -> None:
     chunk = request.stream_chunk_ms
     if chunk is not None and not (math.isfinite(chunk) and 0 < chunk <= 10_000):
         raise TalkrtError(f"--stream-chunk-ms {chunk}: give a chunk length above 0 and at most 10000 ms (20-40 is typical)")
+    if request.stream_context_ms is not None and chunk is None:
+        raise TalkrtError("--stream-context-ms sets the history of streamed features: add --stream-chunk-ms N")
 
 
 def render_to_file(request: RunRequest, note: Callable[[str], None] = lambda text: None) -> ProfileReport:
@@ -120,6 +123,8 @@ def render_to_file(request: RunRequest, note: Callable[[str], None] = lambda tex
     pipeline = pipeline_from_files(avatar, request.renderer, request.backend, models, str(choice.device),
                                    PipelineOptions(fps=request.fps, batch_size=request.batch_size), options)
     try:
+        if request.stream_context_ms is not None:
+            pipeline.renderer.use_context(request.stream_context_ms)
         if chunks is None:
             return pipeline.write_video(samples, rate, request.out, streaming_chunk_ms=request.stream_chunk_ms)
         report = pipeline.write_speech_video(chunks, rate, request.out)
