@@ -67,6 +67,19 @@ def capture_plan(device: torch.device, options: PipelineOptions, renderer) -> Ca
     return CapturePlan(True, "render and compose captured at warm-up")
 
 
+@dataclass(frozen=True)
+class DueFrames:
+    """What the renderer needs for frames ``start .. start + n - 1`` of an utterance: the avatar
+    frame of each (n,) and its window of features (n, C, window), on the pipeline's device."""
+
+    start: int
+    avatar_index: torch.Tensor
+    windows: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+
 @dataclass
 class FrameBatch:
     """Finished frames ``start .. start + len(frames) - 1``; ``frames`` (n, H, W, 3) uint8 BGR on the
@@ -169,6 +182,17 @@ class Pipeline:
         for offset in range(0, len(windows), batch_size):
             stop = offset + batch_size
             yield self._batch(start + offset, avatar_index[offset:stop], windows[offset:stop])
+
+    def _render_due(self, due: DueFrames | None) -> Iterator[FrameBatch]:
+        if due is not None:
+            with self._on_stream():
+                yield from self._batches(due.start, due.avatar_index, due.windows)
+
+    def render_frames(self, avatar_index: torch.Tensor, windows: torch.Tensor) -> torch.Tensor:
+        """Finished frames (n, H, W, 3) uint8 BGR for avatar frames (n,) and windows (n, C, window),
+        rendered a batch at a time, as a tensor of their own (the batches' buffer is reused)."""
+        with self._on_stream():
+            return torch.cat([batch.frames.clone() for batch in self._batches(0, avatar_index, windows)])
 
     def _batch(self, start: int, avatar_index: torch.Tensor, windows: torch.Tensor) -> FrameBatch:
         """Render and paste back one batch (frames start .. start + n - 1)."""
@@ -421,18 +445,26 @@ class Utterance:
 
     def push(self, chunk: Audio) -> Iterator[FrameBatch]:
         """The frames ``chunk`` (float32 mono at the utterance's rate, host or device) completes."""
-        if self.finished:
-            raise TalkrtError("this utterance has finished: start another one")
-        with self.pipeline._on_stream():  # a device chunk may still be in the making on the pipeline's stream
-            chunk = _check_audio(chunk, self.sample_rate, allow_empty=True)
-        if len(chunk):
-            yield from self._step(chunk)
+        yield from self.pipeline._render_due(self.step(chunk))
 
     def finish(self) -> Iterator[FrameBatch]:
         """The frames that needed the end of the audio."""
-        if not self.finished:
+        yield from self.pipeline._render_due(self.step(None))
+
+    def step(self, chunk: Audio | None) -> DueFrames | None:
+        """``push`` (``chunk``) or ``finish`` (None) up to the renderer: the inputs of the frames the
+        step completes, for a caller that renders them in one batch with other utterances' frames
+        (talkrt.runtime.batching); None when it completes none."""
+        if self.finished:
+            if chunk is None:
+                return None
+            raise TalkrtError("this utterance has finished: start another one")
+        if chunk is None:
             self.finished = True
-            yield from self._step(None)
+            return self._prepare(None)
+        with self.pipeline._on_stream():  # a device chunk may still be in the making on the pipeline's stream
+            chunk = _check_audio(chunk, self.sample_rate, allow_empty=True)
+        return self._prepare(chunk) if len(chunk) else None
 
     def state_sizes(self) -> dict[str, int]:
         """What the utterance holds between steps (input samples the resampler keeps, 16 kHz samples
@@ -444,14 +476,14 @@ class Utterance:
             "feature_columns": 0 if columns is None else columns.shape[-1],
         }
 
-    def _step(self, chunk: Audio | None) -> Iterator[FrameBatch]:
+    def _prepare(self, chunk: Audio | None) -> DueFrames | None:
         pipeline, profiler, finished = self.pipeline, self.pipeline.profiler, chunk is None
         with pipeline._on_stream():
             with profiler.stage("resample"):
                 wav16k = self.resampler.finish() if finished else self.resampler.push(pipeline._to_device(chunk))
             self.samples += len(wav16k)
             if self.samples == 0:
-                return
+                return None
             profiler.audio_chunk_arrived(self.samples)
             done = self.done
             ready = self.alignment.frames_ready(self.samples, pipeline.fps, self.samples if finished else None)
@@ -460,11 +492,11 @@ class Utterance:
                 if finished:
                     self.window.append(self.features.finish())
             if ready <= done:
-                return
+                return None
             with profiler.stage("windows", range(done, ready)):
-                windows = self.window.windows(done, ready, self.window.end)
+                windows = self.window.windows(done, ready, self.window.end)  # gathered: a tensor of its own
                 avatar_index = pipeline._avatar_indices(self.avatar_start + done, ready - done)
-            yield from pipeline._batches(done, avatar_index, windows)
             self.done = ready
             self.window.forget_before(ready)
+        return DueFrames(done, avatar_index, windows)
 

@@ -26,7 +26,7 @@ import torch
 
 from talkrt.errors import TalkrtError
 from talkrt.runtime.align import frame_start_sample
-from talkrt.runtime.pipeline import Audio, Pipeline
+from talkrt.runtime.pipeline import Audio, DueFrames, Pipeline
 
 
 @dataclass(frozen=True)
@@ -98,23 +98,40 @@ class Session:
 
     def push(self, chunk: Audio) -> list[Frames]:
         """The frames ``chunk`` (float32 mono at the session's rate) completes."""
-        if self._utterance is None:
-            self._utterance = self.pipeline.utterance(self.sample_rate, avatar_start=self.frames_shown)
-        host = chunk.detach().cpu().numpy() if isinstance(chunk, torch.Tensor) else np.asarray(chunk, dtype=np.float32)
-        host = host.astype(np.float32, copy=False).reshape(-1)
-        self._sound.add(self._audio_start + len(self._audio), host)
-        batches = [(b.start, b.frames.clone()) for b in self._utterance.push(chunk)]
-        self._audio = np.concatenate((self._audio, host))
-        return self._deliver(batches, final=False)
+        return self._render(self.prepare(chunk), final=False)
 
     def flush(self) -> list[Frames]:
         """End of the utterance: its last frames, the last one's audio padded with silence to the
         next frame boundary, where the next utterance will start."""
         if self._utterance is None:
             return []
-        out = self._deliver([(b.start, b.frames.clone()) for b in self._utterance.finish()], final=True)
-        self._next_utterance()
+        return self._render(self.prepare(None), final=True)
+
+    def prepare(self, chunk: Audio | None) -> DueFrames | None:
+        """``push`` (``chunk``) or ``flush`` (None) up to the renderer: the frames due, whose images
+        ``complete`` takes (talkrt.runtime.batching renders several sessions' frames at once)."""
+        if chunk is None:
+            return self._utterance.step(None) if self._utterance is not None else None
+        if self._utterance is None:
+            self._utterance = self.pipeline.utterance(self.sample_rate, avatar_start=self.frames_shown)
+        host = chunk.detach().cpu().numpy() if isinstance(chunk, torch.Tensor) else np.asarray(chunk, dtype=np.float32)
+        host = host.astype(np.float32, copy=False).reshape(-1)
+        due = self._utterance.step(chunk)  # checks the chunk before anything is kept
+        self._sound.add(self._audio_start + len(self._audio), host)
+        self._audio = np.concatenate((self._audio, host))
+        return due
+
+    def complete(self, due: DueFrames | None, images: torch.Tensor | None, final: bool) -> list[Frames]:
+        """The frames of a ``prepare``d step, given the images rendered for ``due`` (the session's
+        own tensor); ``final`` after ``prepare(None)``: the utterance ends here."""
+        out = self._deliver([] if due is None else [(due.start, images)], final)
+        if final:
+            self._next_utterance()
         return out
+
+    def _render(self, due: DueFrames | None, final: bool) -> list[Frames]:
+        images = None if due is None else self.pipeline.render_frames(due.avatar_index, due.windows)
+        return self.complete(due, images, final)
 
     def reset(self) -> None:
         """Drop the utterance in progress (a new one interrupts it); the clock goes on from the
