@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Create .venv and install talkrt into it (editable) with the extras in TALKRT_EXTRAS.
-#   TALKRT_EXTRAS  default "cpu,rtx,test"; on a datacenter GPU use e.g. "gpu,test"
+#   TALKRT_EXTRAS  default "cpu,rtx,serve,test"; on a datacenter GPU use e.g. "gpu,test"
 #   TALKRT_TORCH   default "2.13.0"
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-extras="${TALKRT_EXTRAS:-cpu,rtx,test}"
+extras="${TALKRT_EXTRAS:-cpu,rtx,serve,test}"
 python="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 # torch first, pinned: the project asks for torch>=2.9, and an unpinned resolve on a

@@ -6,7 +6,7 @@ import typer
 from rich.markup import escape
 
 from talkrt.cli.common import Terminated, app, errors
-from talkrt.cli import build, export, info, run  # noqa: F401  (each registers its commands)
+from talkrt.cli import build, export, info, run, serve  # noqa: F401  (each registers its commands)
 
 
 def _terminate(signum, frame) -> None:

@@ -45,15 +45,21 @@ class RunRequest:
 
 def check_request(request: RunRequest) -> None:
     """The choices and numbers of a request, before any file is read."""
-    from talkrt.engines.devices import check_device_name
-    from talkrt.runtime.align import MAX_FPS, as_fps
-
     if (request.audio is None) == (request.text is None):
         raise TalkrtError("give exactly one of --audio FILE or --text TEXT")
     if request.channel is not None and request.audio is None:
         raise TalkrtError("--channel picks a channel of --audio; it does not apply to --text")
     if request.text is not None and request.tts is None:
         raise TalkrtError("--text needs a voice: --tts DIR, a voice's directory from `talkrt export`")
+    check_pipeline_choices(request)
+
+
+def check_pipeline_choices(request: RunRequest) -> None:
+    """The pipeline's choices in a request (renderer, backend, option files, device, frame rate,
+    streaming), whatever the speech: a server checks these before it loads anything."""
+    from talkrt.engines.devices import check_device_name
+    from talkrt.runtime.align import MAX_FPS, as_fps
+
     family = get_renderer_family(request.renderer)
     from talkrt.engines.runners import RUNTIME_BACKENDS
 
@@ -83,26 +89,10 @@ def render_to_file(request: RunRequest, note: Callable[[str], None] = lambda tex
     one pipeline and write the MP4; ``note`` gets the lines worth telling (device chosen, random roles).
     Text with ``stream_chunk_ms`` is spoken as it is rendered: the voice's chunks go to the pipeline
     and the MP4 as they are made (`Pipeline.write_speech_video`)."""
-    from talkrt.engines.devices import engine_builder, resolve_device
     from talkrt.runtime.media import read_audio
-    from talkrt.runtime.pipeline import PipelineOptions, pipeline_from_files
-    from talkrt.runtime.renderers import check_renderer_models, models_for, random_roles
 
     check_request(request)
-    family = get_renderer_family(request.renderer)
-    models = models_for(request.renderer, request.backend, request.model, request.engines)
-    check_renderer_models(request.renderer, request.backend, models)
-    check_outputs(
-        {"--out": request.out, "--report": list(request.report_files)},
-        {"--audio": request.audio, "--avatar": request.avatar, "--boxes": request.boxes, "--model": request.model,
-         "--engines": [p for p in models.values() if p], "--tts": request.tts, "--landmarks": request.landmarks,
-         **{f"--{name}": path for name, path in request.option_files.items()}},
-    )
-    options = family.renderer_options({k: v for k, v in request.option_files.items() if v is not None} or None, request.trust)
-    if request.backend == "torch" and request.model is not None:
-        unloaded = random_roles(request.renderer, models, options)
-        if unloaded:
-            warnings.warn(f"--model loads the generator; {', '.join(unloaded)} run with random weights in --backend torch (use exported graphs with ort/trt)", TalkrtWarning, stacklevel=2)
+    models = checked_models(request, {"--out": request.out, "--report": list(request.report_files)})
     chunks = None
     if request.text is not None:
         from talkrt.models.registry import voice
@@ -116,12 +106,7 @@ def render_to_file(request: RunRequest, note: Callable[[str], None] = lambda tex
             note(f"tts: {len(samples) / rate:.2f} s of speech in {seconds * 1000:.0f} ms")
     else:
         samples, rate = read_audio(request.audio, channel=request.channel)
-    avatar = load_avatar(request.avatar, request.boxes, request.renderer, request.landmarks)
-    engine = models["generator"] if request.backend == "trt" else None
-    choice = resolve_device(request.device, request.backend, engine_backend=engine_builder(engine) if engine else None)
-    note(f"device: {choice.device} ({choice.reason})")
-    pipeline = pipeline_from_files(avatar, request.renderer, request.backend, models, str(choice.device),
-                                   PipelineOptions(fps=request.fps, batch_size=request.batch_size), options)
+    pipeline = open_pipeline(request, models, note)
     try:
         if request.stream_context_ms is not None:
             pipeline.renderer.use_context(request.stream_context_ms)
@@ -133,6 +118,45 @@ def render_to_file(request: RunRequest, note: Callable[[str], None] = lambda tex
         return report
     finally:
         pipeline.close()
+
+
+def checked_models(request: RunRequest, outputs: Mapping[str, Path | list[Path]]) -> dict[str, Path | None]:
+    """The renderer's graph files (role -> file) of a checked request, after its ``outputs`` and
+    every input have passed `check_outputs`."""
+    from talkrt.runtime.renderers import check_renderer_models, models_for
+
+    models = models_for(request.renderer, request.backend, request.model, request.engines)
+    check_renderer_models(request.renderer, request.backend, models)
+    check_outputs(
+        outputs,
+        {"--audio": request.audio, "--avatar": request.avatar, "--boxes": request.boxes, "--model": request.model,
+         "--engines": [p for p in models.values() if p], "--tts": request.tts, "--landmarks": request.landmarks,
+         **{f"--{name}": path for name, path in request.option_files.items()}},
+    )
+    return models
+
+
+def open_pipeline(request: RunRequest, models: Mapping[str, Path | None], note: Callable[[str], None] = lambda text: None,
+                  profile: bool = True):
+    """The request's pipeline, built once: the avatar loaded or prepared, the device chosen (told
+    to ``note``), the renderer's ``models`` loaded; ``profile=False`` for a long-lived pipeline
+    that is measured by its user (a server)."""
+    from talkrt.engines.devices import engine_builder, resolve_device
+    from talkrt.runtime.pipeline import PipelineOptions, pipeline_from_files
+    from talkrt.runtime.renderers import random_roles
+
+    family = get_renderer_family(request.renderer)
+    options = family.renderer_options({k: v for k, v in request.option_files.items() if v is not None} or None, request.trust)
+    if request.backend == "torch" and request.model is not None:
+        unloaded = random_roles(request.renderer, models, options)
+        if unloaded:
+            warnings.warn(f"--model loads the generator; {', '.join(unloaded)} run with random weights in --backend torch (use exported graphs with ort/trt)", TalkrtWarning, stacklevel=3)
+    avatar = load_avatar(request.avatar, request.boxes, request.renderer, request.landmarks)
+    engine = models["generator"] if request.backend == "trt" else None
+    choice = resolve_device(request.device, request.backend, engine_backend=engine_builder(engine) if engine else None)
+    note(f"device: {choice.device} ({choice.reason})")
+    return pipeline_from_files(avatar, request.renderer, request.backend, dict(models), str(choice.device),
+                               PipelineOptions(fps=request.fps, batch_size=request.batch_size, profile=profile), options)
 
 
 def load_avatar(path: Path, boxes: Path | None, renderer: str, landmarks: Path | None):
