@@ -218,3 +218,22 @@ def test_sessions_are_released_and_metrics_add_up(voice_server, reference) -> No
     assert metric(text, "talkrt_deadline_misses_total") >= 0 and metric(text, "talkrt_frames_dropped_total") >= 0
     assert 0 < metric(text, "talkrt_batch_fill_ratio") <= 1
     assert "talkrt_session_frames_sent_total{" not in text  # per-session series end with their session
+
+
+def test_idle_frames_keep_coming_without_audio(voice_server) -> None:
+    """With "idle": true the face moves at the frame rate before any audio: frames on the clock
+    from 0, showing the avatar at rest (digital silence)."""
+    async def run() -> list[dict]:
+        async with websockets.connect(voice_server.ws_url, max_size=None) as websocket:
+            await websocket.send(start_message(idle=True))
+            assert json.loads(await websocket.recv())["type"] == "ready"
+            frames = []
+            while len(frames) < 8:
+                message = json.loads(await asyncio.wait_for(websocket.recv(), 60))
+                assert message["type"] == "frame", message
+                frames.append(message)
+                assert isinstance(await websocket.recv(), bytes)
+            return frames
+
+    frames = asyncio.run(run())
+    assert [f["pts"] for f in frames] == [k * RATE // FPS for k in range(8)]
