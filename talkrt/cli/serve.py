@@ -5,7 +5,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from talkrt.cli.common import BatchOpt, DeviceOpt, app, console, note, user_errors
+from talkrt.cli.common import BatchOpt, DeviceOpt, TrustOpt, app, console, note, user_errors
 from talkrt.cli.run import FeaturesOpt, LandmarksOpt, PcaOpt, RendererOpt
 from talkrt.models.registry import DEFAULT_RENDERER
 
@@ -31,6 +31,7 @@ def serve(
     landmarks: LandmarksOpt = None,
     features: FeaturesOpt = None,
     pca: PcaOpt = None,
+    trust_checkpoint: TrustOpt = False,
 ) -> None:
     """Serve live sessions (WebSocket /v1/stream) and renders (POST /v1/render) from models loaded once."""
     from talkrt.runtime.runs import RunRequest
@@ -38,7 +39,7 @@ def serve(
     from talkrt.serve.server import serve as run_server
 
     request = RunRequest(avatar, Path("unused.mp4"), boxes=boxes, landmarks=landmarks, renderer=renderer, backend=backend, model=model,
-                         engines=engines, device=device, fps=fps, batch_size=batch_size, option_files={"features": features, "pca": pca})
+                         engines=engines, device=device, fps=fps, batch_size=batch_size, option_files={"features": features, "pca": pca}, trust=trust_checkpoint)
     config = ServeConfig(request, tts_dir, host, port, token, max_sessions, max_body_mb)
     run_server(config, note, ready=lambda url: console.print(f"talkrt serve: listening on {url} (Ctrl-C or SIGTERM to stop)", highlight=False))
     console.print("talkrt serve: stopped", highlight=False)

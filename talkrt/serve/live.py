@@ -44,6 +44,7 @@ class LiveSession:
         self.first_input: float | None = None
         self.first_frame_sent = False
         self.ending: Closing | None = None
+        self.closed = False
         self.slot = worker.add(start.sample_rate, self._deliver_from_worker, idle=start.idle)
 
     # ------------------------------------------------------------------ worker side
@@ -53,6 +54,8 @@ class LiveSession:
 
     def _take(self, output: Output) -> None:
         """On the event loop: queue a step's frames (dropping the oldest past the bound)."""
+        if self.closed:  # handed over before the session left the worker
+            return
         if output.error is not None:
             self.end(Closing(SERVER_ERROR if output.fatal else POLICY, output.error))
             return
@@ -99,6 +102,7 @@ class LiveSession:
                 task.cancel()
             await asyncio.gather(sender, receiver, return_exceptions=True)
             self.worker.remove(self.slot)
+            self.closed = True
             self.outbox.clear()
             self.metrics.sessions_active.dec()
             self.metrics.end_session(self.id)

@@ -76,8 +76,9 @@ def _run_uvicorn(app, engines, config: ServeConfig, ready: Callable[[str], None]
         draining = False
 
         def handle_exit(self, sig, frame) -> None:
-            if self.draining:  # a second signal: stop now
-                self.should_exit = self.force_exit = True
+            if self.draining or loop is None:  # a second signal, or one before the server listens: stop now
+                self.force_exit = self.draining
+                self.should_exit = True
                 return
             self.draining = True
             loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._drain()))

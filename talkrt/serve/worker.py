@@ -249,19 +249,19 @@ class DeviceWorker:
     def _chunk_for(self, slot: Slot, op: tuple | None) -> tuple[tuple[Session, Any], float, bool] | None:
         """This turn's (session, chunk or None) for ``slot``, when its pushed input arrived, and
         whether it ends a text utterance; None when the op needs no device step."""
-        session = slot.session
-        if slot.speech is not None:  # a text utterance goes on: the voice makes its next chunk here
-            chunk = next(slot.speech.chunks, None)
+        session, speech = slot.session, slot.speech  # an interruption may drop slot.speech meanwhile
+        if speech is not None:  # a text utterance goes on: the voice makes its next chunk here
+            chunk = next(speech.chunks, None)
             now = time.monotonic()
             if chunk is None:
-                tail = slot.speech.resampler.finish() if slot.speech.resampler is not None else None
+                tail = speech.resampler.finish() if speech.resampler is not None else None
                 slot.speech = None
                 if tail is not None and len(tail):
                     slot.ops.appendleft(("flush", now))
                     return (session, tail), now, False
                 return (session, None), now, True
-            if slot.speech.resampler is not None:
-                chunk = slot.speech.resampler.push(chunk)
+            if speech.resampler is not None:
+                chunk = speech.resampler.push(chunk)
             return (session, chunk), now, False
         if op is None:  # idle: one frame period of digital silence, which shows the avatar at rest
             samples = -(-session.sample_rate // int(np.ceil(float(self.pipeline.fps))))
