@@ -1,0 +1,93 @@
+"""The device worker alone, with a stand-in stepper: turns are fair across sessions, a failing
+step ends only its sessions, jobs run between turns; and `import talkrt` loads no web package."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from fractions import Fraction
+from types import SimpleNamespace
+
+import numpy as np
+
+from talkrt.errors import TalkrtError
+from talkrt.serve.worker import DeviceWorker
+
+DEADLINE_S = 30.0
+
+
+class RecordingStepper:
+    """Records which sessions each turn stepped; the first turn waits for ``release``."""
+
+    fill = 1.0
+
+    def __init__(self, refuse=()) -> None:
+        self.turns: list[list[int]] = []
+        self.release, self.entered = threading.Event(), threading.Event()
+        self.refuse = refuse  # chunk lengths refused with a TalkrtError
+
+    def step(self, work):
+        if not self.turns:
+            self.entered.set()
+            self.release.wait(DEADLINE_S)
+        self.turns.append([session.sample_rate for session, _ in work])
+        return [TalkrtError("refused") if chunk is not None and len(chunk) in self.refuse else [] for _, chunk in work]
+
+
+def make_worker(stepper) -> DeviceWorker:
+    pipeline = SimpleNamespace(fps=Fraction(25), device="cpu")
+    return DeviceWorker(pipeline, stepper, encode=lambda images: [])
+
+
+def test_turns_take_one_step_per_session_in_order() -> None:
+    stepper = RecordingStepper()
+    worker = make_worker(stepper)
+    outputs: dict[int, list] = {8000: [], 16000: []}
+    a = worker.add(8000, outputs[8000].append)
+    b = worker.add(16000, outputs[16000].append)
+    try:
+        worker.queue(a, ("audio", np.zeros(10, np.float32), 0.0))  # the worker takes it and waits
+        assert stepper.entered.wait(DEADLINE_S)
+        done = threading.Event()
+        for _ in range(3):
+            worker.queue(a, ("audio", np.zeros(10, np.float32), 0.0))
+        worker.queue(b, ("audio", np.zeros(10, np.float32), 0.0))
+        worker.queue(b, ("flush", 0.0))
+        job = worker.call(lambda: done.set() or list(stepper.turns))
+        stepper.release.set()
+        turns_before_job = job.result(DEADLINE_S)
+        assert turns_before_job == [[8000], [8000, 16000]]  # the job runs after the turn that follows
+        assert done.is_set()
+        deadline = time.monotonic() + DEADLINE_S
+        while len(stepper.turns) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert stepper.turns == [[8000], [8000, 16000], [8000, 16000], [8000]]
+        assert outputs[16000][-1].ends and not outputs[8000][-1].ends
+    finally:
+        worker.stop()
+
+
+def test_a_refused_chunk_ends_only_its_session() -> None:
+    stepper = RecordingStepper(refuse=(7,))
+    stepper.release.set()
+    worker = make_worker(stepper)
+    outputs: dict[int, list] = {8000: [], 16000: []}
+    a = worker.add(8000, outputs[8000].append)
+    b = worker.add(16000, outputs[16000].append)
+    try:
+        worker.queue(a, ("audio", np.zeros(7, np.float32), 0.0))
+        worker.queue(b, ("audio", np.zeros(5, np.float32), 0.0))
+        worker.call(lambda: None).result(DEADLINE_S)
+        assert [o.error for o in outputs[8000]] == ["refused"]
+        assert [o.error for o in outputs[16000]] == [None]
+        worker.remove(a)
+        assert worker.sessions == 1
+    finally:
+        worker.stop()
+
+
+def test_import_talkrt_loads_no_web_package() -> None:
+    code = "import sys, talkrt, talkrt.cli; assert not {'fastapi', 'uvicorn', 'prometheus_client', 'starlette'} & set(sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
