@@ -1,0 +1,47 @@
+"""A live session's outbound queue alone: past its bound the oldest frames are dropped and
+counted, audio messages are kept, and nothing is queued after the session has left."""
+
+from __future__ import annotations
+
+import asyncio
+from fractions import Fraction
+from types import SimpleNamespace
+
+import numpy as np
+
+from talkrt.runtime.session import Frames
+from talkrt.serve.live import Limits, LiveSession
+from talkrt.serve.metrics import Metrics
+from talkrt.serve.protocol import Start
+from talkrt.serve.worker import Output
+
+
+class StandInWorker:
+    voice = None
+
+    def add(self, sample_rate, deliver, idle=False):
+        return SimpleNamespace(session=SimpleNamespace(clock=0), pending_samples=0)
+
+
+def frames(first: int, count: int) -> Frames:
+    return Frames(first, np.zeros((count, 2, 2, 3), np.uint8), np.arange(first, first + count, dtype=np.int64) * 640, np.zeros(count * 640, np.float32))
+
+
+def test_oldest_frames_are_dropped_past_the_bound() -> None:
+    metrics = Metrics(lambda: 1.0, device=None)
+
+    async def run():
+        session = LiveSession(None, StandInWorker(), metrics, Start(16000, False), Limits(640, 6400, 4, 1.0), Fraction(25))
+        session._take(Output([frames(0, 3)], [b"a", b"b", b"c"], [b"pcm0"], 0.0))
+        session._take(Output([frames(3, 3)], [b"d", b"e", b"f"], [b"pcm3"], 0.0, ends=True))
+        queued = list(session.outbox)
+        session.closed = True
+        session._take(Output([frames(6, 1)], [b"g"], None, 0.0))
+        return queued, list(session.outbox)
+
+    queued, after_close = asyncio.run(run())
+    assert [item[1][2] for item in queued if item[0] == "frame"] == [b"c", b"d", b"e", b"f"]
+    assert [item[1] for item in queued if item[0] == "audio"] == [(0, b"pcm0"), (1920, b"pcm3")]
+    assert queued[-1] == ("end", 0)
+    assert after_close == queued
+    assert metrics.registry.get_sample_value("talkrt_frames_dropped_total") == 2
