@@ -185,7 +185,8 @@ class DeviceWorker:
                     for _, future in self._jobs:
                         future.set_exception(TalkrtError("the server is shutting down"))
                     return
-                taken = [(slot, slot.ops.popleft() if slot.ops else None) for slot in self._slots if self._has_work(slot)]
+                # a text being spoken goes first: the session's other work waits for its end
+                taken = [(slot, slot.ops.popleft() if slot.ops and slot.speech is None else None) for slot in self._slots if self._has_work(slot)]
                 for slot, op in taken:
                     if op is not None and op[0] == "audio":
                         slot.pending_samples -= len(op[1])

@@ -237,3 +237,19 @@ def test_idle_frames_keep_coming_without_audio(voice_server) -> None:
 
     frames = asyncio.run(run())
     assert [f["pts"] for f in frames] == [k * RATE // FPS for k in range(8)]
+
+
+def test_audio_sent_while_text_is_spoken_follows_it(voice_server, reference) -> None:
+    async def run() -> tuple[Received, Received]:
+        websocket, _ = await open_session(voice_server.ws_url)
+        async with websocket:
+            await websocket.send(json.dumps({"type": "text", "text": "hello"}))
+            await send_audio(websocket, reference[0], CHUNK)
+            await websocket.send(json.dumps({"type": "flush"}))
+            return await receive_until_end(websocket), await receive_until_end(websocket)
+
+    spoken, heard = asyncio.run(run())
+    assert spoken.audio and not heard.audio
+    start = spoken.end["pts"]
+    assert [f["pts"] for f in heard.frames] == [start + k * RATE // FPS for k in range(FPS)]
+    assert heard.end["pts"] == start + RATE
