@@ -36,7 +36,10 @@ const stats = {
   frameLatencyMs: null, frameLatencyMeanMs: null, frameLatencyMaxMs: null, latencySamples: 0,
   framesReceived: 0, framesDrawn: 0, framesDropped: 0, framesDiscarded: 0,
   avOffsetMs: null, avOffsetMeanAbsMs: null, avOffsetMaxAbsMs: null, avOffsets: [],
-  audioChunksScheduled: 0, audioSecondsScheduled: 0,
+  // The latest drawn frames: {pts, arrivalMs (audio clock minus the frame's time when it arrived:
+  // above 0, it came too late to be drawn on time), offsetMs (the same when it was drawn)}.
+  drawLog: [],
+  audioChunksScheduled: 0, audioSecondsScheduled: 0, audioSecondsReceived: 0, // received: spoken text's
   audioContextState: null, audioContextTime: null,
   errors: [],
 };
@@ -50,6 +53,7 @@ let pendingFrame = null; // a frame header waiting for its JPEG
 let pendingAudio = null; // an audio header waiting for its PCM
 let utterance = null; // the utterance being sent / shown
 let lastPts = null; // the latest accepted frame's pts on the session clock
+let nextStart = 0; // where the next utterance starts on the session clock, from the last "end"
 let lastFrameArrival = 0;
 let frames = []; // decoded frames waiting for their time: {pts, rate, time, bitmap}
 let sources = []; // scheduled AudioBufferSourceNodes
@@ -104,6 +108,13 @@ function audioClock() {
 }
 
 // ---- server ---------------------------------------------------------------------------
+
+// "25", or a ratio such as "30000/1001" (29.97 fps).
+function parseFps(text) {
+  const [num, den] = String(text).split("/").map(Number);
+  const fps = den ? num / den : num;
+  return Number.isFinite(fps) && fps > 0 ? fps : 25;
+}
 
 async function loadHealth() {
   try {
@@ -178,9 +189,11 @@ function onMessage(data) {
   switch (message.type) {
     case "ready":
       ready = message;
+      lastPts = null; // a new session's clock starts at 0
+      nextStart = 0;
       stats.state = "ready";
       stats.session = message.session;
-      stats.fps = Number(message.fps);
+      stats.fps = parseFps(message.fps);
       stats.sampleRate = message.sample_rate;
       stats.width = message.width;
       stats.height = message.height;
@@ -198,6 +211,14 @@ function onMessage(data) {
       break;
     case "audio":
       pendingAudio = message;
+      break;
+    case "end":
+      // The utterance's last frame has been sent; the next utterance starts at `pts`.
+      nextStart = message.pts;
+      if (utterance && utterance.start !== null && !utterance.ended) {
+        utterance.ended = true;
+        setStatus(`Utterance ${stats.utterances} done.`);
+      }
       break;
     case "error":
       stats.state = "error";
@@ -226,14 +247,14 @@ function framePeriodSamples(rate) {
   return Math.round(rate / (stats.fps || 25));
 }
 
-// A new utterance starts on the session clock at the frame boundary after the last frame
-// received (the server pads an utterance's end to a frame boundary, and after an interruption
-// goes on from the frames it sent). Frames before that are stale and discarded.
+// A new utterance starts on the session clock where the last one ended (the "end" message
+// says where), or after an interruption on the frame boundary after the last frame sent (the
+// server goes on from the frames it sent). Frames before that are stale and discarded.
 function newUtterance(kind) {
   stats.utterances += 1;
   utterance = {
     kind,
-    earliest: lastPts === null ? 0 : lastPts + 1,
+    earliest: Math.max(nextStart, lastPts === null ? 0 : lastPts + 1),
     start: null, // session pts of its first frame (or audio), once one arrives
     anchor: null, // AudioContext time of `start`
     rate: null,
@@ -242,6 +263,7 @@ function newUtterance(kind) {
     sentSamples: 0,
     flushed: false,
     firstFrame: false,
+    ended: false,
     audioQueue: [], // server audio received before the anchor
   };
   return utterance;
@@ -375,7 +397,8 @@ function onFrame(header, jpeg) {
     stats.frameLatencyMeanMs = latencySum / stats.latencySamples;
     stats.frameLatencyMaxMs = Math.max(stats.frameLatencyMaxMs ?? latency, latency);
   }
-  const entry = { pts: header.pts, time: contextTime(u, header.pts, rate), bitmap: null, utterance: u };
+  const time = contextTime(u, header.pts, rate);
+  const entry = { pts: header.pts, time, arrivalMs: (audioClock() - time) * 1000, bitmap: null };
   frames.push(entry);
   createImageBitmap(new Blob([jpeg], { type: "image/jpeg" })).then(
     (bitmap) => {
@@ -395,6 +418,7 @@ function onServerAudio(header, bytes) {
   if (!accept(u, header.pts, rate)) return;
   if (u.sentAt !== null && u.kind === "text" && !u.firstAudio) u.firstAudio = performance.now() - u.sentAt;
   const samples = pcm16ToFloat(bytes);
+  stats.audioSecondsReceived += samples.length / rate;
   schedulePcm(u, header.pts - u.start, samples, rate);
 }
 
@@ -425,6 +449,8 @@ function render() {
   stats.avOffsetMs = offset;
   stats.avOffsets.push(offset);
   if (stats.avOffsets.length > 10000) stats.avOffsets.shift();
+  stats.drawLog.push({ pts: frame.pts, arrivalMs: frame.arrivalMs, offsetMs: offset });
+  if (stats.drawLog.length > 1000) stats.drawLog.shift();
   offsetSumAbs += Math.abs(offset);
   stats.avOffsetMeanAbsMs = offsetSumAbs / stats.framesDrawn;
   stats.avOffsetMaxAbsMs = Math.max(stats.avOffsetMaxAbsMs ?? 0, Math.abs(offset));
