@@ -616,6 +616,7 @@ function silenceOutput() {
   }
   sources = [];
   for (const frame of frames) if (frame.bitmap) frame.bitmap.close();
+  stats.framesDropped += frames.length; // received, never to be drawn
   frames = [];
 }
 
