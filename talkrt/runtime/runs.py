@@ -93,6 +93,7 @@ def render_to_file(request: RunRequest, note: Callable[[str], None] = lambda tex
 
     check_request(request)
     models = checked_models(request, {"--out": request.out, "--report": list(request.report_files)})
+    options = renderer_options(request, models)
     chunks = None
     if request.text is not None:
         from talkrt.models.registry import voice
@@ -106,7 +107,7 @@ def render_to_file(request: RunRequest, note: Callable[[str], None] = lambda tex
             note(f"tts: {len(samples) / rate:.2f} s of speech in {seconds * 1000:.0f} ms")
     else:
         samples, rate = read_audio(request.audio, channel=request.channel)
-    pipeline = open_pipeline(request, models, note)
+    pipeline = open_pipeline(request, models, note, options=options)
     try:
         if request.stream_context_ms is not None:
             pipeline.renderer.use_context(request.stream_context_ms)
@@ -136,13 +137,9 @@ def checked_models(request: RunRequest, outputs: Mapping[str, Path | list[Path]]
     return models
 
 
-def open_pipeline(request: RunRequest, models: Mapping[str, Path | None], note: Callable[[str], None] = lambda text: None,
-                  profile: bool = True):
-    """The request's pipeline, built once: the avatar loaded or prepared, the device chosen (told
-    to ``note``), the renderer's ``models`` loaded; ``profile=False`` for a long-lived pipeline
-    that is measured by its user (a server)."""
-    from talkrt.engines.devices import engine_builder, resolve_device
-    from talkrt.runtime.pipeline import PipelineOptions, pipeline_from_files
+def renderer_options(request: RunRequest, models: Mapping[str, Path | None]):
+    """The renderer's options read from the request's option files (its family's RendererOptions);
+    warns when ``--model`` with torch leaves roles on random weights."""
     from talkrt.runtime.renderers import random_roles
 
     family = get_renderer_family(request.renderer)
@@ -151,6 +148,20 @@ def open_pipeline(request: RunRequest, models: Mapping[str, Path | None], note: 
         unloaded = random_roles(request.renderer, models, options)
         if unloaded:
             warnings.warn(f"--model loads the generator; {', '.join(unloaded)} run with random weights in --backend torch (use exported graphs with ort/trt)", TalkrtWarning, stacklevel=3)
+    return options
+
+
+def open_pipeline(request: RunRequest, models: Mapping[str, Path | None], note: Callable[[str], None] = lambda text: None,
+                  profile: bool = True, options=None):
+    """The request's pipeline, built once: the avatar loaded or prepared, the device chosen (told
+    to ``note``), the renderer's ``models`` loaded with its ``options`` (default: read now, see
+    `renderer_options`); ``profile=False`` for a long-lived pipeline that is measured by its
+    user (a server)."""
+    from talkrt.engines.devices import engine_builder, resolve_device
+    from talkrt.runtime.pipeline import PipelineOptions, pipeline_from_files
+
+    if options is None:
+        options = renderer_options(request, models)
     avatar = load_avatar(request.avatar, request.boxes, request.renderer, request.landmarks)
     engine = models["generator"] if request.backend == "trt" else None
     choice = resolve_device(request.device, request.backend, engine_backend=engine_builder(engine) if engine else None)

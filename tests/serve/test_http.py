@@ -11,7 +11,6 @@ import sys
 
 import httpx
 import numpy as np
-import websockets
 from clients import closed_with, open_session
 
 from talkrt.runtime.media import read_audio, read_video_frames, write_wav
