@@ -44,9 +44,17 @@ def test_render_writes_what_talkrt_run_writes(voice_server, wav2lip_onnx, serve_
     assert np.array_equal(read_audio(served)[0], read_audio(offline)[0])
 
 
-def test_render_text_with_the_voice(voice_server) -> None:
-    response = httpx.post(voice_server.url + "/v1/render", json={"text": "hello"}, timeout=300)
+def test_render_text_writes_what_talkrt_run_text_writes(voice_server, wav2lip_onnx, serve_avatar, tiny_voice, tmp_path) -> None:
+    response = httpx.post(voice_server.url + "/v1/render", json={"text": "hello there"}, timeout=300)
     assert response.status_code == 200 and response.content[4:8] == b"ftyp"
+    served = tmp_path / "served.mp4"
+    served.write_bytes(response.content)
+    offline = tmp_path / "offline.mp4"
+    result = talkrt("run", "--text", "hello there", "--tts", str(tiny_voice), "--avatar", str(serve_avatar), "--backend", "ort",
+                    "--model", str(wav2lip_onnx), "--device", "cpu", "--out", str(offline))
+    assert result.returncode == 0, result.stderr
+    assert np.array_equal(read_video_frames(served)[0], read_video_frames(offline)[0])
+    assert np.array_equal(read_audio(served)[0], read_audio(offline)[0])
 
 
 def test_bad_renders_are_refused_and_the_server_goes_on(serve_factory, tmp_path) -> None:
