@@ -45,3 +45,25 @@ def test_oldest_frames_are_dropped_past_the_bound() -> None:
     assert queued[-1] == ("end", 0)
     assert after_close == queued
     assert metrics.registry.get_sample_value("talkrt_frames_dropped_total") == 2
+
+
+class StalledSocket:
+    """A client that takes nothing: every send waits forever."""
+
+    async def send_text(self, text: str) -> None:
+        await asyncio.Event().wait()
+
+    send_bytes = send_text
+
+
+def test_a_stalled_client_is_closed() -> None:
+    metrics = Metrics(lambda: 1.0, device=None)
+
+    async def run():
+        session = LiveSession(StalledSocket(), StandInWorker(), metrics, Start(16000, False), Limits(640, 6400, 4, 0.05), Fraction(25))
+        session._take(Output([frames(0, 1)], [b"a"], None, 0.0))
+        await asyncio.wait_for(session._send_loop(), 30)
+        return session.ending
+
+    ending = asyncio.run(run())
+    assert ending.code == 1008 and "took no frame" in ending.reason
