@@ -177,13 +177,16 @@ def test_page_plays_a_wav_file_in_sync(serve_factory, browser_page, tmp_path) ->
     assert errors == [], errors
 
 
-def test_page_streams_the_microphone(serve_factory, browser_page) -> None:
+def test_page_streams_the_microphone_with_a_token(serve_factory, browser_page) -> None:
     """Chromium's fake capture device (a beeping tone) through the page's AudioWorklet: PCM16
-    chunks at the session's rate go out as the microphone makes them, and frames come back."""
+    chunks at the session's rate go out as the microphone makes them, and frames come back. The
+    server has a token: the page, its files, /healthz and the WebSocket all get it from the
+    page's ?token=."""
     page, errors = browser_page
-    base_url = serve_factory().url
-    page.goto(base_url.rstrip("/") + "/")
+    base_url = serve_factory("--token", "s3cret t0ken").url
+    page.goto(base_url.rstrip("/") + "/?token=s3cret%20t0ken")
     page.wait_for_function("() => window.talkrtStats !== undefined")
+    page.wait_for_function("() => document.getElementById('server').textContent.startsWith('Server ready')")
     page.click("#mic")
     page.wait_for_function("() => window.talkrtStats.samplesSent >= 24000", timeout=DEADLINE_S * 1000)
     page.click("#mic")  # stops the microphone and flushes the utterance

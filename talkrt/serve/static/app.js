@@ -547,7 +547,7 @@ async function startMic() {
     const stream = await navigator.mediaDevices.getUserMedia({
       audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true },
     });
-    await context.audioWorklet.addModule("/static/mic-worklet.js");
+    await context.audioWorklet.addModule(`/static/mic-worklet.js${window.talkrtQuery || ""}`);
     const source = context.createMediaStreamSource(stream);
     const node = new AudioWorkletNode(context, "talkrt-pcm-capture", {
       numberOfInputs: 1, numberOfOutputs: 0,
