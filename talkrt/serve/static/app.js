@@ -264,7 +264,6 @@ function newUtterance(kind) {
     flushed: false,
     firstFrame: false,
     ended: false,
-    audioQueue: [], // server audio received before the anchor
   };
   return utterance;
 }
@@ -274,8 +273,6 @@ function setAnchor(u, pts, rate) {
   u.rate = rate;
   u.anchor = ensureAudio().currentTime + jitterSeconds();
   for (const chunk of u.chunks) scheduleChunk(u, chunk);
-  for (const item of u.audioQueue) schedulePcm(u, item.offset, item.samples, item.rate);
-  u.audioQueue = [];
 }
 
 function contextTime(u, pts, rate) {
@@ -308,7 +305,10 @@ function schedulePcm(u, offsetSamples, samples, rate) {
 }
 
 function scheduleChunk(u, chunk) {
-  if (chunk.pcm && u.anchor !== null) schedulePcm(u, chunk.offset, chunk.pcm, stats.sampleRate);
+  if (chunk.pcm && u.anchor !== null) {
+    schedulePcm(u, chunk.offset, chunk.pcm, stats.sampleRate);
+    chunk.pcm = null; // the AudioBuffer has it now
+  }
 }
 
 function pcm16ToFloat(bytes) {
@@ -396,6 +396,12 @@ function onFrame(header, jpeg) {
     latencySum += latency;
     stats.frameLatencyMeanMs = latencySum / stats.latencySamples;
     stats.frameLatencyMaxMs = Math.max(stats.frameLatencyMaxMs ?? latency, latency);
+    // Later frames need later audio: forget the send times of chunks a second before this one
+    // (a microphone utterance can last for hours).
+    const before = (header.pts - u.start) * (stats.sampleRate / rate) - stats.sampleRate;
+    let keep = 0;
+    while (keep < u.chunks.length - 1 && u.chunks[keep + 1].offset <= before) keep += 1;
+    if (keep > 0) u.chunks.splice(0, keep);
   }
   const time = contextTime(u, header.pts, rate);
   const entry = { pts: header.pts, time, arrivalMs: (audioClock() - time) * 1000, bitmap: null };
