@@ -32,6 +32,7 @@ def serve(
     features: FeaturesOpt = None,
     pca: PcaOpt = None,
     trust_checkpoint: TrustOpt = False,
+    batch_sessions: Annotated[bool, typer.Option("--batch-sessions/--one-at-a-time", help="Render the frames due in all sessions in shared batches, or each session's on its own.")] = True,
 ) -> None:
     """Serve live sessions (WebSocket /v1/stream) and renders (POST /v1/render) from models loaded once."""
     from talkrt.runtime.runs import RunRequest
@@ -40,6 +41,6 @@ def serve(
 
     request = RunRequest(avatar, Path("unused.mp4"), boxes=boxes, landmarks=landmarks, renderer=renderer, backend=backend, model=model,
                          engines=engines, device=device, fps=fps, batch_size=batch_size, option_files={"features": features, "pca": pca}, trust=trust_checkpoint)
-    config = ServeConfig(request, tts_dir, host, port, token, max_sessions, max_body_mb)
+    config = ServeConfig(request, tts_dir, host, port, token, max_sessions, max_body_mb, batch_sessions=batch_sessions)
     run_server(config, note, ready=lambda url: console.print(f"talkrt serve: listening on {url} (Ctrl-C or SIGTERM to stop)", highlight=False))
     console.print("talkrt serve: stopped", highlight=False)

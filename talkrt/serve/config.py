@@ -31,6 +31,7 @@ class ServeConfig:
     queue_seconds: float = 2.0  # frames waiting to be sent, per session: older ones are dropped
     stall_seconds: float = 10.0  # a client that takes no frame for this long is closed
     jpeg_quality: int = 90
+    batch_sessions: bool = True  # the sessions' frames of a turn rendered in shared batches
 
     @property
     def max_body_bytes(self) -> int:

@@ -54,9 +54,11 @@ def serve(config: ServeConfig, note: Callable[[str], None] = lambda text: None, 
     pipeline = open_pipeline(request, models, note, profile=False)
     from talkrt.serve.app import Engines, create_app
     from talkrt.serve.metrics import Metrics
+    from talkrt.runtime.batching import SessionBatcher
     from talkrt.serve.worker import DeviceWorker, OneAtATime
 
-    stepper = OneAtATime(pipeline.options.batch_size)
+    # Batched: a turn's frames from every session share the render calls (a session's state stays its own).
+    stepper = SessionBatcher(pipeline) if config.batch_sessions else OneAtATime(pipeline.options.batch_size)
     worker = DeviceWorker(pipeline, stepper, encoder(config.jpeg_quality), voice)
     engines = Engines(worker, request.renderer, request.backend, str(pipeline.device), Metrics(lambda: stepper.fill, pipeline.device))
     try:

@@ -3,9 +3,9 @@ in turns.
 
 A turn takes at most one step from each live session, in order (round robin: a session with
 a backlog cannot starve the others), hands the steps to a ``stepper`` in one call, then runs
-at most one queued job (a /v1/render). The stepper's call is the seam for cross-session
-batching: `OneAtATime` runs each session's push alone; `talkrt.runtime.batching.SessionBatcher`
-has the same ``step(work)`` and ``fill`` and renders the turn's frames in shared batches.
+at most one queued job (a /v1/render). The stepper renders the turn:
+`talkrt.runtime.batching.SessionBatcher` (the server's default) in batches shared by the
+sessions, `OneAtATime` each session's push alone; both have ``step(work)`` and ``fill``.
 
 Async request handling never waits on the device: it queues work here and gets results back
 through the session's ``deliver`` callback (called on this thread; it must hand over to the
