@@ -15,13 +15,12 @@ one by one every render call runs a batch of one.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from soak import make_pipeline  # noqa: E402  (puts the repository on sys.path)
+from soak import make_pipeline, stream_parser  # noqa: E402  (puts the repository on sys.path)
 
 from talkrt.runtime.batching import SessionBatcher  # noqa: E402
 from talkrt.runtime.pipeline import SAMPLE_RATE, Pipeline  # noqa: E402
@@ -60,12 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     from _machine import machine_info
     from _report import emit, result_header, results_table
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = stream_parser(__doc__)
     parser.add_argument("--sessions", default="1,2,4,8")
     parser.add_argument("--seconds", type=float, default=8.0)
-    parser.add_argument("--chunk-ms", type=float, default=40.0)
-    parser.add_argument("--renderer", choices=("wav2lip", "stand-in"), default="wav2lip")
-    parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
     pipeline = make_pipeline(args.renderer)

@@ -122,6 +122,15 @@ def make_pipeline(renderer: str, batch_size: int = 8) -> Pipeline:
         return pipeline_from_files(avatar, "wav2lip", "ort", path, "cpu", options)
 
 
+def stream_parser(doc: str, renderer: str = "wav2lip") -> argparse.ArgumentParser:
+    """The options every streaming benchmark shares: chunk length, renderer, JSON output."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--chunk-ms", type=float, default=40.0)
+    parser.add_argument("--renderer", choices=("stand-in", "wav2lip"), default=renderer)
+    parser.add_argument("--json", type=Path)
+    return parser
+
+
 def soak(pipeline: Pipeline, seconds: float, chunk_ms: float = 40, utterance_s: float = 30, memory_every_s: float = 5) -> SoakRecord:
     """Stream ``seconds`` of speech in ``chunk_ms`` chunks through one session, utterance after utterance."""
     session = Session(pipeline, RATE)
@@ -169,12 +178,9 @@ def flat(values, warmup: int) -> tuple[float, float, float]:
 def main(argv: list[str] | None = None) -> int:
     from _report import emit, result_header, results_table
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = stream_parser(__doc__, renderer="stand-in")
     parser.add_argument("--minutes", type=float, default=60.0)
-    parser.add_argument("--chunk-ms", type=float, default=40.0)
     parser.add_argument("--utterance-s", type=float, default=30.0)
-    parser.add_argument("--renderer", choices=("stand-in", "wav2lip"), default="stand-in")
-    parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
 
     pipeline = make_pipeline(args.renderer)
