@@ -24,6 +24,7 @@ def serve(
     port: Annotated[int, typer.Option("--port", help="Port to listen on (0: any free port).")] = 8000,
     token: Annotated[Optional[str], typer.Option("--token", envvar="TALKRT_TOKEN", help="Every request must send Authorization: Bearer TOKEN (or ?token=TOKEN).")] = None,
     max_sessions: Annotated[int, typer.Option("--max-sessions", help="Live sessions open at once; more are refused (WebSocket close 1013).")] = 4,
+    max_load: Annotated[float, typer.Option("--max-load", help="Refuse new sessions while the device is busy more than this share of the time (0-1).")] = 0.8,
     max_body_mb: Annotated[float, typer.Option("--max-body-mb", help="Largest /v1/render body, in MB.")] = 50.0,
     batch_size: BatchOpt = 8,
     fps: Annotated[str, typer.Option("--fps", help="Frame rate: 25, 30, 29.97, 30000/1001, ...")] = "25",
@@ -41,6 +42,6 @@ def serve(
 
     request = RunRequest(avatar, Path("unused.mp4"), boxes=boxes, landmarks=landmarks, renderer=renderer, backend=backend, model=model,
                          engines=engines, device=device, fps=fps, batch_size=batch_size, option_files={"features": features, "pca": pca}, trust=trust_checkpoint)
-    config = ServeConfig(request, tts_dir, host, port, token, max_sessions, max_body_mb, batch_sessions=batch_sessions)
+    config = ServeConfig(request, tts_dir, host, port, token, max_sessions, max_body_mb=max_body_mb, max_load=max_load, batch_sessions=batch_sessions)
     run_server(config, note, ready=lambda url: console.print(f"talkrt serve: listening on {url} (Ctrl-C or SIGTERM to stop)", highlight=False))
     console.print("talkrt serve: stopped", highlight=False)

@@ -159,6 +159,12 @@ def create_app(engines: Engines, config: ServeConfig):
             metrics.sessions_refused.labels("max_sessions").inc()
             await refuse(websocket, TRY_LATER, f"{len(engines.live)} sessions already open (--max-sessions {config.max_sessions}); try again later")
             return
+        load = engines.worker.load.ratio()
+        if engines.live and load > config.max_load:
+            metrics.sessions_refused.labels("busy").inc()
+            await refuse(websocket, TRY_LATER, f"the device is busy {100 * load:.0f} % of the time with {len(engines.live)} sessions "
+                                               f"(--max-load {config.max_load:g}): another would make frames late; try again later")
+            return
         admitted = object()
         engines.live.add(admitted)
         try:

@@ -25,6 +25,7 @@ class ServeConfig:
     port: int = 8000
     token: str | None = None
     max_sessions: int = 4
+    max_load: float = 0.8  # refuse new sessions while the device works more than this share of the time
     max_body_mb: float = 50.0
     max_message_seconds: float = 2.0  # audio in one WebSocket message
     max_pending_seconds: float = 10.0  # audio received but not yet rendered, per session
@@ -45,6 +46,8 @@ def check_config(config: ServeConfig) -> None:
         raise TalkrtError(f"--port {config.port}: give a port from 0 (any free port) to 65535")
     if config.max_sessions < 1:
         raise TalkrtError(f"--max-sessions {config.max_sessions}: give at least 1")
+    if not (math.isfinite(config.max_load) and 0 < config.max_load <= 1):
+        raise TalkrtError(f"--max-load {config.max_load}: give a share of the device's time above 0 and at most 1 (0.8 leaves headroom)")
     if not (math.isfinite(config.max_body_mb) and config.max_body_mb > 0):
         raise TalkrtError(f"--max-body-mb {config.max_body_mb}: give a size above 0")
     if config.token is not None and not config.token.strip():

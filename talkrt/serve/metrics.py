@@ -9,7 +9,7 @@ class Metrics:
     """Counters, gauges and histograms of one server; per-session series carry a ``session`` label
     that `end_session` removes, so the label set does not grow with every session."""
 
-    def __init__(self, batch_fill: Callable[[], float], device) -> None:
+    def __init__(self, batch_fill: Callable[[], float], device, load: Callable[[], float] = lambda: 0.0) -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = registry = CollectorRegistry()
@@ -27,6 +27,7 @@ class Metrics:
         self.session_frames = Counter("talkrt_session_frames_sent_total", "Frames sent, per live session.", ["session"], registry=registry)
         self.session_queue = Gauge("talkrt_session_queued_frames", "Frames waiting to be sent, per live session.", ["session"], registry=registry)
         Gauge("talkrt_batch_fill_ratio", "Share of the pipeline's batch rows that held a frame, since the start.", registry=registry).set_function(batch_fill)
+        Gauge("talkrt_device_load_ratio", "Share of the last 5 s the device thread spent working (new sessions are refused past --max-load).", registry=registry).set_function(load)
         Gauge("talkrt_device_memory_bytes", "torch.cuda.memory_allocated on a GPU, else the process's resident memory.", registry=registry).set_function(lambda: device_memory(device))
 
     def end_session(self, session: str) -> None:

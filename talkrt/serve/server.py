@@ -60,7 +60,7 @@ def serve(config: ServeConfig, note: Callable[[str], None] = lambda text: None, 
     # Batched: a turn's frames from every session share the render calls (a session's state stays its own).
     stepper = SessionBatcher(pipeline) if config.batch_sessions else OneAtATime(pipeline.options.batch_size)
     worker = DeviceWorker(pipeline, stepper, encoder(config.jpeg_quality), voice)
-    engines = Engines(worker, request.renderer, request.backend, str(pipeline.device), Metrics(lambda: stepper.fill, pipeline.device))
+    engines = Engines(worker, request.renderer, request.backend, str(pipeline.device), Metrics(lambda: stepper.fill, pipeline.device, worker.load.ratio))
     try:
         _run_uvicorn(create_app(engines, config), engines, config, ready)
     finally:

@@ -64,6 +64,26 @@ class OneAtATime:
         return results
 
 
+class LoadMeter:
+    """The share of the last ``window`` seconds the device thread spent working: near 1, frames
+    already come late, so admission refuses new sessions past a threshold."""
+
+    def __init__(self, window: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.window, self.clock = window, clock
+        self._spans: deque[tuple[float, float]] = deque()  # (start, end) of recent work
+
+    def add(self, start: float, end: float) -> None:
+        self._spans.append((start, end))
+        while self._spans and self._spans[0][1] < end - self.window:
+            self._spans.popleft()
+
+    def ratio(self) -> float:
+        now = self.clock()
+        begin = now - self.window
+        busy = sum(max(0.0, min(end, now) - max(start, begin)) for start, end in list(self._spans))
+        return min(1.0, busy / self.window)
+
+
 @dataclass
 class Output:
     """What one step of a session produced, ready to send: JPEG bytes per frame, and for spoken
@@ -114,6 +134,7 @@ class DeviceWorker:
         self._cond = threading.Condition()
         self._stopping = False
         self._turn = itertools.count()
+        self.load = LoadMeter()
         self._thread = threading.Thread(target=self._run, name="talkrt-device", daemon=True)
         self._thread.start()
 
@@ -191,9 +212,11 @@ class DeviceWorker:
                     if op is not None and op[0] == "audio":
                         slot.pending_samples -= len(op[1])
                 job = self._jobs.popleft() if self._jobs else None
+            start = time.monotonic()
             self._turn_of(taken)
             if job is not None:
                 self._run_job(*job)
+            self.load.add(start, time.monotonic())
 
     def _has_work(self, slot: Slot) -> bool:
         return bool(slot.ops) or slot.speech is not None or self._idle_due(slot)

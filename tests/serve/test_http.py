@@ -102,6 +102,7 @@ def test_bad_options_are_one_line_before_anything_loads(tmp_path) -> None:
     cases = [
         (["--fps", "0"], "--fps"),
         (["--max-sessions", "0"], "--max-sessions 0"),
+        (["--max-load", "1.5"], "--max-load 1.5"),
         (["--port", "70000"], "--port 70000"),
         (["--backend", "onnx"], "unknown backend"),
         (["--host", "not a host"], "--host"),

@@ -253,3 +253,27 @@ def test_audio_sent_while_text_is_spoken_follows_it(voice_server, reference) -> 
     start = spoken.end["pts"]
     assert [f["pts"] for f in heard.frames] == [start + k * RATE // FPS for k in range(FPS)]
     assert heard.end["pts"] == start + RATE
+
+
+def test_a_busy_device_refuses_new_sessions(serve_factory, reference) -> None:
+    """Admission by load: while the device has been busy more than --max-load of the last seconds,
+    a new session is refused with the reason instead of making every session late."""
+    server = serve_factory("--max-load", "0.001")
+
+    async def run():
+        first, _ = await open_session(server.ws_url)
+        async with first:
+            await send_audio(first, reference[0][: CHUNK * 5], CHUNK)
+            await first.send(json.dumps({"type": "flush"}))
+            kept = await receive_until_end(first)  # the device has worked for these frames just now
+            async with websockets.connect(server.ws_url) as second:
+                busy = await closed_with(second)
+        return kept, busy
+
+    kept, (code, _, messages) = asyncio.run(run())
+    assert len(kept.frames) == 5
+    assert code == 1013 and messages[-1]["type"] == "error"
+    assert re.fullmatch(r"the device is busy \d+ % of the time with 1 sessions \(--max-load 0\.001\): another would make frames late; try again later", messages[-1]["reason"])
+    text = httpx.get(server.url + "/metrics").text
+    assert metric(text, "talkrt_sessions_refused_total", '{reason="busy"}') == 1
+    assert 0 < metric(text, "talkrt_device_load_ratio") <= 1

@@ -91,3 +91,20 @@ def test_a_refused_chunk_ends_only_its_session() -> None:
 def test_import_talkrt_loads_no_web_package() -> None:
     code = "import sys, talkrt, talkrt.cli; assert not {'fastapi', 'uvicorn', 'prometheus_client', 'starlette'} & set(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_load_is_the_busy_share_of_the_last_window() -> None:
+    from talkrt.serve.worker import LoadMeter
+
+    now = [100.0]
+    meter = LoadMeter(window=5.0, clock=lambda: now[0])
+    assert meter.ratio() == 0.0
+    meter.add(96.0, 97.0)  # 1 s busy inside the window
+    meter.add(98.0, 99.5)  # 1.5 s more
+    assert meter.ratio() == 0.5
+    now[0] = 102.5  # the window is now [97.5, 102.5]: only 1.5 s of the second span
+    assert meter.ratio() == 0.3
+    now[0] = 110.0
+    assert meter.ratio() == 0.0
+    meter.add(104.0, 110.0)  # longer than the window: the device was busy all the time
+    assert meter.ratio() == 1.0 and len(meter._spans) == 1  # spans that ended before the window are forgotten
