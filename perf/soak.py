@@ -110,23 +110,31 @@ def make_pipeline(renderer: str, batch_size: int = 8) -> Pipeline:
         return Pipeline(avatar, StandInRenderer(), options)
     import tempfile
 
-    from talkrt.export.onnx import export_onnx
-    from talkrt.models.registry import get_spec
     from talkrt.runtime.pipeline import pipeline_from_files
 
-    spec = get_spec("wav2lip")
     # The pipeline loads the graph when it is built, so the file need not outlive this call.
     with tempfile.TemporaryDirectory(prefix="talkrt-soak-") as folder:
-        path = Path(folder) / "wav2lip.onnx"
-        export_onnx(spec, spec.build_module(None, seed=0), path, validate=False)
-        return pipeline_from_files(avatar, "wav2lip", "ort", path, "cpu", options)
+        return pipeline_from_files(avatar, "wav2lip", "ort", export_wav2lip(Path(folder)), "cpu", options)
 
 
-def stream_parser(doc: str, renderer: str = "wav2lip") -> argparse.ArgumentParser:
-    """The options every streaming benchmark shares: chunk length, renderer, JSON output."""
+def export_wav2lip(folder: Path) -> Path:
+    """Wav2Lip with random weights (seed 0) as ``folder/wav2lip.onnx``."""
+    from talkrt.export.onnx import export_onnx
+    from talkrt.models.registry import get_spec
+
+    spec = get_spec("wav2lip")
+    path = folder / "wav2lip.onnx"
+    export_onnx(spec, spec.build_module(None, seed=0), path, validate=False)
+    return path
+
+
+def stream_parser(doc: str, renderer: str | None = "wav2lip") -> argparse.ArgumentParser:
+    """The options every streaming benchmark shares: chunk length, renderer (no ``--renderer`` when
+    ``renderer`` is None: the benchmark's renderer is fixed), JSON output."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--chunk-ms", type=float, default=40.0)
-    parser.add_argument("--renderer", choices=("stand-in", "wav2lip"), default=renderer)
+    if renderer is not None:
+        parser.add_argument("--renderer", choices=("stand-in", "wav2lip"), default=renderer)
     parser.add_argument("--json", type=Path)
     return parser
 

@@ -1,0 +1,280 @@
+"""Live sessions through a real `talkrt serve`: N WebSocket clients at once, audio paced in real time.
+
+    python perf/bench_serve.py [--sessions 1,2,4] [--seconds 8] [--chunk-ms 40] [--modes batched,one-at-a-time] [--device cpu|cuda] [--json out.json]
+
+Exports Wav2Lip with random weights to ONNX and a synthetic avatar (8 frames) into a
+temporary directory, and for each mode starts `talkrt serve --backend ort --port 0
+--max-sessions 64 --max-load 1` (``--batch-sessions`` or ``--one-at-a-time``), waits for
+/healthz, streams one warm-up session (1 s of audio at once), then for each N opens N
+sessions on /v1/stream at once. Every client streams ``--seconds`` of its own speech
+(PCM16 at 16 kHz) in ``--chunk-ms`` chunks paced in real time (chunk i is sent at
+begin + i * chunk, the same begin for all), then flushes and takes frames until ``end``.
+At the end the server gets SIGTERM and must exit 0.
+
+Per frame k (shown from sample s_k = pts to s_(k+1), one frame period later), with
+"sent(x)" the time the chunk carrying sample x - 1 was sent (the flush's time when x lies
+past the audio's end):
+  - latency = received - sent(s_(k+1)): from the moment the frame's own audio was all sent;
+  - deadline miss: received > sent(s_k + lookahead) + one frame period, where lookahead is
+    the audio after a frame's start that the renderer needs (Wav2Lip: 212.5 ms), i.e. the
+    frame came more than one frame period after the last audio it depends on was sent
+    (the server's own talkrt_deadline_misses_total budget, seen from the client).
+Time to first frame: first frame received - first chunk sent. Frames received against
+expected (num_video_frames of the clip: ceil(seconds * fps)) per session, summed.
+
+From /metrics, read before and after each N: frames dropped (the difference), the batch
+fill of that N alone (talkrt_batch_fill_ratio is since the start, so the run's rows and
+slots come from the differences of frames rendered = sent + dropped and of rendered / fill)
+and talkrt_device_load_ratio right after the last ``end`` (the device's busy share of the
+last 5 s). The client runs in this process on the same machine, so it takes CPU from the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import httpx
+import numpy as np
+import websockets
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from soak import export_wav2lip, stream_parser  # noqa: E402  (puts the repository on sys.path)
+
+from _machine import REPO, cuda_problem, machine_info  # noqa: E402
+from talkrt.models.wav2lip.alignment import WAV2LIP_MEL  # noqa: E402
+from talkrt.runtime.align import frame_start_sample, num_video_frames  # noqa: E402
+from talkrt.runtime.avatar import synthetic_avatar  # noqa: E402
+from talkrt.runtime.pipeline import SAMPLE_RATE  # noqa: E402
+from talkrt.runtime.synthetic import synthetic_speech  # noqa: E402
+
+MODES = {"batched": "--batch-sessions", "one-at-a-time": "--one-at-a-time"}
+STARTUP_DEADLINE_S = 180.0  # loading the graph on a busy 2-core machine
+STOP_DEADLINE_S = 60.0
+RECEIVE_SLACK_S = 120.0  # after the last chunk, for a machine far slower than real time
+METRICS = ("talkrt_frames_sent_total", "talkrt_frames_dropped_total", "talkrt_batch_fill_ratio", "talkrt_device_load_ratio")
+
+
+@dataclass
+class Client:
+    """One session's timeline (time.perf_counter seconds)."""
+
+    audio: np.ndarray
+    chunk: int  # samples per message
+    sent: list[float] = field(default_factory=list)  # when chunk i was sent
+    flushed: float = math.nan
+    frames: list[tuple[int, float]] = field(default_factory=list)  # (pts, received)
+    fps: Fraction = Fraction(25)
+
+    def sent_by(self, sample_end: int) -> float:
+        """When the audio up to ``sample_end`` (exclusive) had all been sent."""
+        return self.flushed if sample_end > len(self.audio) else self.sent[(sample_end - 1) // self.chunk]
+
+    def latencies(self) -> list[float]:
+        return [received - self.sent_by(frame_start_sample(k + 1, self.fps, SAMPLE_RATE)) for k, (_, received) in enumerate(self.frames)]
+
+    def misses(self, lookahead: int) -> int:
+        period = 1 / float(self.fps)
+        return sum(received > self.sent_by(pts + lookahead) + period for pts, received in self.frames)
+
+
+class Server:
+    """`talkrt serve` in a subprocess, its output in a log file."""
+
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.log = log
+        with open(log, "wb") as sink:
+            self.process = subprocess.Popen([sys.executable, "-m", "talkrt", "serve", *args], stdout=sink, stderr=subprocess.STDOUT, cwd=REPO,
+                                            env={**os.environ, "COLUMNS": "200", "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))})
+        self.url = self._wait_ready()
+
+    def _wait_ready(self) -> str:
+        """The URL the CLI prints, once /healthz answers."""
+        deadline = time.monotonic() + STARTUP_DEADLINE_S
+        url = None
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"talkrt serve exited with {self.process.returncode}:\n{self.log.read_text(errors='replace')}")
+            found = re.search(r"listening on (http://\S+)", self.log.read_text(errors="replace"))
+            url = url or (found and found.group(1))
+            try:
+                if url and httpx.get(url + "/healthz", timeout=5).status_code == 200:
+                    return url
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"talkrt serve did not answer /healthz in {STARTUP_DEADLINE_S:.0f} s:\n{self.log.read_text(errors='replace')}")
+
+    def metrics(self) -> dict[str, float]:
+        """The few /metrics series read here (label sets summed)."""
+        values = dict.fromkeys(METRICS, 0.0)
+        for line in httpx.get(self.url + "/metrics", timeout=10).text.splitlines():
+            sample = re.fullmatch(r"(\w+)(\{.*\})? (\S+)", line)  # name{labels} value; comments do not match
+            if sample and sample.group(1) in values:
+                values[sample.group(1)] += float(sample.group(3))
+        return values
+
+    def stop(self) -> int:
+        """SIGTERM, then the exit status (killed after a deadline)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(STOP_DEADLINE_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+async def stream(websocket, client: Client, begin: float, paced: bool) -> None:
+    """Send the client's audio (chunk i at ``begin`` + i * chunk when ``paced``), flush, and take frames until ``end``."""
+
+    async def send() -> None:
+        pcm = (np.clip(client.audio, -1.0, 1.0) * 32767.0).round().astype("<i2")
+        for number, start in enumerate(range(0, len(pcm), client.chunk)):
+            if paced:
+                await asyncio.sleep(max(0.0, begin + number * client.chunk / SAMPLE_RATE - time.perf_counter()))
+            client.sent.append(time.perf_counter())
+            await websocket.send(pcm[start : start + client.chunk].tobytes())
+        client.flushed = time.perf_counter()
+        await websocket.send(json.dumps({"type": "flush"}))
+
+    async def receive() -> None:
+        while True:
+            message = json.loads(await websocket.recv())
+            if message["type"] == "end":
+                return
+            if message["type"] != "frame":
+                raise RuntimeError(f"unexpected message {message}")
+            await websocket.recv()  # the JPEG
+            client.frames.append((message["pts"], time.perf_counter()))
+
+    await asyncio.wait_for(asyncio.gather(send(), receive()), len(client.audio) / SAMPLE_RATE + RECEIVE_SLACK_S)
+
+
+async def sessions(ws_url: str, clients: list[Client], paced: bool = True) -> None:
+    """Open a session per client, then stream them all from one common begin."""
+    sockets = [await websockets.connect(ws_url, max_size=None) for _ in clients]
+    try:
+        for websocket, client in zip(sockets, clients):
+            await websocket.send(json.dumps({"type": "start", "sample_rate": SAMPLE_RATE, "format": "pcm16", "frames": "jpeg"}))
+            ready = json.loads(await websocket.recv())
+            if ready["type"] != "ready":
+                raise RuntimeError(f"session refused: {ready}")
+            client.fps = Fraction(ready["fps"])
+        begin = time.perf_counter()
+        await asyncio.gather(*(stream(websocket, client, begin, paced) for websocket, client in zip(sockets, clients)))
+    finally:
+        for websocket in sockets:
+            await websocket.close()
+
+
+def run_fill(before: dict[str, float], after: dict[str, float]) -> float:
+    """The batch fill of the frames rendered between two /metrics reads (the gauge covers the server's whole life)."""
+    rendered = [m["talkrt_frames_sent_total"] + m["talkrt_frames_dropped_total"] for m in (before, after)]
+    slots = [frames / m["talkrt_batch_fill_ratio"] if frames else 0.0 for frames, m in zip(rendered, (before, after))]
+    return (rendered[1] - rendered[0]) / (slots[1] - slots[0]) if slots[1] > slots[0] else math.nan
+
+
+def measure(server: Server, count: int, seconds: float, chunk: int, lookahead_ms: float) -> dict:
+    """N paced sessions at once on ``server``: the row of one mode and N."""
+    clients = [Client(synthetic_speech(seconds, seed=index), chunk) for index in range(count)]
+    before = server.metrics()
+    asyncio.run(sessions("ws" + server.url[len("http"):] + "/v1/stream", clients))
+    after = server.metrics()
+    fps = clients[0].fps
+    lookahead = math.ceil(lookahead_ms * SAMPLE_RATE / 1000)
+    latencies = 1000 * np.array([value for client in clients for value in client.latencies()])
+    received = sum(len(client.frames) for client in clients)
+    if not received:
+        raise RuntimeError(f"{count} sessions: no frame came")
+    return {
+        "sessions": count,
+        "ttff_ms_p50": round(1000 * float(np.median([c.frames[0][1] - c.sent[0] for c in clients if c.frames])), 1),
+        "latency_ms_p50": round(float(np.percentile(latencies, 50)), 1),
+        "latency_ms_p95": round(float(np.percentile(latencies, 95)), 1),
+        "latency_ms_max": round(float(latencies.max()), 1),
+        "deadline_misses_pct": round(100 * sum(client.misses(lookahead) for client in clients) / received, 1),
+        "frames_received": received,
+        "frames_expected": sum(num_video_frames(len(client.audio), fps, SAMPLE_RATE) for client in clients),
+        "batch_fill": round(run_fill(before, after), 3),
+        "frames_dropped": int(after["talkrt_frames_dropped_total"] - before["talkrt_frames_dropped_total"]),
+        "device_load": round(after["talkrt_device_load_ratio"], 3),
+    }
+
+
+def reading(results: list[dict]) -> str:
+    """One line: at the largest N run in both modes, batched against one at a time."""
+    by = {(r["mode"], r["sessions"]): r for r in results}
+    both = [n for (mode, n) in by if mode == "batched" and ("one-at-a-time", n) in by]
+    if not both:
+        worst = max(results, key=lambda r: r["latency_ms_p95"])
+        return f"worst p95 frame latency {worst['latency_ms_p95']:.0f} ms ({worst['mode']}, {worst['sessions']} sessions)"
+    n = max(both)
+    batched, alone = by["batched", n], by["one-at-a-time", n]
+    return (f"{n} sessions: batched p95 {batched['latency_ms_p95']:.0f} ms, misses {batched['deadline_misses_pct']:.1f}%, fill {batched['batch_fill']:.2f}; "
+            f"one at a time p95 {alone['latency_ms_p95']:.0f} ms, misses {alone['deadline_misses_pct']:.1f}%, fill {alone['batch_fill']:.2f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from _report import emit, result_header, results_table
+
+    parser = stream_parser(__doc__, renderer=None)
+    parser.add_argument("--sessions", default="1,2,4")
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--modes", default="batched,one-at-a-time")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    args = parser.parse_args(argv)
+    modes = args.modes.split(",")
+    if unknown := [mode for mode in modes if mode not in MODES]:
+        parser.error(f"--modes {','.join(unknown)}: choose from {','.join(MODES)}")
+    if problem := cuda_problem(args.device):
+        parser.error(problem)
+    counts = [int(n) for n in args.sessions.split(",")]
+    chunk = round(SAMPLE_RATE * args.chunk_ms / 1000)
+    lookahead_ms = WAV2LIP_MEL.lookahead_ms(25)  # the same at every frame rate
+
+    results, exit_codes = [], {}
+    with tempfile.TemporaryDirectory(prefix="talkrt-bench-serve-") as name:
+        folder = Path(name)
+        model, avatar = export_wav2lip(folder), synthetic_avatar(num_frames=8).save(folder / "face.npz")
+        for mode in modes:
+            server = Server(["--avatar", str(avatar), "--model", str(model), "--backend", "ort", "--device", args.device, "--port", "0",
+                             "--max-sessions", "64", "--max-load", "1", MODES[mode]], folder / f"serve-{mode}.log")
+            try:
+                asyncio.run(sessions("ws" + server.url[len("http"):] + "/v1/stream", [Client(synthetic_speech(1.0, seed=99), chunk)], paced=False))
+                results += [{"mode": mode, **measure(server, count, args.seconds, chunk, lookahead_ms)} for count in counts]
+            finally:
+                exit_codes[mode] = server.stop()
+            if exit_codes[mode] != 0:
+                print(f"talkrt serve ({mode}) exited with {exit_codes[mode]}:\n{(folder / f'serve-{mode}.log').read_text(errors='replace')}", file=sys.stderr)
+
+    columns = [("mode", "left"), ("sessions", "right"), ("TTFF p50 ms", "right"), ("latency p50 ms", "right"), ("p95 ms", "right"), ("max ms", "right"),
+               ("misses", "right"), ("frames / expected", "right"), ("batch fill", "right"), ("dropped", "right"), ("device load", "right")]
+    rows = [(r["mode"], str(r["sessions"]), f"{r['ttff_ms_p50']:.0f}", f"{r['latency_ms_p50']:.0f}", f"{r['latency_ms_p95']:.0f}", f"{r['latency_ms_max']:.0f}",
+             f"{r['deadline_misses_pct']:.1f}%", f"{r['frames_received']}/{r['frames_expected']}", f"{r['batch_fill']:.2f}", str(r["frames_dropped"]),
+             f"{100 * r['device_load']:.0f}%") for r in results]
+    table = results_table(f"talkrt serve: {args.seconds:g} s per session in {args.chunk_ms:g} ms chunks paced in real time, Wav2Lip (random weights), ort, {args.device}",
+                          columns, rows, caption=f"latency from the frame's own audio sent; miss: later than one frame period after the audio it needs "
+                                                 f"(its start + {lookahead_ms:g} ms lookahead) was sent")
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if args.device == "cuda" else ["CPUExecutionProvider"]
+    result = {**result_header("serve", machine_info(args.device, providers)), "seconds": args.seconds, "chunk_ms": args.chunk_ms,
+              "lookahead_ms": lookahead_ms, "server_exit_codes": exit_codes, "results": results}
+    emit(result, table, args.json, width=170, lines=[reading(results)])
+    return 0 if all(code == 0 for code in exit_codes.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
