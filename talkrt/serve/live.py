@@ -45,7 +45,7 @@ class LiveSession:
         self.first_frame_sent = False
         self.ending: Closing | None = None
         self.closed = False
-        self.slot = worker.add(start.sample_rate, self._deliver_from_worker, idle=start.idle)
+        self.slot = worker.add(start.sample_rate, self._deliver_from_worker, idle=start.idle, frames=start.frames)
 
     # ------------------------------------------------------------------ worker side
 
@@ -62,10 +62,10 @@ class LiveSession:
         for number, frames in enumerate(output.frames):
             if output.pcm is not None:
                 self.outbox.append(("audio", (int(frames.pts[0]), output.pcm[number])))
-        jpegs = iter(output.jpegs)
+        pictures = iter(output.pictures)
         for frames in output.frames:
             for offset, pts in enumerate(frames.pts):
-                self.outbox.append(("frame", (frames.first + offset, int(pts), next(jpegs), output.pushed_at)))
+                self.outbox.append(("frame", (frames.first + offset, int(pts), next(pictures), output.pushed_at)))
                 self.queued_frames += 1
         if output.ends:
             self.outbox.append(("end", self.slot.session.clock))
@@ -175,10 +175,10 @@ class LiveSession:
         elif kind == "end":
             await websocket.send_text(message("end", pts=item))
         else:
-            index, pts, jpeg, pushed_at = item
+            index, pts, picture, pushed_at = item
             self.queued_frames -= 1
             await websocket.send_text(message("frame", index=index, pts=pts, rate=self.rate))
-            await websocket.send_bytes(jpeg)
+            await websocket.send_bytes(picture)
             now = time.monotonic()
             self._count_frame(now, now - pushed_at)
 

@@ -29,10 +29,14 @@ class ProtocolError(Exception):
         self.reason, self.code = reason, code
 
 
+FRAME_FORMATS = ("jpeg", "raw")  # raw: RGB24, rows top to bottom, the ready message's width x height
+
+
 @dataclass(frozen=True)
 class Start:
     sample_rate: int
     idle: bool
+    frames: str = "jpeg"
 
 
 def parse_text(text: str) -> dict[str, Any]:
@@ -57,12 +61,13 @@ def parse_start(message: dict[str, Any]) -> Start:
         raise ProtocolError(f"sample_rate {rate!r}: give an integer from {MIN_RATE} to {MAX_RATE} Hz")
     if message.get("format", "pcm16") != "pcm16":
         raise ProtocolError(f"format {message.get('format')!r} is not supported: send \"pcm16\" (mono, little-endian)", UNSUPPORTED)
-    if message.get("frames", "jpeg") != "jpeg":
-        raise ProtocolError(f"frames {message.get('frames')!r} is not supported: ask for \"jpeg\"", UNSUPPORTED)
+    frames = message.get("frames", "jpeg")
+    if frames not in FRAME_FORMATS:
+        raise ProtocolError(f"frames {frames!r} is not supported: ask for \"jpeg\" or \"raw\" (RGB24)", UNSUPPORTED)
     idle = message.get("idle", False)
     if not isinstance(idle, bool):
         raise ProtocolError(f"idle {idle!r}: give true or false")
-    return Start(rate, idle)
+    return Start(rate, idle, frames)
 
 
 def parse_text_request(message: dict[str, Any], max_chars: int = 2000) -> str:

@@ -14,10 +14,13 @@ SHUTDOWN_GRACE_S = 5.0  # sessions get this long to take their close frame
 
 
 def encoder(quality: int) -> Callable:
-    """Frames' images (n, H, W, 3) uint8 BGR, on any device -> JPEG bytes per frame."""
+    """Frames' images (n, H, W, 3) uint8 BGR, on any device -> bytes per frame in the session's
+    format: "jpeg", or "raw" (RGB, 3 bytes a pixel, rows top to bottom: the exact frames)."""
     import cv2
 
-    def encode(images) -> list[bytes]:
+    def encode(images, kind: str = "jpeg") -> list[bytes]:
+        if kind == "raw":
+            return [image.tobytes() for image in images.flip(-1).cpu().numpy()]
         out = []
         for image in images.cpu().numpy():
             ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])

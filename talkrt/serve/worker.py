@@ -86,12 +86,12 @@ class LoadMeter:
 
 @dataclass
 class Output:
-    """What one step of a session produced, ready to send: JPEG bytes per frame, and for spoken
+    """What one step of a session produced, ready to send: each frame's picture (JPEG or raw RGB bytes), and for spoken
     text the PCM16 audio those frames show. ``pushed_at``: when the input that completed them
     reached the server (time.monotonic)."""
 
     frames: list[Frames]
-    jpegs: list[bytes]
+    pictures: list[bytes]
     pcm: list[bytes] | None
     pushed_at: float
     ends: bool = False  # the step ended an utterance (a flush)
@@ -114,6 +114,7 @@ class Slot:
     session: Session
     deliver: Callable[[Output], None]
     idle: bool = False
+    frames: str = "jpeg"  # how its frames are encoded (see talkrt.serve.protocol.FRAME_FORMATS)
     ops: deque = field(default_factory=deque)  # ("audio", samples, received) | ("flush", t) | ("text", text, t) | ("reset", t)
     pending_samples: int = 0  # audio queued, not yet pushed
     speech: Speech | None = None
@@ -124,10 +125,10 @@ class Slot:
 
 
 class DeviceWorker:
-    """The thread that owns ``pipeline``; ``encode(images) -> list[bytes]`` turns a Frames' images
-    into JPEGs there; ``voice`` is (module, synthesizer, manifest) or None."""
+    """The thread that owns ``pipeline``; ``encode(images, format) -> list[bytes]`` turns a Frames'
+    images into the session's pictures (JPEG or raw) there; ``voice`` is (module, synthesizer, manifest) or None."""
 
-    def __init__(self, pipeline, stepper: Stepper, encode: Callable[[Any], list[bytes]], voice: tuple | None = None) -> None:
+    def __init__(self, pipeline, stepper: Stepper, encode: Callable[[Any, str], list[bytes]], voice: tuple | None = None) -> None:
         self.pipeline, self.stepper, self.encode, self.voice = pipeline, stepper, encode, voice
         self._slots: list[Slot] = []
         self._jobs: deque[tuple[Callable[[], Any], concurrent.futures.Future]] = deque()
@@ -140,8 +141,8 @@ class DeviceWorker:
 
     # ----------------------------------------------------------------- from any thread
 
-    def add(self, sample_rate: int, deliver: Callable[[Output], None], idle: bool = False) -> Slot:
-        slot = Slot(Session(self.pipeline, sample_rate), deliver, idle)
+    def add(self, sample_rate: int, deliver: Callable[[Output], None], idle: bool = False, frames: str = "jpeg") -> Slot:
+        slot = Slot(Session(self.pipeline, sample_rate), deliver, idle, frames)
         with self._cond:
             self._slots.append(slot)
             self._cond.notify()
@@ -256,13 +257,13 @@ class DeviceWorker:
                 continue
             try:
                 pcm = [_pcm16(frames.audio) for frames in result] if slot.speaking else None
-                jpegs = [image for frames in result for image in self.encode(frames.images)]
+                pictures = [image for frames in result for image in self.encode(frames.images, slot.frames)]
             except Exception as error:
                 self._fail(slot, f"server error: {type(error).__name__}: {error}", fatal=True)
                 continue
             if ends_speech:
                 slot.speaking = False
-            self._send(slot, Output(result, jpegs, pcm, pushed_at, ends=chunk is None))
+            self._send(slot, Output(result, pictures, pcm, pushed_at, ends=chunk is None))
 
     def _fail(self, slot: Slot, reason: str, fatal: bool) -> None:
         with self._cond:

@@ -28,10 +28,10 @@ def start_message(rate: int = 16000, **fields) -> str:
     return json.dumps({"type": "start", "sample_rate": rate, "format": "pcm16", "frames": "jpeg", **fields})
 
 
-async def open_session(url: str, rate: int = 16000, **connect):
+async def open_session(url: str, rate: int = 16000, frames: str = "jpeg", **connect):
     """A connected WebSocket after start/ready, and the ready message."""
     websocket = await websockets.connect(url, max_size=None, **connect)
-    await websocket.send(start_message(rate))
+    await websocket.send(start_message(rate, frames=frames))
     ready = json.loads(await websocket.recv())
     assert ready["type"] == "ready", ready
     return websocket, ready

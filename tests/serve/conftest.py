@@ -78,7 +78,10 @@ def launch(model: Path, avatar: Path, log_dir: Path, *extra_args: str) -> Server
     port = free_port()
     log = log_dir / f"serve-{port}.log"
     args = [sys.executable, "-m", "talkrt", "serve", "--avatar", str(avatar), "--model", str(model),
-            "--backend", "ort", "--device", "cpu", "--port", str(port), *extra_args]
+            "--backend", "ort", "--device", "cpu", "--port", str(port),
+            # this CPU renders slower than real time: admission by load would refuse the tests'
+            # second sessions (test_a_busy_device_refuses_new_sessions sets its own --max-load)
+            "--max-load", "1", *extra_args]
     with open(log, "wb") as sink:
         process = subprocess.Popen(args, stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, "COLUMNS": "200"})
     server = Server(process, f"http://127.0.0.1:{port}", log)

@@ -277,3 +277,21 @@ def test_a_busy_device_refuses_new_sessions(serve_factory, reference) -> None:
     text = httpx.get(server.url + "/metrics").text
     assert metric(text, "talkrt_sessions_refused_total", '{reason="busy"}') == 1
     assert 0 < metric(text, "talkrt_device_load_ratio") <= 1
+
+
+def test_raw_frames_are_the_sessions_frames_exactly(voice_server, reference) -> None:
+    """"frames": "raw" sends each frame as RGB24 bytes: bit for bit the in-process Session's frames."""
+    audio, images, pts = reference
+
+    async def run():
+        websocket, ready = await open_session(voice_server.ws_url, frames="raw")
+        async with websocket:
+            await send_audio(websocket, audio, CHUNK)
+            await websocket.send(json.dumps({"type": "flush"}))
+            received = await receive_until_end(websocket)
+        return ready, received
+
+    ready, received = asyncio.run(run())
+    assert [f["pts"] for f in received.frames] == pts.tolist()
+    got = np.stack([np.frombuffer(f["jpeg"], np.uint8).reshape(ready["height"], ready["width"], 3) for f in received.frames])
+    np.testing.assert_array_equal(got, images[..., ::-1])  # RGB on the wire, BGR in the pipeline

@@ -38,7 +38,7 @@ class RecordingStepper:
 
 def make_worker(stepper) -> DeviceWorker:
     pipeline = SimpleNamespace(fps=Fraction(25), device="cpu")
-    return DeviceWorker(pipeline, stepper, encode=lambda images: [])
+    return DeviceWorker(pipeline, stepper, encode=lambda images, kind: [])
 
 
 def test_turns_take_one_step_per_session_in_order() -> None:
