@@ -36,7 +36,6 @@ import json
 import math
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -53,6 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from soak import export_wav2lip, stream_parser  # noqa: E402  (puts the repository on sys.path)
 
 from _machine import REPO, cuda_problem, machine_info  # noqa: E402
+from _process import stop_process  # noqa: E402
 from talkrt.models.wav2lip.alignment import WAV2LIP_MEL  # noqa: E402
 from talkrt.runtime.align import frame_start_sample, num_video_frames  # noqa: E402
 from talkrt.runtime.avatar import synthetic_avatar  # noqa: E402
@@ -128,14 +128,7 @@ class Server:
 
     def stop(self) -> int:
         """SIGTERM, then the exit status (killed after a deadline)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_DEADLINE_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return stop_process(self.process, STOP_DEADLINE_S)
 
 
 async def stream(websocket, client: Client, begin: float, paced: bool) -> None:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "perf"))
+from _process import stop_process  # noqa: E402  (perf/_process.py: how an operator stops the server)
 
 STARTUP_DEADLINE_S = 180.0  # loading the graph on a busy 2-core machine
 STOP_DEADLINE_S = 60.0
@@ -49,14 +51,7 @@ class Server:
 
     def stop(self) -> int:
         """SIGTERM, then the exit status (killed after a deadline: that fails the test)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_DEADLINE_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return stop_process(self.process, STOP_DEADLINE_S)
 
 
 def wait_healthy(server: Server, headers: dict[str, str] | None = None) -> None:
