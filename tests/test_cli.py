@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import fake_state_dict, official_wav2lip_container
+from fake_checkpoints import fake_state_dict, official_wav2lip_container
 from typer.testing import CliRunner
 
 from talkrt.cli import app

@@ -162,7 +162,7 @@ def test_torch_model_warns_which_roles_stay_random(work, avatars) -> None:
     """DH_live's --model (render.pth) holds the generator and the reference encoder, not the audio LSTM:
     `run --backend torch` says so in one `warning:` line before going on (here to a wrong avatar)."""
     import torch
-    from conftest import fake_state_dict
+    from fake_checkpoints import fake_state_dict
 
     assert avatars["dinet"].returncode == 0, avatars["dinet"].stderr
     torch.save(fake_state_dict("dhlive_dinet_five_ref_6_30"), work / "render.pth")

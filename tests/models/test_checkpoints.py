@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import CHECKPOINT_KEYS, fake_state_dict, key_listing, official_wav2lip_container
+from fake_checkpoints import CHECKPOINT_KEYS, fake_state_dict, key_listing, official_wav2lip_container
 from torch import nn
 
 from talkrt.errors import TalkrtError

@@ -19,7 +19,7 @@ from talkrt.models.dhlive.model import (
 )
 from talkrt.models.random_init import random_model
 
-from conftest import fake_state_dict, key_listing
+from fake_checkpoints import fake_state_dict, key_listing
 
 RENDER_KEYS = "dhlive_dinet_five_ref_6_30"
 AUDIO_KEYS = "dhlive_audio2feature"

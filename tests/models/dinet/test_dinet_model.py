@@ -14,7 +14,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import fake_state_dict, key_listing
+from fake_checkpoints import fake_state_dict, key_listing
 from torch import nn
 
 from talkrt.errors import TalkrtError

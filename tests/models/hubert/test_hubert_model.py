@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import key_listing
+from fake_checkpoints import key_listing
 
 from talkrt.errors import TalkrtError
 from talkrt.models.checkpoints import map_weight_norm_names

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from conftest import fake_state_dict, key_listing
+from fake_checkpoints import fake_state_dict, key_listing
 
 from talkrt.errors import TalkrtError
 from talkrt.models.checkpoints import map_weight_norm_names

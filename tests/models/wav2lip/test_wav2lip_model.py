@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from conftest import fake_state_dict
+from fake_checkpoints import fake_state_dict
 
 from talkrt.models.checkpoints import load_strict
 from talkrt.models.wav2lip.model import Wav2Lip
