@@ -188,11 +188,14 @@ class LiveSession:
         metrics.session_frames.labels(self.id).inc()
         metrics.session_queue.labels(self.id).set(self.queued_frames)
         metrics.frame_latency.observe(latency)
+        metrics.session_latency.labels(self.id).set(latency)
         if latency > self.frame_period:
             metrics.deadline_misses.inc()
+            metrics.session_misses.labels(self.id).inc()
         if not self.first_frame_sent and self.first_input is not None:
             self.first_frame_sent = True
             metrics.first_frame.observe(now - self.first_input)
+            metrics.session_first_frame.labels(self.id).set(now - self.first_input)
 
 
 def _reason_label(closing: Closing) -> str:

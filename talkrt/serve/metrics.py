@@ -26,12 +26,15 @@ class Metrics:
         self.renders = Counter("talkrt_renders_total", "POST /v1/render requests, by outcome.", ["outcome"], registry=registry)
         self.session_frames = Counter("talkrt_session_frames_sent_total", "Frames sent, per live session.", ["session"], registry=registry)
         self.session_queue = Gauge("talkrt_session_queued_frames", "Frames waiting to be sent, per live session.", ["session"], registry=registry)
+        self.session_latency = Gauge("talkrt_session_frame_latency_seconds", "The latency of the last frame sent, per live session.", ["session"], registry=registry)
+        self.session_misses = Counter("talkrt_session_deadline_misses_total", "Deadline misses, per live session.", ["session"], registry=registry)
+        self.session_first_frame = Gauge("talkrt_session_time_to_first_frame_seconds", "Time to first frame, per live session.", ["session"], registry=registry)
         Gauge("talkrt_batch_fill_ratio", "Share of the pipeline's batch rows that held a frame, since the start.", registry=registry).set_function(batch_fill)
         Gauge("talkrt_device_load_ratio", "Share of the last 5 s the device thread spent working (new sessions are refused past --max-load).", registry=registry).set_function(load)
         Gauge("talkrt_device_memory_bytes", "torch.cuda.memory_allocated on a GPU, else the process's resident memory.", registry=registry).set_function(lambda: device_memory(device))
 
     def end_session(self, session: str) -> None:
-        for family in (self.session_frames, self.session_queue):
+        for family in (self.session_frames, self.session_queue, self.session_latency, self.session_misses, self.session_first_frame):
             try:
                 family.remove(session)
             except KeyError:

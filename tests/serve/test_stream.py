@@ -194,15 +194,23 @@ def test_sessions_are_released_and_metrics_add_up(voice_server, reference) -> No
             assert time.monotonic() < deadline, "sessions were not released"
             time.sleep(0.1)
 
-    async def cycle(number: int) -> None:
-        websocket, _ = await open_session(voice_server.ws_url)
+    async def cycle(number: int) -> str:
+        websocket, ready = await open_session(voice_server.ws_url)
         await send_audio(websocket, reference[0][: CHUNK * 3], CHUNK)
+        text = ""
         if number % 2:
             await websocket.send(json.dumps({"type": "flush"}))
             await receive_until_end(websocket)
+            text = httpx.get(voice_server.url + "/metrics").text  # the session's own series, while it is open
+            session = f'{{session="{ready["session"]}"}}'
+            assert metric(text, "talkrt_session_frames_sent_total", session) == 3
+            assert metric(text, "talkrt_session_time_to_first_frame_seconds", session) > 0
+            assert metric(text, "talkrt_session_frame_latency_seconds", session) > 0
+            assert metric(text, "talkrt_session_deadline_misses_total", session) <= 3
         await websocket.close()
+        return text
 
-    asyncio.run(cycle(1))
+    assert asyncio.run(cycle(1))
     poll_sessions_zero()
     before = metric(httpx.get(voice_server.url + "/metrics").text, "talkrt_device_memory_bytes")
     for number in range(20):
@@ -217,7 +225,8 @@ def test_sessions_are_released_and_metrics_add_up(voice_server, reference) -> No
     assert metric(text, "talkrt_frame_latency_seconds_count") >= 30
     assert metric(text, "talkrt_deadline_misses_total") >= 0 and metric(text, "talkrt_frames_dropped_total") >= 0
     assert 0 < metric(text, "talkrt_batch_fill_ratio") <= 1
-    assert "talkrt_session_frames_sent_total{" not in text  # per-session series end with their session
+    for family in ("frames_sent_total", "time_to_first_frame_seconds", "frame_latency_seconds", "deadline_misses_total"):
+        assert f"talkrt_session_{family}{{" not in text  # per-session series end with their session
 
 
 def test_idle_frames_keep_coming_without_audio(voice_server) -> None:
