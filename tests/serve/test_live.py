@@ -19,7 +19,7 @@ from talkrt.serve.worker import Output
 class StandInWorker:
     voice = None
 
-    def add(self, sample_rate, deliver, idle=False):
+    def add(self, sample_rate, deliver, idle=False, frames="jpeg"):
         return SimpleNamespace(session=SimpleNamespace(clock=0), pending_samples=0)
 
 
