@@ -41,20 +41,26 @@ def gate_value(gate: Gate, reference: np.ndarray, actual: np.ndarray) -> float:
             return math.inf
         return -math.inf if signal == 0.0 else 10.0 * math.log10(signal / noise)
     if gate.metric == "cosine":
-        if reference.size == 0:
-            return 1.0
-        last = reference.shape[-1] if reference.ndim else 1
-        ref_rows, act_rows = reference.reshape(-1, last), actual.reshape(-1, last)
-        ref_norm, act_norm = np.linalg.norm(ref_rows, axis=1), np.linalg.norm(act_rows, axis=1)
-        # "~0": below 1e-6 of the largest reference row (or exactly 0 when everything is 0).
-        tiny = 1e-6 * float(ref_norm.max(initial=0.0))
-        both_zero = (ref_norm <= tiny) & (act_norm <= tiny)
-        denominator = ref_norm * act_norm
-        with np.errstate(invalid="ignore", divide="ignore"):
-            cosine = np.where(denominator > 0, np.sum(ref_rows * act_rows, axis=1) / np.where(denominator > 0, denominator, 1.0), 0.0)
-        cosine = np.where(both_zero, 1.0, cosine)
-        return float(cosine.min())
+        return float(row_cosines(reference, actual).min(initial=1.0))
     raise ValueError(f"unknown gate metric {gate.metric!r}")
+
+
+def row_cosines(reference: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    """The cosine of each row (the last axis, e.g. a feature frame) of ``actual`` against
+    ``reference``; 1 where both rows are ~0."""
+    reference, actual = np.asarray(reference, dtype=np.float64), np.asarray(actual, dtype=np.float64)
+    if reference.size == 0:
+        return np.ones(0)
+    last = reference.shape[-1] if reference.ndim else 1
+    ref_rows, act_rows = reference.reshape(-1, last), actual.reshape(-1, last)
+    ref_norm, act_norm = np.linalg.norm(ref_rows, axis=1), np.linalg.norm(act_rows, axis=1)
+    # "~0": below 1e-6 of the largest reference row (or exactly 0 when everything is 0).
+    tiny = 1e-6 * float(ref_norm.max(initial=0.0))
+    both_zero = (ref_norm <= tiny) & (act_norm <= tiny)
+    denominator = ref_norm * act_norm
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cosine = np.where(denominator > 0, np.sum(ref_rows * act_rows, axis=1) / np.where(denominator > 0, denominator, 1.0), 0.0)
+    return np.where(both_zero, 1.0, cosine)
 
 
 def gates_from_spec_json(spec_json: Mapping | str) -> list[Gate]:

@@ -32,16 +32,13 @@ def streamed_features(features: Features, alignment: FeatureAlignment, wav16k: t
 
 
 def frame_cosines(reference: torch.Tensor, actual: torch.Tensor) -> np.ndarray:
-    """Cosine of every feature frame (column) of ``actual`` against ``reference``, both (C, T);
-    1 where both frames are zero."""
+    """Cosine of every feature frame (column) of ``actual`` against ``reference``, both (C, T),
+    as the precision gates measure it (1 where both frames are ~0)."""
+    from talkrt.precision.gates import row_cosines
+
     if reference.shape != actual.shape:
         raise ValueError(f"the streamed features are {tuple(actual.shape)}, the whole utterance's {tuple(reference.shape)}")
-    reference, actual = reference.double(), actual.double()
-    norms = reference.norm(dim=0) * actual.norm(dim=0)
-    dots = (reference * actual).sum(dim=0)
-    both_zero = (reference.abs().amax(dim=0) == 0) & (actual.abs().amax(dim=0) == 0)
-    cosines = torch.where(norms > 0, dots / norms.clamp_min(torch.finfo(torch.float64).tiny), torch.zeros_like(dots))
-    return torch.where(both_zero, torch.ones_like(cosines), cosines).cpu().numpy()
+    return row_cosines(reference.T.double().cpu().numpy(), actual.T.double().cpu().numpy())
 
 
 @dataclass(frozen=True)
