@@ -1,0 +1,1 @@
+"""GPT-SoVITS v2: the GPT (text-to-semantic) and SoVITS (semantic-to-audio) halves."""
