@@ -239,6 +239,10 @@ class Text2SemanticGPT(nn.Module):
         filled = phones.shape[1] + prompt_tokens.shape[1]
         if filled > max_len:
             raise ValueError(f"text + prompt is {filled} positions, more than the cache's {max_len}")
+        rows = self.config.max_positions
+        if phones.shape[1] > rows or max_len - phones.shape[1] > rows:
+            # text and audio index the sinusoid table separately; the table does not grow
+            raise ValueError(f"text ({phones.shape[1]}) and audio ({max_len - phones.shape[1]}) positions must each fit the {rows}-row position table")
         x, keys, values = self._run_full(self.embed(phones, bert_features, prompt_tokens), phones.shape[1])
         logits = self.ar_predict_layer(x[:, -1])
         # Pad instead of writing in place, so an exported prefill keeps a fixed cache shape.
@@ -286,7 +290,9 @@ class GPTStep(nn.Module):
         super().__init__()
         self.gpt = gpt
 
-    def forward(self, token, position, k_cache, v_cache, text_len):  # noqa: ANN001, ANN201 (export signature)
+    def forward(
+        self, token: torch.Tensor, position: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, text_len: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.gpt.step(token, position, k_cache, v_cache, text_len)
 
 
@@ -355,6 +361,27 @@ def sample_next(
     probs = torch.softmax(logits, dim=-1)
     token = torch.argmax(probs / exponential_noise(uniforms), dim=-1)
     return token, (token == eos) | argmax_is_eos
+
+
+class GPTSampler(nn.Module):
+    """``sample_next`` as a module's forward for export; the settings are inputs, EOS is fixed."""
+
+    def __init__(self, eos: int = 1024) -> None:
+        super().__init__()
+        self.eos = eos
+
+    def forward(
+        self,
+        logits: torch.Tensor,
+        seen: torch.Tensor,
+        uniforms: torch.Tensor,
+        step: torch.Tensor,
+        top_k: torch.Tensor,
+        top_p: torch.Tensor,
+        temperature: torch.Tensor,
+        repetition_penalty: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return sample_next(logits, seen, uniforms, step, top_k, top_p, temperature, repetition_penalty, self.eos)
 
 
 @torch.no_grad()

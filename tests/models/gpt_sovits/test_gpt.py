@@ -13,6 +13,7 @@ from talkrt.errors import TalkrtError
 from talkrt.models.gpt_sovits.gpt import (
     EOS_MIN_STEPS,
     GPTConfig,
+    GPTSampler,
     GPTStep,
     Text2SemanticGPT,
     generate,
@@ -142,6 +143,15 @@ def test_cached_steps_equal_full_recompute(prompt_len: int) -> None:
             assert (logits - full[:, -1]).abs().max() < 1e-5, f"step {i}"
             assert torch.count_nonzero(k_cache[:, :, filled + i + 1 :]) == 0  # later slots untouched
         assert k_cache.shape == v_cache.shape == (SMALL.layers, 1, max_len, SMALL.d_model)
+
+
+def test_cache_past_the_position_table_is_refused() -> None:
+    model = _small_model()
+    phones, bert, prompt = _inputs()
+    with pytest.raises(ValueError, match="position table"):
+        model.prefill(phones, bert, prompt, phones.shape[1] + SMALL.max_positions + 1)
+    with pytest.raises(ValueError, match="more than the cache"):
+        model.prefill(phones, bert, prompt, 5)
 
 
 def test_stale_cache_slots_are_not_read() -> None:
@@ -275,3 +285,22 @@ def test_step_exports_to_onnx_and_runs_in_onnxruntime() -> None:
         assert abs(torch.from_numpy(logits_ort) - logits).max() < 1e-4, f"step {i}"
         assert abs(torch.from_numpy(k_ort) - k_torch).max() < 1e-5 and abs(torch.from_numpy(v_ort) - v_torch).max() < 1e-5
         assert k_ort.shape == k_cache.shape
+
+
+def test_sampler_exports_to_onnx_with_its_settings_as_inputs() -> None:
+    ort = pytest.importorskip("onnxruntime")
+    vocab = SMALL.vocab_size
+    generator = torch.Generator().manual_seed(4)
+    logits = 3 * torch.randn(1, vocab, generator=generator)
+    seen = seen_mask(torch.randint(0, SMALL.eos, (1, 30), generator=generator), vocab)
+    names = ["logits", "seen", "uniforms", "step", "top_k", "top_p", "temperature", "repetition_penalty"]
+    settings = lambda step, k, p, t, r: (torch.tensor(step), torch.tensor(k), torch.tensor(p), torch.tensor(t), torch.tensor(r))  # noqa: E731
+    example = (logits, seen, _uniforms(vocab, 0), *settings(20, 15, 1.0, 1.0, 1.35))
+    buffer = io.BytesIO()
+    torch.onnx.export(GPTSampler(SMALL.eos), example, buffer, input_names=names, output_names=["token", "stop"], opset_version=17, dynamo=False)
+    session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    for seed, setting in enumerate([(20, 15, 1.0, 1.0, 1.35), (3, 50, 0.7, 0.6, 1.35), (30, 0, 0.9, 1.3, 1.0), (12, 1, 1.0, 1.0, 2.0)]):
+        args = (logits, seen, _uniforms(vocab, seed), *settings(*setting))
+        token, stop = sample_next(*args, eos=SMALL.eos)
+        token_ort, stop_ort = session.run(None, {n: a.numpy() for n, a in zip(names, args)})
+        assert token_ort.tolist() == token.tolist() and stop_ort.tolist() == stop.tolist(), setting
