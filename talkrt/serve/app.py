@@ -175,6 +175,7 @@ def create_app(engines: Engines, config: ServeConfig):
                 if received.get("text") is None:
                     raise ProtocolError("send {\"type\": \"start\", \"sample_rate\": ..., \"format\": \"pcm16\", \"frames\": \"jpeg\"} before any audio")
                 start = parse_start(parse_text(received["text"]))
+                codec = await _codec_of(start.frames)
             except ProtocolError as error:
                 metrics.sessions_refused.labels("protocol").inc()
                 await refuse(websocket, error.code, error.reason)
@@ -191,15 +192,30 @@ def create_app(engines: Engines, config: ServeConfig):
             engines.live.discard(admitted)
             engines.live.add(session)
             admitted = session
-            await websocket.send_text(_ready(session.id, start.sample_rate))
+            await websocket.send_text(_ready(session.id, start.sample_rate, codec))
             await session.run()
         finally:
             engines.live.discard(admitted)
+            if isinstance(admitted, LiveSession):  # gone before its run (the ready message failed): leave the worker too
+                worker.remove(admitted.slot)
 
-    def _ready(session: str, rate: int) -> str:
+    async def _codec_of(frames: str) -> str | None:
+        """For "h264", what a WebCodecs VideoDecoder is configured with before the first packet."""
+        if frames != "h264":
+            return None
+        from talkrt.serve.h264 import codec_string
+        from talkrt.serve.protocol import UNSUPPORTED
+
+        try:
+            return await asyncio.to_thread(codec_string, width, height, pipeline.fps)
+        except Exception as error:  # e.g. a PyAV built without libx264
+            raise ProtocolError(f"this server cannot encode H.264 ({type(error).__name__}: {error}): ask for \"jpeg\" or \"raw\"", UNSUPPORTED) from None
+
+    def _ready(session: str, rate: int, codec: str | None) -> str:
         from talkrt.serve.protocol import message
 
-        return message("ready", session=session, fps=str(pipeline.fps), sample_rate=rate, width=width, height=height)
+        return message("ready", session=session, fps=str(pipeline.fps), sample_rate=rate, width=width, height=height,
+                       **({} if codec is None else {"codec": codec}))
 
     return app
 

@@ -45,6 +45,10 @@ class LiveSession:
         self.first_frame_sent = False
         self.ending: Closing | None = None
         self.closed = False
+        self.h264 = start.frames == "h264"
+        # H.264: frames after a dropped one cannot be decoded; until the next keyframe they are
+        # skipped too (None: not skipping; True / False: counted as dropped or not)
+        self.skipping: bool | None = None
         self.slot = worker.add(start.sample_rate, self._deliver_from_worker, idle=start.idle, frames=start.frames)
 
     # ------------------------------------------------------------------ worker side
@@ -63,9 +67,17 @@ class LiveSession:
             if output.pcm is not None:
                 self.outbox.append(("audio", (int(frames.pts[0]), output.pcm[number])))
         pictures = iter(output.pictures)
+        keyframes = iter(output.keyframes) if output.keyframes is not None else None
         for frames in output.frames:
             for offset, pts in enumerate(frames.pts):
-                self.outbox.append(("frame", (frames.first + offset, int(pts), next(pictures), output.pushed_at)))
+                picture, key = next(pictures), next(keyframes) if keyframes is not None else None
+                if key is not None and self.skipping is not None:
+                    if not key:
+                        if self.skipping:
+                            self.metrics.frames_dropped.inc()
+                        continue
+                    self.skipping = None
+                self.outbox.append(("frame", (frames.first + offset, int(pts), picture, output.pushed_at, key)))
                 self.queued_frames += 1
         if output.ends:
             self.outbox.append(("end", self.slot.session.clock))
@@ -80,7 +92,26 @@ class LiveSession:
                 del self.outbox[position]
                 self.queued_frames -= 1
                 self.metrics.frames_dropped.inc()
+                if self.h264:
+                    self._skip_to_keyframe(position, counted=True)
                 return
+
+    def _skip_to_keyframe(self, position: int, counted: bool) -> None:
+        """H.264: the frames queued from ``position`` refer to a dropped one, up to the next
+        keyframe: they go too, and without a keyframe queued the encoder is asked for one."""
+        while position < len(self.outbox):
+            kind, item = self.outbox[position]
+            if kind != "frame":
+                position += 1
+                continue
+            if item[4]:
+                return
+            del self.outbox[position]
+            self.queued_frames -= 1
+            if counted:
+                self.metrics.frames_dropped.inc()
+        self.skipping = counted
+        self.worker.request_keyframe(self.slot)
 
     def end(self, closing: Closing) -> None:
         if self.ending is None:
@@ -151,8 +182,11 @@ class LiveSession:
 
     def _drop_unsent(self) -> None:
         """An interruption: frames of the dropped utterance not yet sent go too (not counted as dropped)."""
+        dropped = self.queued_frames > 0
         self.outbox = deque(item for item in self.outbox if item[0] not in ("frame", "audio"))
         self.queued_frames = 0
+        if self.h264 and dropped:
+            self._skip_to_keyframe(0, counted=False)
 
     async def _send_loop(self) -> None:
         try:
@@ -175,9 +209,9 @@ class LiveSession:
         elif kind == "end":
             await websocket.send_text(message("end", pts=item))
         else:
-            index, pts, picture, pushed_at = item
+            index, pts, picture, pushed_at, key = item
             self.queued_frames -= 1
-            await websocket.send_text(message("frame", index=index, pts=pts, rate=self.rate))
+            await websocket.send_text(message("frame", index=index, pts=pts, rate=self.rate, **({} if key is None else {"key": key})))
             await websocket.send_bytes(picture)
             now = time.monotonic()
             self._count_frame(now, now - pushed_at)

@@ -29,7 +29,8 @@ class ProtocolError(Exception):
         self.reason, self.code = reason, code
 
 
-FRAME_FORMATS = ("jpeg", "raw")  # raw: RGB24, rows top to bottom, the ready message's width x height
+# raw: RGB24, rows top to bottom, the ready message's width x height; h264: one Annex-B packet a frame
+FRAME_FORMATS = ("jpeg", "raw", "h264")
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def parse_start(message: dict[str, Any]) -> Start:
         raise ProtocolError(f"format {message.get('format')!r} is not supported: send \"pcm16\" (mono, little-endian)", UNSUPPORTED)
     frames = message.get("frames", "jpeg")
     if frames not in FRAME_FORMATS:
-        raise ProtocolError(f"frames {frames!r} is not supported: ask for \"jpeg\" or \"raw\" (RGB24)", UNSUPPORTED)
+        raise ProtocolError(f"frames {frames!r} is not supported: ask for \"jpeg\", \"raw\" (RGB24) or \"h264\" (Annex-B)", UNSUPPORTED)
     idle = message.get("idle", False)
     if not isinstance(idle, bool):
         raise ProtocolError(f"idle {idle!r}: give true or false")

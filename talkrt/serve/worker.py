@@ -86,15 +86,16 @@ class LoadMeter:
 
 @dataclass
 class Output:
-    """What one step of a session produced, ready to send: each frame's picture (JPEG or raw RGB bytes), and for spoken
-    text the PCM16 audio those frames show. ``pushed_at``: when the input that completed them
-    reached the server (time.monotonic)."""
+    """What one step of a session produced, ready to send: each frame's picture (JPEG, raw RGB or
+    an H.264 packet), and for spoken text the PCM16 audio those frames show. ``pushed_at``: when
+    the input that completed them reached the server (time.monotonic)."""
 
     frames: list[Frames]
     pictures: list[bytes]
     pcm: list[bytes] | None
     pushed_at: float
     ends: bool = False  # the step ended an utterance (a flush)
+    keyframes: list[bool] | None = None  # H.264: whether each packet is a keyframe
     error: str | None = None  # the session must close: the client's input was refused ...
     fatal: bool = False  # ... or the server failed
 
@@ -115,6 +116,7 @@ class Slot:
     deliver: Callable[[Output], None]
     idle: bool = False
     frames: str = "jpeg"  # how its frames are encoded (see talkrt.serve.protocol.FRAME_FORMATS)
+    video: Any | None = None  # "h264": the session's own encoder (talkrt.serve.h264.H264Stream)
     ops: deque = field(default_factory=deque)  # ("audio", samples, received) | ("flush", t) | ("text", text, t) | ("reset", t)
     pending_samples: int = 0  # audio queued, not yet pushed
     speech: Speech | None = None
@@ -126,7 +128,8 @@ class Slot:
 
 class DeviceWorker:
     """The thread that owns ``pipeline``; ``encode(images, format) -> list[bytes]`` turns a Frames'
-    images into the session's pictures (JPEG or raw) there; ``voice`` is (module, synthesizer, manifest) or None."""
+    images into the session's pictures (JPEG or raw) there, an "h264" session's encoder its packets;
+    ``voice`` is (module, synthesizer, manifest) or None."""
 
     def __init__(self, pipeline, stepper: Stepper, encode: Callable[[Any, str], list[bytes]], voice: tuple | None = None) -> None:
         self.pipeline, self.stepper, self.encode, self.voice = pipeline, stepper, encode, voice
@@ -143,20 +146,31 @@ class DeviceWorker:
 
     def add(self, sample_rate: int, deliver: Callable[[Output], None], idle: bool = False, frames: str = "jpeg") -> Slot:
         slot = Slot(Session(self.pipeline, sample_rate), deliver, idle, frames)
+        if frames == "h264":
+            from talkrt.serve.h264 import H264Stream
+
+            slot.video = H264Stream(self.pipeline.fps)
         with self._cond:
             self._slots.append(slot)
             self._cond.notify()
         return slot
 
     def remove(self, slot: Slot) -> None:
-        """Forget a session: its queued work goes, and nothing is delivered after this returns
-        (a step already running finishes and is dropped)."""
+        """Forget a session: its queued work goes, its encoder is freed, and nothing is delivered
+        after this returns (a step already running finishes and is dropped)."""
         with self._cond:
             slot.closed = True
             slot.ops.clear()
             slot.speech = None
             if slot in self._slots:
                 self._slots.remove(slot)
+        if slot.video is not None:
+            slot.video.close()
+
+    def request_keyframe(self, slot: Slot) -> None:
+        """An "h264" session dropped frames its next ones depend on: the next frame starts afresh."""
+        if slot.video is not None:
+            slot.video.request_keyframe()
 
     def queue(self, slot: Slot, op: tuple) -> None:
         with self._cond:
@@ -257,13 +271,20 @@ class DeviceWorker:
                 continue
             try:
                 pcm = [_pcm16(frames.audio) for frames in result] if slot.speaking else None
-                pictures = [image for frames in result for image in self.encode(frames.images, slot.frames)]
+                keyframes = None
+                if slot.video is not None:
+                    packets = [packet for frames in result for packet in slot.video.encode(frames.images)]
+                    pictures, keyframes = [data for data, _ in packets], [key for _, key in packets]
+                else:
+                    pictures = [image for frames in result for image in self.encode(frames.images, slot.frames)]
             except Exception as error:
                 self._fail(slot, f"server error: {type(error).__name__}: {error}", fatal=True)
                 continue
             if ends_speech:
                 slot.speaking = False
-            self._send(slot, Output(result, pictures, pcm, pushed_at, ends=chunk is None))
+            if chunk is None and slot.video is not None:  # the next utterance starts on a keyframe
+                slot.video.request_keyframe()
+            self._send(slot, Output(result, pictures, pcm, pushed_at, ends=chunk is None, keyframes=keyframes))
 
     def _fail(self, slot: Slot, reason: str, fatal: bool) -> None:
         with self._cond:
@@ -300,6 +321,8 @@ class DeviceWorker:
             return (session, None), op[1], slot.speaking
         if kind == "reset":
             session.reset()
+            if slot.video is not None:  # an interruption drops unsent frames: the next utterance starts on a keyframe
+                slot.video.request_keyframe()
             slot.talking = slot.speaking = False
             return None
         if kind == "text":

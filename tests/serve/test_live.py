@@ -19,8 +19,14 @@ from talkrt.serve.worker import Output
 class StandInWorker:
     voice = None
 
+    def __init__(self) -> None:
+        self.keyframes_requested = 0
+
     def add(self, sample_rate, deliver, idle=False, frames="jpeg"):
         return SimpleNamespace(session=SimpleNamespace(clock=0), pending_samples=0)
+
+    def request_keyframe(self, slot) -> None:
+        self.keyframes_requested += 1
 
 
 def frames(first: int, count: int) -> Frames:
@@ -67,3 +73,33 @@ def test_a_stalled_client_is_closed() -> None:
 
     ending = asyncio.run(run())
     assert ending.code == 1008 and "took no frame" in ending.reason
+
+
+def test_h264_frames_that_refer_to_a_dropped_one_go_too() -> None:
+    """An H.264 packet needs the ones since its keyframe: past the bound, the frames after the
+    dropped one are skipped up to the next keyframe (asked for), so whatever is sent decodes;
+    after an interruption the same, without counting them as dropped."""
+    metrics = Metrics(lambda: 1.0, device=None)
+    worker = StandInWorker()
+
+    def queued(session) -> list[bytes]:
+        return [item[1][2] for item in session.outbox if item[0] == "frame"]
+
+    async def run():
+        session = LiveSession(None, worker, metrics, Start(16000, False, "h264"), Limits(640, 6400, 4, 1.0), Fraction(25))
+        session._take(Output([frames(0, 3)], [b"a", b"b", b"c"], None, 0.0, keyframes=[True, False, False]))
+        session._take(Output([frames(3, 3)], [b"d", b"e", b"f"], None, 0.0, keyframes=[False, False, False]))
+        overflowed = queued(session), worker.keyframes_requested
+        session._take(Output([frames(6, 2)], [b"g", b"h"], None, 0.0, keyframes=[False, False]))
+        session._take(Output([frames(8, 2)], [b"i", b"j"], None, 0.0, keyframes=[True, False]))
+        resumed = queued(session), session.outbox[0][1][4]
+        session._drop_unsent()
+        session._take(Output([frames(10, 1)], [b"k"], None, 0.0, keyframes=[False]))
+        session._take(Output([frames(11, 2)], [b"l", b"m"], None, 0.0, keyframes=[True, False]))
+        return overflowed, resumed, queued(session), session.queued_frames
+
+    overflowed, resumed, interrupted, count = asyncio.run(run())
+    assert overflowed == ([], 1)  # "a" dropped, and "b" to "f" depend on it
+    assert resumed == ([b"i", b"j"], True)
+    assert interrupted == [b"l", b"m"] and count == 2 and worker.keyframes_requested == 2
+    assert metrics.registry.get_sample_value("talkrt_frames_dropped_total") == 8  # a..h; not k (interrupted)
