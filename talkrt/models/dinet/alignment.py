@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from talkrt.models.hubert.alignment import CONTEXT_MS
+from talkrt.models.dinet.asr import CONTEXT_MS
 from talkrt.runtime.align import FeatureAlignment, SlidingContext
 
 # DeepSpeech (DINet): 25 Hz logits = every 4th 10 ms MFCC frame with +-9 zero-padded

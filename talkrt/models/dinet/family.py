@@ -1,5 +1,6 @@
 """DINet as a talkrt family: its graphs, checkpoint signature, renderer, options and avatar crops."""
 
+from talkrt.models.dinet.asr import ASR_GRAPH
 from talkrt.models.family import Family, Graph, OptionFile, Role
 
 FAMILY = Family(
@@ -12,10 +13,10 @@ FAMILY = Family(
         ),
     },
     signatures={"dinet": frozenset({"source_in_conv", "ref_in_conv", "trans_conv", "audio_encoder", "appearance_conv_list", "adaAT", "out_conv"})},
-    roles={"generator": Role("dinet", "dinet"), "asr": Role("hubert-asr", "hubert-asr"), "mapper": Role("dinet-mapper", "dinet-mapper")},
+    roles={"generator": Role("dinet", "dinet"), "asr": Role(ASR_GRAPH, ASR_GRAPH), "mapper": Role("dinet-mapper", "dinet-mapper")},
     renderer="talkrt.models.dinet.renderer:build",
     options="talkrt.models.dinet.renderer:DINetOptions",
-    option_files=(OptionFile("features", "precomputed 25 Hz DeepSpeech features, (frames, 29) .npy; default: the hubert-asr + dinet-mapper graphs"),),
+    option_files=(OptionFile("features", "precomputed 25 Hz DeepSpeech features, (frames, 29) .npy; default: the " + ASR_GRAPH + " + dinet-mapper graphs"),),
     avatar="talkrt.models.dinet.avatar:prepare_dinet",
     crop="416x320 around landmarks",
 )

@@ -18,6 +18,7 @@ from talkrt.errors import TalkrtError
 from talkrt.models.dinet.model import MOUTH_COLS, MOUTH_ROWS
 from talkrt.models.family import RendererOptions
 from talkrt.models.dinet.alignment import CTC_25HZ, DEEPSPEECH
+from talkrt.models.dinet.asr import TEST_PRESET, TRAINED_PRESET
 from talkrt.runtime.align import FeatureAlignment
 from talkrt.runtime.renderer_base import BGR, Renderer, batch_buffers, batch_views, static_dims, to_device_images
 
@@ -147,7 +148,7 @@ def build(runner, options: DINetOptions, context) -> DINetRenderer:
         source = PrecomputedFeatures(options.features, context.device)
     else:
         checkpoint = context.models.get("asr")
-        preset = options.asr_preset or ("hubert-large-ls960-ft" if checkpoint else "tiny-hubert-asr")
+        preset = options.asr_preset or (TRAINED_PRESET if checkpoint else TEST_PRESET)
         extra = {"checkpoint": str(checkpoint)} if context.backend == "torch" and checkpoint else {}
         source = CtcFeatures(runner("asr", preset=preset, **extra), runner("mapper"))
     return DINetRenderer(runner("generator"), source)

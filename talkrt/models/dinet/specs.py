@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from talkrt.export.spec import Dim, ExportSpec, Gate, TensorSpec, Tolerance
+from talkrt.models.dinet.asr import SOURCE_FEATURE
 from talkrt.models.dinet.model import AUDIO_DIM, AUDIO_PAD, AUDIO_WINDOW, FACE_HEIGHT, FACE_WIDTH, FEATURE_RATE, MOUTH_COLS, MOUTH_ROWS, REFERENCE_FRAMES
 
 EXPORTER = "dynamo"
@@ -107,5 +108,5 @@ def mapper_spec() -> ExportSpec:
         tolerance=Tolerance(atol=1e-4, rtol=1e-3),
         validation_points=({"batch": 1, "frames": 1}, {"batch": 3, "frames": 37}),
         gates=(Gate("features", "cosine", 0.999, description="cosine similarity of every feature frame to FP32 (minimum over frames)"),),
-        metadata={"feature": "deepspeech-25hz-29", "feature_rate": str(FEATURE_RATE), "source_feature": "hubert-asr-large-25hz-29"},
+        metadata={"feature": "deepspeech-25hz-29", "feature_rate": str(FEATURE_RATE), "source_feature": SOURCE_FEATURE},
     )
