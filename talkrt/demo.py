@@ -27,6 +27,11 @@ class DemoResult:
     report: object  # ProfileReport
     notes: list[str] = field(default_factory=list)  # choices made on the way, and why
 
+    @property
+    def headline(self) -> str:
+        paths = ", ".join(str(p) for p in (self.report_json, self.report_markdown, self.plot))
+        return f"{self.video} ({self.report.frames} frames; {self.backend} on {self.device}) and the profile: {paths}"
+
 
 def demo_engine_backend(gpu) -> tuple[str | None, str]:
     """Which builder the demo uses on this machine (None: none), and why.
@@ -50,11 +55,13 @@ def run_demo(out_dir: str | Path = "out", seconds: float = 4.0, device: str = "a
     from talkrt.engines.devices import ort_cuda_available, resolve_device, visible_gpu
     from talkrt.errors import TalkrtError
     from talkrt.export.onnx import export_onnx
+    from talkrt.outputs import check_outputs
     from talkrt.models.registry import DEFAULT_RENDERER, get_renderer_family, get_spec
     from talkrt.runtime.avatar import synthetic_avatar
     from talkrt.runtime.pipeline import PipelineOptions, pipeline_from_files
 
     out_dir = Path(out_dir)
+    check_outputs({"--out-dir": out_dir}, directories=["--out-dir"])
     target = resolve_device(device, "torch").device
     gpu = visible_gpu(target) if target.type == "cuda" else None
     notes: list[str] = []
@@ -101,19 +108,5 @@ def run_demo(out_dir: str | Path = "out", seconds: float = 4.0, device: str = "a
         report = pipeline.write_video(speech, SAMPLE_RATE, out_dir / "out.mp4")
     finally:
         pipeline.close()
-    paths = save_report(report, out_dir / "profile")
+    paths = report.save_all(out_dir / "profile")
     return DemoResult(out_dir / "out.mp4", *paths, onnx_path, engine, backend, str(target), report, notes)
-
-
-def report_paths(stem: Path) -> tuple[Path, Path, Path]:
-    """stem.json, stem.md, stem.png."""
-    return stem.with_suffix(".json"), stem.with_suffix(".md"), stem.with_suffix(".png")
-
-
-def save_report(report, stem: Path) -> tuple[Path, Path, Path]:
-    """JSON, Markdown and PNG beside each other: stem.json, stem.md, stem.png."""
-    json_path, markdown_path, plot_path = report_paths(stem)
-    report.save_json(json_path)
-    report.save_markdown(markdown_path)
-    report.plot(plot_path)
-    return json_path, markdown_path, plot_path

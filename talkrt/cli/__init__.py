@@ -6,7 +6,7 @@ import typer
 from rich.markup import escape
 
 from talkrt.cli.common import Terminated, app, errors
-from talkrt.cli import build, export, info, run, serve  # noqa: F401  (each registers its commands)
+from talkrt.cli import graphs, run  # noqa: F401  (each registers its commands)
 
 
 def _terminate(signum, frame) -> None:
@@ -14,8 +14,7 @@ def _terminate(signum, frame) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """The console entry point: usage mistakes (a value out of range, an unknown option) are one
-    line and exit 2, like every other mistake; SIGTERM cleans up as Ctrl-C does."""
+    """The console entry point: usage mistakes (a value out of range, an unknown option) are one line and exit 2, like every other mistake; SIGTERM cleans up as Ctrl-C does."""
     import signal
 
     # click's UsageError (BadParameter's base), whether typer vendors click or not

@@ -6,6 +6,7 @@ import functools
 import inspect
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -14,13 +15,16 @@ from rich.markup import escape
 
 from talkrt.errors import TalkrtError, TalkrtWarning
 
-app = typer.Typer(
-    name="talkrt",
-    help="Export, build and run talking-head models as TensorRT engines.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
+
+class App(typer.Typer):
+    """A Typer app whose commands end a user's mistake in one line (:func:`user_errors`)."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable], Callable]:
+        register = super().command(*args, **kwargs)
+        return lambda func: register(user_errors(func))
+
+
+app = App(name="talkrt", help="Export, build and run talking-head models as TensorRT engines.", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 console = Console()
 errors = Console(stderr=True)
 _state = {"debug": False}
@@ -53,11 +57,6 @@ def user_errors(func: Callable) -> Callable:
             with warnings.catch_warnings():
                 warnings.showwarning = functools.partial(_show_warning, warnings.showwarning)
                 return func(*args, **kwargs)
-        except TalkrtError as exc:
-            if _state["debug"]:
-                raise
-            errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt as exc:
             terminated = isinstance(exc, Terminated)
             errors.print("[red]terminated[/]" if terminated else "[red]interrupted[/]")
@@ -67,8 +66,10 @@ def user_errors(func: Callable) -> Callable:
         except Exception as exc:
             if _state["debug"]:
                 raise
-            errors.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} (rerun with --debug for the traceback)", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+            mistake = isinstance(exc, TalkrtError)
+            text = escape(str(exc)) if mistake else f"{type(exc).__name__}: {escape(str(exc))} (rerun with --debug for the traceback)"
+            errors.print(f"[bold red]{'error' if mistake else 'internal error'}:[/] {text}", highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code if mistake else 1) from None
 
     return wrapper
 
@@ -79,10 +80,8 @@ def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks i
 
 
 def say(text: str, prefix: str = "", style: str = "") -> None:
-    """Print ``text`` as it is (paths and hints may hold brackets, which rich reads as markup)
-    after ``prefix`` (markup), in ``style``."""
-    body = escape(text)
-    console.print(prefix + (f"[{style}]{body}[/]" if style else body), highlight=False)
+    """Print ``text`` as it is (paths and hints may hold brackets, which rich reads as markup) after ``prefix`` (markup)."""
+    console.print(prefix + escape(text), style=style, highlight=False)
 
 
 def wrote(text: str) -> None:
@@ -94,28 +93,48 @@ def note(text: str) -> None:
     say(text, style="dim")
 
 
-def variant(func: Callable, name: str, doc: str, keep: Optional[list[str]] = None, annotations: Optional[dict] = None, **defaults: Any) -> Callable:
-    """``func`` under another signature: only the parameters in ``keep`` (the others take their
-    defaults), some with other ``annotations`` or ``defaults``. Commands that share one option
-    group share one function this way."""
-    signature = inspect.signature(func, eval_str=True)
-    annotations = annotations or {}
-    parameters = [
-        p.replace(default=defaults.get(p.name, p.default), annotation=annotations.get(p.name, p.annotation))
-        for p in signature.parameters.values()
-        if keep is None or p.name in keep
-    ]
+def _command(func: Callable, call: Callable, parameters: list[inspect.Parameter], name: str | None = None, doc: str | None = None) -> Callable:
+    """A command that Typer reads as taking ``parameters`` and that runs ``call`` with them."""
 
     @functools.wraps(func)
     def command(**kwargs: Any) -> Any:
-        return func(**kwargs)
+        return call(**kwargs)
 
-    command.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    command.__signature__ = inspect.signature(func, eval_str=True).replace(parameters=parameters)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in parameters}
-    command.__name__, command.__doc__ = name.replace("-", "_"), doc
+    if name:
+        command.__name__, command.__doc__ = name.replace("-", "_"), doc
     return command
 
 
-def command(typer_app: typer.Typer, name: str, func: Callable) -> None:
-    typer_app.command(name)(user_errors(func))
+def variant(func: Callable, name: str, doc: str, keep: Optional[list[str]] = None, annotations: Optional[dict] = None, **defaults: Any) -> Callable:
+    """``func`` under another signature: only the parameters in ``keep`` (the others take their defaults),
+    some with other ``annotations`` or ``defaults``. Commands that differ only so share one function."""
+    annotations = annotations or {}
+    parameters = [
+        p.replace(default=defaults.get(p.name, p.default), annotation=annotations.get(p.name, p.annotation))
+        for p in inspect.signature(func, eval_str=True).parameters.values()
+        if keep is None or p.name in keep
+    ]
+    return _command(func, func, parameters, name, doc)
 
+
+def with_group(group: Callable, as_name: str, files: dict[str, str] | None = None) -> Callable[[Callable], Callable]:
+    """An option group, as Polygraphy's argument groups: the command takes ``group``'s options after its own and gets what
+    ``group`` makes of them as its parameter ``as_name``. ``files`` spells out ``group``'s ``**kwargs`` as ``--NAME PATH`` options."""
+    shared = [p for p in inspect.signature(group, eval_str=True).parameters.values() if p.kind is not p.VAR_KEYWORD] + [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Optional[Path], typer.Option(f"--{name}", help=help)])
+        for name, help in (files or {}).items()
+    ]
+
+    def decorate(func: Callable) -> Callable:
+        own = [p for p in inspect.signature(func, eval_str=True).parameters.values() if p.name != as_name]
+        parameters = [p.replace(kind=p.KEYWORD_ONLY) for p in sorted([*own, *shared], key=lambda p: p.default is not p.empty)]
+
+        def call(**kwargs: Any) -> Any:
+            made = group(**{p.name: kwargs.pop(p.name) for p in shared})
+            return func(**kwargs, **{as_name: made})
+
+        return _command(func, call, parameters)
+
+    return decorate

@@ -107,6 +107,16 @@ def _profiles_json(profiles: list[Profile]) -> list[dict]:
     return [{name: {"min": list(s[0]), "opt": list(s[1]), "max": list(s[2])} for name, s in profile.items()} for profile in profiles]
 
 
+def build_engine_file(onnx_path: str | os.PathLike, out: str | os.PathLike | None, options: BuildOptions, progress: BuildProgress | None = None) -> BuildResult:
+    """`talkrt build` of one file: the engine goes beside the ONNX file unless ``out`` says where,
+    and every path is checked before the build starts."""
+    from talkrt.outputs import check_outputs
+
+    out = Path(out) if out else Path(onnx_path).with_suffix(".engine")
+    check_outputs({"--out": [out, sidecar_path(out)]}, {"ONNX_FILE": onnx_path, "--calibration": options.calibration})
+    return build_engine(onnx_path, out, options, progress)
+
+
 def build_engine(
     onnx_path: str | os.PathLike,
     out: str | os.PathLike,

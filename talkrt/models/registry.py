@@ -95,13 +95,15 @@ def directory_family(directory: str | Path) -> Family:
     return get_family(name)
 
 
-def build_directory(directory: str | Path, options) -> dict:
+def build_directory(directory: str | Path, options) -> str:
     """Build the engines of every graph in an exported directory (its family's builder, given
-    ``BuildOptions``); returns the manifest, which now names them."""
+    ``BuildOptions``) and name them in its manifest; returns what was written."""
     from talkrt.outputs import check_outputs
 
-    check_outputs({"DIR": Path(directory)}, directories=["DIR"])
-    return resolve(directory_family(directory).directory_graph().builder)(Path(directory), options)
+    directory = Path(directory)
+    check_outputs({"DIR": directory}, directories=["DIR"])
+    manifest = resolve(directory_family(directory).directory_graph().builder)(directory, options)
+    return f"{', '.join(str(directory / engine) for engine in manifest['engines'].values())} and updated {directory / MANIFEST}"
 
 
 def voice(directory: str | Path) -> ModuleType:

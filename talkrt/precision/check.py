@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from talkrt.errors import TalkrtError
+from talkrt.errors import TalkrtError, ValidationFailed
 from talkrt.fileio import atomic_path
 
 REFERENCE_RUNNER = "onnxruntime-fp32"
@@ -32,10 +32,16 @@ class CheckResult:
     rows: list[dict] = field(default_factory=list)  # gate, output, metric, threshold, value, passed
     feeds: dict[str, np.ndarray] = field(default_factory=dict)  # the inputs compared on
     runs: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # runner name -> outputs, reference first
+    saved: list[str] = field(default_factory=list)  # what was written where (--save-inputs, --save-outputs)
 
     @property
     def passed(self) -> bool:
         return bool(self.rows) and all(row["passed"] for row in self.rows)
+
+    def raise_unless_passed(self) -> None:
+        """A failed gate ends the command with ValidationFailed (one line, its own exit code)."""
+        if not self.passed:
+            raise ValidationFailed(f"{self.candidate} fails {sum(not r['passed'] for r in self.rows)} of {len(self.rows)} gates against FP32")
 
     def rich_table(self, reference: str):
         """The verdict per gate, as `talkrt check` prints it (``reference``: the FP32 graph's name)."""
@@ -86,8 +92,10 @@ def check(
         result = _check_file(onnx_path, Path(candidate), calibration, device)
     if save_inputs:
         save_polygraphy_inputs(result.feeds, save_inputs)
+        result.saved.append(f"inputs to {save_inputs}")
     if save_outputs:
         save_polygraphy_outputs(result.runs, save_outputs)
+        result.saved.append(f"outputs of {', '.join(result.runs)} to {save_outputs}")
     return result
 
 

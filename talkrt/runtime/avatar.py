@@ -143,6 +143,10 @@ class Avatar:
         """(height, width) of the full frames."""
         return int(self.frames.shape[1]), int(self.frames.shape[2])
 
+    def summary(self) -> str:
+        (height, width), (crop_h, crop_w) = self.frame_size, self.crop_size
+        return f"{self.num_frames} frames of {width}x{height} at {self.fps} fps, {self.renderer} crops {crop_w}x{crop_h}"
+
     def frame_index(self, k: int) -> int:
         """The avatar frame shown at output frame k (ping-pong over the video)."""
         return int(ping_pong_indices(self.num_frames, k, 1)[0])

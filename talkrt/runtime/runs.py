@@ -12,16 +12,16 @@ from pathlib import Path
 from talkrt.errors import TalkrtError, TalkrtWarning
 from talkrt.models.registry import DEFAULT_RENDERER, get_renderer_family, renderer_names
 from talkrt.outputs import check_outputs
-from talkrt.runtime.profiler import ProfileReport
+from talkrt.runtime.profiler import ProfileReport, report_paths
 
 @dataclass(frozen=True)
 class RunRequest:
     """What to render: speech (``audio`` or ``text`` with a ``tts`` voice), an avatar, the renderer
-    and its graph files, where it runs and what it writes (``out``; ``report_files`` too when
+    and its graph files, where it runs and what it writes (``out``; the report's files too when
     profiling). ``option_files`` are the renderer's own (its family's ``option_files``)."""
 
     avatar: Path
-    out: Path
+    out: Path = Path("out.mp4")
     audio: Path | None = None
     text: str | None = None
     tts: Path | None = None
@@ -39,8 +39,12 @@ class RunRequest:
     option_files: Mapping[str, Path | None] = field(default_factory=dict)
     trust: bool = False
     skip_unknown: bool = False
-    report_files: tuple[Path, ...] = ()
+    report: Path | None = None  # profile too: the report's stem (STEM.json, STEM.md, STEM.png)
     stream_context_ms: float | None = None  # a transformer's history when streaming (default: the one its features declare)
+
+    @property
+    def report_files(self) -> tuple[Path, ...]:
+        return report_paths(self.report) if self.report else ()
 
 
 def check_request(request: RunRequest) -> None:
@@ -86,7 +90,7 @@ def check_pipeline_choices(request: RunRequest) -> None:
 
 def render_to_file(request: RunRequest, note: Callable[[str], None] = lambda text: None) -> ProfileReport:
     """Check everything, then speak (text) or read (audio), prepare or load the avatar, render on
-    one pipeline and write the MP4; ``note`` gets the lines worth telling (device chosen, random roles).
+    one pipeline and write the MP4 (and the report's files when profiling); ``note`` gets the lines worth telling (device chosen, random roles).
     Text with ``stream_chunk_ms`` is spoken as it is rendered: the voice's chunks go to the pipeline
     and the MP4 as they are made (`Pipeline.write_speech_video`)."""
     from talkrt.runtime.media import read_audio
@@ -112,13 +116,16 @@ def render_to_file(request: RunRequest, note: Callable[[str], None] = lambda tex
         if request.stream_context_ms is not None:
             pipeline.renderer.use_context(request.stream_context_ms)
         if chunks is None:
-            return pipeline.write_video(samples, rate, request.out, streaming_chunk_ms=request.stream_chunk_ms)
-        report = pipeline.write_speech_video(chunks, rate, request.out)
-        if report.text_to_first_audio_ms is not None:
-            note(f"tts: {report.audio_seconds:.2f} s of speech streamed, the first after {report.text_to_first_audio_ms:.0f} ms")
-        return report
+            report = pipeline.write_video(samples, rate, request.out, streaming_chunk_ms=request.stream_chunk_ms)
+        else:
+            report = pipeline.write_speech_video(chunks, rate, request.out)
+            if report.text_to_first_audio_ms is not None:
+                note(f"tts: {report.audio_seconds:.2f} s of speech streamed, the first after {report.text_to_first_audio_ms:.0f} ms")
     finally:
         pipeline.close()
+    if request.report:
+        report.save_all(request.report)
+    return report
 
 
 def checked_models(request: RunRequest, outputs: Mapping[str, Path | list[Path]]) -> dict[str, Path | None]:
@@ -186,9 +193,11 @@ def speak_to_file(text: str, out: Path, voices: Mapping[str, Path | None], devic
     from talkrt.models.registry import voice
     from talkrt.runtime.media import write_wav
 
+    flags = {"trt": "--engines", "ort": "--onnx", "torch": "--torch"}  # `talkrt tts`'s names of the backends' directories
+    check_outputs({"--out": out}, {flags[backend]: directory for backend, directory in voices.items()})
     chosen = [(directory, backend) for backend, directory in voices.items() if directory is not None]
     if len(chosen) != 1:
-        raise TalkrtError("give exactly one of --engines DIR, --onnx DIR or --torch DIR (a voice's directory from `talkrt export`)")
+        raise TalkrtError(f"give exactly one of {', '.join(f'{flag} DIR' for flag in flags.values())} (a voice's directory from `talkrt export`)")
     directory, backend = chosen[0]
     speech = voice(directory)
     synthesizer, manifest = speech.load_voice(directory, backend, device, note)

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from talkrt.runtime.profiler.recorder import Clock, FramesLike, Profiler
-from talkrt.runtime.profiler.report import JSON_SCHEMA, Percentiles, ProfileReport, StageStats
+from talkrt.runtime.profiler.report import JSON_SCHEMA, Percentiles, ProfileReport, StageStats, report_paths
 from talkrt.runtime.profiler.summary import CaptureDecision, RecordedRun, StageCall, summarize
 from talkrt.runtime.profiler.vocabulary import SCHEMA, STAGES
 
@@ -23,6 +23,7 @@ __all__ = [
     "Percentiles",
     "StageStats",
     "ProfileReport",
+    "report_paths",
     "Profiler",
     "Clock",
     "FramesLike",

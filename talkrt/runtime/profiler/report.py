@@ -14,6 +14,7 @@ import os
 import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Union, get_args, get_origin, get_type_hints
 
 import numpy as np
@@ -216,6 +217,19 @@ class ProfileReport:
     def plot(self, path: str | os.PathLike, *, dpi: int = 120) -> None:
         """PNG: per-frame stage cost (stacked) against the 1000/fps budget, and end-to-end latency."""
         _plot(self, path, dpi=dpi)
+
+    def save_all(self, stem: Path) -> tuple[Path, Path, Path]:
+        """JSON, Markdown and PNG beside each other (:func:`report_paths`)."""
+        json_path, markdown_path, plot_path = report_paths(stem)
+        self.save_json(json_path)
+        self.save_markdown(markdown_path)
+        self.plot(plot_path)
+        return json_path, markdown_path, plot_path
+
+
+def report_paths(stem: Path) -> tuple[Path, Path, Path]:
+    """Where a report's views go: stem.json, stem.md, stem.png."""
+    return stem.with_suffix(".json"), stem.with_suffix(".md"), stem.with_suffix(".png")
 
 
 # --------------------------------------------------------------------------- field walking
