@@ -70,7 +70,7 @@ from rich.console import Console
 from _machine import PRECISIONS, REPO, machine_info, torch_dtype  # noqa: E402  (perf/ is on sys.path when run as a script)
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from talkrt.demo import synthetic_speech  # noqa: E402
+from talkrt.runtime.synthetic import synthetic_speech  # noqa: E402
 from talkrt.models.registry import get_spec  # noqa: E402
 from talkrt.optional import available  # noqa: E402
 from talkrt.runtime.align import gather_windows, num_video_frames  # noqa: E402

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from talkrt.optional import available
-from talkrt.runtime.synthetic import SAMPLE_RATE, synthetic_speech  # synthetic_speech: also imported from here by callers
+from talkrt.runtime.synthetic import SAMPLE_RATE, synthetic_speech
 
 
 @dataclass
