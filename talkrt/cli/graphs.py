@@ -20,15 +20,14 @@ LayerOpt = Annotated[Optional[int], typer.Option(help="Hidden layer to output (0
 NormalizeOpt = Annotated[Optional[bool], typer.Option("--normalize/--no-normalize", help="Per-utterance normalisation inside the graph (default: the checkpoint's preprocessor_config.json, else the preset's).")]
 OutDirOpt = Annotated[Path, typer.Option("--out-dir", "-o", help="Directory for the graphs and manifest.json.")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="ONNX file to write.")]
-_REQUIRED = Parameter.empty
 
 
 # The options of each way of taking weights (see talkrt.models.family.Graph).
 OPTIONS = {
-    "checkpoint": ("out", "graph_choice", "checkpoint", "random_init", "trust_checkpoint", "seed", "validate"),
-    "transformers": ("out", "preset", "checkpoint", "random_init", "layer", "normalize", "trust_checkpoint", "seed", "validate"),
+    "checkpoint": ("out", "graph_choice", "checkpoint", "random_init", "trust", "seed", "validate"),
+    "transformers": ("out", "preset", "checkpoint", "random_init", "layer", "normalize", "trust", "seed", "validate"),
     "none": ("out", "validate"),
-    "directory": ("out_dir", "checkpoint", "random_init", "preset", "trust_checkpoint", "seed", "validate"),
+    "directory": ("out_dir", "checkpoint", "random_init", "preset", "trust", "seed", "validate"),
 }
 
 
@@ -36,11 +35,11 @@ def _register(name: str, graph) -> None:
     """`talkrt export NAME` with the options its way of taking weights needs."""
 
     def export(out: OutOpt = None, out_dir: OutDirOpt = None, graph_choice: str = "", preset: Optional[str] = None, checkpoint: CheckpointOpt = None, random_init: RandomInitOpt = False,
-               layer: LayerOpt = None, normalize: NormalizeOpt = None, trust_checkpoint: TrustOpt = False, seed: SeedOpt = 0, validate: ValidateOpt = True) -> None:
+               layer: LayerOpt = None, normalize: NormalizeOpt = None, trust: TrustOpt = False, seed: SeedOpt = 0, validate: ValidateOpt = True) -> None:
         from talkrt.export.named import export_named
         with console.status(f"exporting {name}") as status:
-            done = export_named(name, out=out, out_dir=out_dir, graph_choice=graph_choice, preset=preset, checkpoint=checkpoint, random_init=random_init, layer=layer,
-                                normalize=normalize, trust=trust_checkpoint, seed=seed, validate=validate, step=lambda text: status.update(text))
+            done = export_named(name, out=out, out_dir=out_dir, graph_choice=graph_choice, preset=preset, checkpoint=checkpoint, random_init=random_init,
+                                layer=layer, normalize=normalize, trust=trust, seed=seed, validate=validate, step=lambda text: status.update(text))
         if done.report:
             console.print(done.report.rich_table(done.tolerance))
         wrote(done.headline)
@@ -49,7 +48,7 @@ def _register(name: str, graph) -> None:
     annotations = {"out": OutOpt, "out_dir": OutDirOpt, "preset": Annotated[Optional[str], typer.Option(help=graph.presets)]}
     if graph.variants:
         annotations["graph_choice"] = Annotated[str, typer.Option("--graph", help=f"{' or '.join(graph.variants)}.")]
-    defaults = {"out": _REQUIRED, "out_dir": _REQUIRED, "graph_choice": graph.variants[0] if graph.variants else ""}
+    defaults = {"out": Parameter.empty, "out_dir": Parameter.empty, "graph_choice": graph.variants[0] if graph.variants else ""}
     export_app.command(name)(variant(export, name, graph.help, keep=keep, annotations=annotations, **defaults))
 
 

@@ -117,8 +117,7 @@ def tts(
     skip_unknown: SkipUnknownOpt = False,
 ) -> None:
     """Speak TEXT with an exported voice and write a WAV file."""
-    seconds, rate, took = speak_to_file(text, out, {"trt": engines, "ort": onnx_dir, "torch": torch_dir}, device, speaker, seed, sample_format, skip_unknown, note)
-    wrote(f"{out}: {seconds:.2f} s at {rate} Hz in {took * 1000:.0f} ms")
+    wrote(speak_to_file(text, out, {"trt": engines, "ort": onnx_dir, "torch": torch_dir}, device, speaker, seed, sample_format, skip_unknown, note))
 
 
 @pipeline_group

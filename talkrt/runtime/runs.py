@@ -187,9 +187,9 @@ def load_avatar(path: Path, boxes: Path | None, renderer: str, landmarks: Path |
 
 
 def speak_to_file(text: str, out: Path, voices: Mapping[str, Path | None], device: str = "auto", speaker: int | None = None, seed: int = 0,
-                  sample_format: str = "pcm16", skip_unknown: bool = False, note: Callable[[str], None] = lambda text: None) -> tuple[float, int, float]:
+                  sample_format: str = "pcm16", skip_unknown: bool = False, note: Callable[[str], None] = lambda text: None) -> str:
     """Speak ``text`` with the one voice directory given in ``voices`` (backend -> directory) and write
-    a WAV file; returns (seconds of speech, sample rate, seconds the synthesis took)."""
+    a WAV file; returns what was written (length, rate and the time the synthesis took)."""
     from talkrt.models.registry import voice
     from talkrt.runtime.media import write_wav
 
@@ -203,4 +203,4 @@ def speak_to_file(text: str, out: Path, voices: Mapping[str, Path | None], devic
     synthesizer, manifest = speech.load_voice(directory, backend, device, note)
     waveform, rate, took = speech.speak(text, synthesizer, manifest, speaker, seed, skip_unknown)
     write_wav(out, waveform.cpu().numpy(), rate, sample_format)
-    return len(waveform) / rate, rate, took
+    return f"{out}: {len(waveform) / rate:.2f} s at {rate} Hz in {took * 1000:.0f} ms"
