@@ -81,11 +81,12 @@ def test_two_concurrent_sessions_each_get_the_single_sessions_frames(voice_serve
         assert_same_frames(received, reference)
 
 
-def test_interrupt_drops_the_utterance_and_the_clock_goes_on(voice_server, reference) -> None:
-    audio = reference[0]
+def interrupted(ws_url: str, audio, frames: str = "jpeg") -> tuple[Received, list[dict], int]:
+    """Half a second of ``audio``, an interrupt, then all of it and a flush: what came, the second
+    utterance's frames (checked to be its 25 frames on the clock) and where it starts."""
 
     async def run() -> Received:
-        websocket, _ = await open_session(voice_server.ws_url)
+        websocket, _ = await open_session(ws_url, frames=frames)
         async with websocket:
             await send_audio(websocket, audio[: RATE // 2], CHUNK)
             await websocket.send(json.dumps({"type": "interrupt"}))
@@ -97,6 +98,11 @@ def test_interrupt_drops_the_utterance_and_the_clock_goes_on(voice_server, refer
     start = received.end["pts"] - RATE  # the second utterance: 1 s, 25 frames, ending on a frame boundary
     second = [f for f in received.frames if f["pts"] >= start]
     assert [f["pts"] for f in second] == [start + k * RATE // FPS for k in range(FPS)]
+    return received, second, start
+
+
+def test_interrupt_drops_the_utterance_and_the_clock_goes_on(voice_server, reference) -> None:
+    received, second, start = interrupted(voice_server.ws_url, reference[0])
     indices = [f["index"] for f in received.frames]
     assert indices == sorted(set(indices))  # frames of the dropped utterance may come before, never after
     assert start % (RATE // FPS) == 0 and start >= 0
@@ -369,21 +375,7 @@ def test_h264_frames_decode_to_the_raw_sessions_frames(voice_server, reference) 
 def test_h264_after_an_interruption_still_decodes(voice_server, reference) -> None:
     """Frames of an interrupted utterance not yet sent are dropped, so the next utterance starts
     on a keyframe: every frame the client gets decodes, from the start or from that keyframe."""
-    audio = reference[0]
-
-    async def run() -> Received:
-        websocket, _ = await open_session(voice_server.ws_url, frames="h264")
-        async with websocket:
-            await send_audio(websocket, audio[: RATE // 2], CHUNK)
-            await websocket.send(json.dumps({"type": "interrupt"}))
-            await send_audio(websocket, audio, CHUNK)
-            await websocket.send(json.dumps({"type": "flush"}))
-            return await receive_until_end(websocket)
-
-    received = asyncio.run(run())
-    start = received.end["pts"] - RATE
-    second = [f for f in received.frames if f["pts"] >= start]
-    assert [f["pts"] for f in second] == [start + k * RATE // FPS for k in range(FPS)]
+    received, second, _ = interrupted(voice_server.ws_url, reference[0], frames="h264")
     assert second[0]["key"] and not any(f["key"] for f in second[1:])
     assert received.frames[0]["key"]
     assert len(decode_h264([f["jpeg"] for f in received.frames])) == len(received.frames)
