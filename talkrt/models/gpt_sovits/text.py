@@ -40,9 +40,11 @@ What differs from the original:
   3-syllable words by jieba sub-words (纸/老虎 vs 蒙古/包; here always 2+1).
   Neutral tone: particles (吧 呢 啊 ...) and 的/地/得 at the end of a word, and
   量词 个 after a numeral or 几/两/每/...; the rest is whatever pypinyin's phrase
-  dictionary says. Not done: reduplication and 们/子/上/下/来/去 suffix rules
-  (need POS), the original's list of must-neutral words, erhua (儿 keeps its own
-  syllable and pypinyin's tone).
+  dictionary says. Erhua as the original: 儿 closing a word takes the tone of the
+  syllable before it (its word lists of full-syllable 儿 included; without POS
+  tags, adjectives and names are not exempted) and keeps its own phones. Not done:
+  reduplication and 们/子/上/下/来/去 suffix rules (need POS), the original's list
+  of must-neutral words.
 * Numbers: digit strings are read as cardinals (Chinese 二千零二十四,
   English "two thousand twenty four"), ``.`` between digits as 点 / point
   with the decimals digit by digit, a trailing ``%`` as 百分之 / percent,
@@ -409,6 +411,34 @@ def _sandhi(words: list[str], tones: list[list[str]]) -> list[str]:
     return flat
 
 
+# Words whose 儿 is a full syllable (child, son, ...), not the r-suffix.
+_NOT_ERHUA = frozenset(
+    "虐儿 为儿 护儿 瞒儿 救儿 替儿 有儿 一儿 我儿 俺儿 妻儿 拐儿 聋儿 乞儿 患儿 幼儿 孤儿 婴儿 婴幼儿 连体儿 脑瘫儿 流浪儿 "
+    "体弱儿 混血儿 蜜雪儿 舫儿 祖儿 美儿 应采儿 可儿 侄儿 孙儿 侄孙儿 女儿 男儿 红孩儿 花儿 虫儿 马儿 鸟儿 猪儿 猫儿 狗儿 少儿".split()
+)
+_MUST_ERHUA = frozenset("小院儿 胡同儿 范儿 老汉儿 撒欢儿 寻老礼儿 妥妥儿 媳妇儿".split())
+
+
+def _erhua(words: list[str], finals: list[str], tones: list[str]) -> list[str]:
+    """儿 closing a word (or alone after a character, which the original merges into the word before):
+    er1 -> er2, then, unless the word is one where 儿 is a full syllable, 儿 takes the tone of the
+    syllable before it (小院儿: yuan4 er4). It keeps its own phones, as in the original."""
+    tones = list(tones)
+    start = 0
+    for index, word in enumerate(words):
+        end = start + len(word)
+        if word[-1] == "儿" and end >= 2:
+            i = end - 1
+            whole = words[index - 1] + word if word == "儿" and index else word
+            if finals[i] == "er" and tones[i] == "1":
+                tones[i] = "2"
+            full_syllable = whole not in _MUST_ERHUA and (whole in _NOT_ERHUA or whole[-2:] in _NOT_ERHUA or whole[-3:] in _NOT_ERHUA)
+            if finals[i] == "er" and tones[i] in ("2", "5") and not full_syllable:
+                tones[i] = tones[i - 1]
+        start = end
+    return tones
+
+
 def _chinese_run(run: str) -> tuple[list[str], list[int]]:
     pypinyin, segmenter = _pypinyin()
     words = list(segmenter.cut(run))
@@ -426,7 +456,7 @@ def _chinese_run(run: str) -> tuple[list[str], list[int]]:
         initials += word_initials
         finals += [f[:-1] for f in word_finals]
         tones.append([f[-1] for f in word_finals])
-    flat_tones = _sandhi(words, tones)
+    flat_tones = _erhua(words, finals, _sandhi(words, tones))
     phones: list[str] = []
     for char, initial, final, tone in zip(run, initials, finals, flat_tones):
         syllable = _respell(initial, final)

@@ -65,6 +65,8 @@ def test_syllables_split_as_in_the_pinyin_table(syllable: str, initial: str, fin
         ("一样", "y i2 y ang4", [2, 2]),  # 一 before tone 4
         ("第一", "d i4 y i1", [2, 2]),  # ordinal
         ("水果", "sh ui2 g uo3", [2, 2]),
+        ("小院儿", "x iao3 y van4 EE er4", [2, 2, 2]),  # erhua: 儿 takes the tone before it
+        ("女儿", "n v3 EE er2", [2, 2]),  # ... except where 儿 is a full syllable
     ],
 )
 def test_chinese_phones(sentence: str, phones: str, word2ph: list[int]) -> None:
