@@ -189,7 +189,9 @@ def prefill_bias(text_len: int, audio_len: int, dtype: torch.dtype = torch.float
     total = text_len + audio_len
     row = torch.arange(total).unsqueeze(1)
     col = torch.arange(total).unsqueeze(0)
-    allowed = torch.where(row < text_len, col < text_len, col <= row)
+    text_row = row < text_len
+    # logical ops, not a where on booleans (ONNX Runtime has no boolean Where)
+    allowed = (text_row & (col < text_len)) | (~text_row & (col <= row))
     return torch.zeros(total, total, dtype=dtype).masked_fill(~allowed, float("-inf"))
 
 
