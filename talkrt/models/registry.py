@@ -13,7 +13,7 @@ from types import ModuleType
 from talkrt.errors import TalkrtError
 from talkrt.models.family import Family, resolve
 
-FAMILIES: tuple[str, ...] = ("wav2lip", "dinet", "dhlive", "hubert", "vits")
+FAMILIES: tuple[str, ...] = ("wav2lip", "dinet", "dhlive", "hubert", "vits", "gpt_sovits")
 # The renderer of the demo and of the defaults (`--renderer`; avatars of format version 1 crop for it).
 DEFAULT_RENDERER = "wav2lip"
 

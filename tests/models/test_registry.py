@@ -88,7 +88,7 @@ def test_renderer_options_come_from_their_files(tmp_path) -> None:
 
 
 def test_directories_name_their_family(tmp_path) -> None:
-    with pytest.raises(TalkrtError, match="has no manifest.json; export there first: talkrt export vits --out-dir"):
+    with pytest.raises(TalkrtError, match=r"has no manifest.json; export there first: talkrt export vits\|gpt-sovits --out-dir"):
         directory_family(tmp_path)
     (tmp_path / "manifest.json").write_text(json.dumps({"family": "wav2lip"}))
     with pytest.raises(TalkrtError, match="names family 'wav2lip', which talkrt does not export as a directory"):

@@ -1,0 +1,25 @@
+"""GPT-SoVITS v2 as a talkrt family: the GPT (prefill + step with in-graph sampling) and SoVITS
+graphs exported as one directory, and the signatures of its two checkpoint kinds."""
+
+from talkrt.models.family import Family, Graph
+
+FAMILY = Family(
+    name="gpt_sovits",
+    summary="GPT-SoVITS v2 text to speech: GPT prefill | GPT step (sampling on the device) | SoVITS decoder",
+    graphs={
+        "gpt-sovits": Graph(
+            "talkrt.models.gpt_sovits.specs:gpt_sovits_spec",
+            "GPT-SoVITS v2 as graphs: GPT prefill, GPT step (sampler inside, static shapes), SoVITS decoder, reference style, "
+            "semantic latent, plus the hubert graph. --checkpoint is a directory with the GPT .ckpt, the SoVITS .pth and optionally chinese-hubert-base/.",
+            weights="directory",
+            presets="v2, v2Pro, v2ProPlus (released sizes) or tiny (tests), with --random-init.",
+            exporter="talkrt.models.gpt_sovits.specs:export_gpt_sovits",
+            builder="talkrt.models.gpt_sovits.synth:build_gpt_sovits_engines",
+        ),
+    },
+    signatures={
+        # GPT .ckpt keys with the Lightning "model." prefix removed (as gpt_checkpoint loads them)
+        "gpt-sovits GPT (s1)": frozenset({"bert_proj", "ar_text_embedding", "ar_text_position", "ar_audio_embedding", "ar_audio_position", "h", "ar_predict_layer"}),
+        "gpt-sovits SoVITS (s2)": frozenset({"enc_p", "dec", "flow", "ref_enc", "ssl_proj", "quantizer"}),
+    },
+)

@@ -1,0 +1,327 @@
+"""GPT-SoVITS on one device: the GPT's prefill once, its step graph once per token, then the SoVITS decoder.
+
+Every graph is a runner (ONNX Runtime, TensorRT / TensorRT-RTX, or PyTorch; see
+``specs``). The autoregressive loop keeps its state on the device: the step graph
+samples in-graph, and its outputs (token, caches, seen-token mask) are the next
+step's inputs, so two sets of buffers go round (outputs are never written over
+the inputs they are computed from). Per token the host only queues work: a copy
+of the step's uniforms, the step, two one-element copies into the token and
+end-flag records and the position increment. It reads the end flags back every
+``check_every`` tokens (one synchronisation); the tokens decoded after the first
+end flag are discarded, so the result does not depend on ``check_every``.
+
+With the same uniforms the tokens are those of ``gpt.generate`` step for step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from talkrt.engines.devices import normalize_device
+from talkrt.errors import TalkrtError
+from talkrt.models.gpt_sovits.specs import ALL_GRAPHS, GRAPHS, MANIFEST, PACKAGE, SAMPLING, Models, build_graph, gpt_sovits_specs, load_models
+
+CHECK_EVERY = 8
+_OUTPUTS = ("next_token", "stop", "logits", "k_cache_out", "v_cache_out", "seen_out")
+
+
+@dataclass
+class Decoded:
+    """Semantic tokens of one utterance and what producing them took."""
+
+    tokens: torch.Tensor  # (1, N) int64 on the device, EOS excluded
+    steps: int  # decoding steps run, including those after the end flag (discarded)
+    host_checks: int  # end-flag reads (host synchronisations)
+    stopped: bool  # an end flag was raised (else the step limit ended decoding)
+
+
+class GptSovitsSynthesizer:
+    """Phones + BERT features + prompt tokens -> semantic tokens -> 32 kHz waveform, with runners
+    named by graph: ``prefill``, ``step``, ``decoder`` and optionally ``reference``, ``latent``, ``hubert``."""
+
+    def __init__(self, runners: Mapping[str, object], manifest: Mapping, device: str | torch.device = "cpu", check_every: int = CHECK_EVERY) -> None:
+        missing = [graph for graph in ("prefill", "step", "decoder") if graph not in runners]
+        if missing:
+            raise TalkrtError(f"GPT-SoVITS needs the {', '.join(missing)} graph(s)")
+        if check_every < 1:
+            raise TalkrtError(f"check_every must be at least 1, got {check_every}")
+        self.runners = dict(runners)
+        self.manifest = dict(manifest)
+        self.device = normalize_device(device)
+        self.check_every = int(check_every)
+        self.cache_len = int(manifest["cache_len"])
+        self.vocab_size = int(manifest["vocab_size"])
+        self.sample_rate = int(manifest["sample_rate"])
+        self.samples_per_token = int(manifest["samples_per_token"])
+        self.inter_channels = int(manifest["inter_channels"])
+        cache = next(t for t in self.runners["step"].io.inputs if t.name == "k_cache")
+        self.cache_shape = tuple(int(size) for size in cache.shape)
+
+    # --- construction
+
+    @classmethod
+    def from_models(cls, models: Models, device: str | torch.device = "cpu", check_every: int = CHECK_EVERY, torch_dtype: torch.dtype = torch.float32) -> "GptSovitsSynthesizer":
+        """PyTorch runners around loaded models (the reference backend)."""
+        from talkrt.engines.runners import make_runner
+
+        specs = gpt_sovits_specs(sizes=models.sizes)
+        runners = {
+            graph: make_runner("torch", spec=specs[graph], module=build_graph(graph=graph, models=models), device=device, torch_dtype=torch_dtype)
+            for graph in GRAPHS
+        }
+        return cls(runners, manifest_of(models), device, check_every)
+
+    @classmethod
+    def from_manifest(
+        cls, directory: str | os.PathLike, backend: str = "ort", device: str | torch.device = "cpu", trust: bool = False, check_every: int = CHECK_EVERY
+    ) -> "GptSovitsSynthesizer":
+        """The graphs of ``directory/manifest.json``: ``ort`` its ONNX files, ``trt`` the engines
+        ``build_gpt_sovits_engines`` recorded, ``torch`` the models rebuilt from its preset and seed
+        (or checkpoint directory)."""
+        from talkrt.engines.runners import make_runner
+
+        directory = Path(directory)
+        manifest = read_manifest(directory)
+        if backend == "torch":
+            models = load_models(manifest.get("preset"), manifest.get("checkpoint"), trust, int(manifest.get("seed") or 0), int(manifest["cache_len"]))
+            return cls.from_models(models, device, check_every)
+        if backend == "ort":
+            paths = {graph: directory / name for graph, name in manifest["files"].items()}
+        elif backend == "trt":
+            engines = manifest.get("engines") or {}
+            missing = [graph for graph in ("prefill", "step", "decoder") if graph not in engines or not (directory / engines[graph]).is_file()]
+            if missing:
+                raise TalkrtError(f"{directory} has no {', '.join(missing)} engine; build them with `talkrt build {directory}` (or use the ort backend)")
+            paths = {graph: directory / name for graph, name in engines.items()}
+        else:
+            raise TalkrtError(f"unknown backend {backend!r}; choose ort, trt or torch")
+        runners = {graph: make_runner(backend, path, device=device) for graph, path in paths.items()}
+        return cls(runners, manifest, device, check_every)
+
+    # --- helpers
+
+    def _staged(self, tensor: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """``tensor`` on the device, contiguous and at the start of its own memory (engines
+        need aligned addresses: a view at an offset, such as a slice, is copied)."""
+        tensor = tensor.to(self.device, dtype)
+        return tensor if tensor.is_contiguous() and tensor.storage_offset() == 0 else tensor.clone(memory_format=torch.contiguous_format)
+
+    def _ids(self, values, what: str) -> torch.Tensor:
+        tensor = torch.as_tensor(values, dtype=torch.int64).reshape(1, -1)
+        if tensor.shape[1] == 0:
+            raise TalkrtError(f"{what} is empty")
+        return self._staged(tensor, torch.int64)
+
+    def _int(self, value: int) -> torch.Tensor:
+        return torch.tensor([int(value)], dtype=torch.int64, device=self.device)
+
+    def _float(self, value: float) -> torch.Tensor:
+        return torch.tensor([float(value)], dtype=torch.float32, device=self.device)
+
+    def _buffers(self) -> dict[str, torch.Tensor]:
+        """One set of the GPT graphs' outputs (the same names and shapes for prefill and step)."""
+        vocab, device = self.vocab_size, self.device
+        return {
+            "next_token": torch.empty(1, 1, dtype=torch.int64, device=device),
+            "stop": torch.empty(1, dtype=torch.int64, device=device),
+            "logits": torch.empty(1, vocab, device=device),
+            "k_cache_out": torch.empty(self.cache_shape, device=device),
+            "v_cache_out": torch.empty(self.cache_shape, device=device),
+            "seen_out": torch.empty(1, vocab, dtype=torch.int64, device=device),
+        }
+
+    # --- the GPT
+
+    def generate(
+        self,
+        phones,
+        bert_features: torch.Tensor,
+        prompt_tokens,
+        *,
+        uniforms: torch.Tensor | None = None,
+        seed: int | None = None,
+        top_k: int = SAMPLING["top_k"],
+        top_p: float = SAMPLING["top_p"],
+        temperature: float = SAMPLING["temperature"],
+        repetition_penalty: float = SAMPLING["repetition_penalty"],
+        max_new_tokens: int | None = None,
+    ) -> Decoded:
+        """Decode semantic tokens for one utterance: the prefill, then one step graph per token.
+
+        ``phones`` (T,) or (1, T) ids of prompt text + target text, ``bert_features``
+        (1, 1024, T), ``prompt_tokens`` (P,) or (1, P) with P >= 1. ``uniforms``
+        (steps, 1, vocab) in (0, 1] fixes the sampler's randomness (as ``gpt.generate``
+        takes it); without it they are drawn on the device (from ``seed``). Decoding
+        stops at the first end flag, after ``max_new_tokens`` steps, or when the
+        cache is full (``cache_len`` slots for text, prompt and new tokens).
+        """
+        phones, prompt = self._ids(phones, "phones"), self._ids(prompt_tokens, "prompt_tokens")
+        bert = self._staged(bert_features.reshape(1, -1, phones.shape[1]))
+        text_len, filled = phones.shape[1], phones.shape[1] + prompt.shape[1]
+        # the step at slot filled + i - 1 gives the logits of step i; the last slot is cache_len - 1
+        steps = self.cache_len - filled + 1
+        if steps < 1:
+            raise TalkrtError(f"text ({text_len}) + prompt ({prompt.shape[1]}) fill {filled} slots; the cache has {self.cache_len}")
+        if max_new_tokens is not None:
+            steps = min(steps, int(max_new_tokens))
+        if uniforms is not None:
+            uniforms = uniforms.to(self.device, torch.float32).reshape(-1, 1, self.vocab_size)
+            steps = min(steps, uniforms.shape[0])
+        generator = torch.Generator(device=self.device).manual_seed(int(seed)) if seed is not None else None
+        drawn = torch.empty(1, self.vocab_size, device=self.device)
+
+        def draw(index: int) -> torch.Tensor:
+            if uniforms is not None:
+                return drawn.copy_(uniforms[index])
+            torch.rand(drawn.shape, generator=generator, device=self.device, out=drawn)
+            return drawn.neg_().add_(1.0)  # (0, 1]: -log(u) stays finite
+
+        settings = {
+            "top_k": self._int(top_k),
+            "top_p": self._float(top_p),
+            "temperature": self._float(temperature),
+            "repetition_penalty": self._float(repetition_penalty),
+        }
+        current, spare = self._buffers(), self._buffers()
+        self.runners["prefill"].run({"phones": phones, "bert_features": bert, "prompt_tokens": prompt, "uniforms": draw(0), **settings}, current)
+        tokens = torch.empty(steps, dtype=torch.int64, device=self.device)
+        stops = torch.empty(steps, dtype=torch.int64, device=self.device)
+        tokens[0:1].copy_(current["next_token"].reshape(1))
+        stops[0:1].copy_(current["stop"])
+        position, prefix, text = self._int(filled), self._int(filled), self._int(text_len)
+        step_runner, ran, checks = self.runners["step"], 1, 0
+        while ran < steps:
+            if ran % self.check_every == 0:
+                checks += 1
+                if bool(stops[:ran].any()):  # the one host synchronisation every check_every tokens
+                    break
+            inputs = {
+                "token": current["next_token"],
+                "position": position,
+                "k_cache": current["k_cache_out"],
+                "v_cache": current["v_cache_out"],
+                "text_len": text,
+                "prefix_len": prefix,
+                "seen": current["seen_out"],
+                "uniforms": draw(ran),
+                **settings,
+            }
+            step_runner.run(inputs, spare)
+            tokens[ran : ran + 1].copy_(spare["next_token"].reshape(1))
+            stops[ran : ran + 1].copy_(spare["stop"])
+            position.add_(1)
+            current, spare = spare, current
+            ran += 1
+        checks += 1
+        flags = stops[:ran].nonzero()
+        count = int(flags[0, 0]) if flags.numel() else ran
+        return Decoded(tokens[:count].reshape(1, -1), ran, checks, bool(flags.numel()))
+
+    # --- SoVITS
+
+    def spectrogram(self, waveform: torch.Tensor) -> torch.Tensor:
+        """The reference's linear spectrogram (1, bins, frames) from a 32 kHz waveform (samples,) or (1, samples)."""
+        from talkrt.models.gpt_sovits.sovits import linear_spectrogram
+
+        stft = self.manifest["spectrogram"]
+        return self._staged(linear_spectrogram(waveform.to(self.device, torch.float32).reshape(1, -1), stft["n_fft"], stft["hop"], stft["win"]))
+
+    def reference_style(self, ref_spectrogram: torch.Tensor, sv_emb: torch.Tensor | None = None) -> torch.Tensor:
+        """ge (1, gin, 1) from the reference spectrogram (and, for v2Pro, its speaker embedding)."""
+        if "reference" not in self.runners:
+            raise TalkrtError("this synthesizer has no reference graph")
+        inputs = {"ref_spectrogram": self._staged(ref_spectrogram)}
+        if "sv_emb" in self.runners["reference"].input_names:
+            if sv_emb is None:
+                raise TalkrtError(f"SoVITS {self.manifest.get('sovits_version')} needs the speaker-verification embedding sv_emb")
+            inputs["sv_emb"] = self._staged(sv_emb.reshape(1, -1))
+        return self.runners["reference"].run(inputs)["ge"]
+
+    def prompt_tokens(self, features: torch.Tensor) -> torch.Tensor:
+        """The reference's semantic tokens (1, P) from its HuBERT features (1, frames, ssl_dim)."""
+        if "latent" not in self.runners:
+            raise TalkrtError("this synthesizer has no latent graph")
+        return self.runners["latent"].run({"features": self._staged(features)})["codes"][0]
+
+    def decode(
+        self, codes: torch.Tensor, phones, ge: torch.Tensor, *, noise: torch.Tensor | None = None, noise_scale: float = SAMPLING["noise_scale"], seed: int | None = None
+    ) -> torch.Tensor:
+        """Waveform (samples,) at ``sample_rate`` from semantic tokens (N,) or (1, N), the target
+        text's phones and ``ge``. ``noise`` (1, inter_channels, 2 * N) standard normal, drawn
+        (from ``seed``) when not given."""
+        codes = self._staged(codes.reshape(1, 1, -1), torch.int64)
+        count = codes.shape[2]
+        if count == 0:
+            return torch.zeros(0, device=self.device)
+        if noise is None:
+            generator = torch.Generator(device=self.device).manual_seed(int(seed)) if seed is not None else None
+            noise = torch.randn(1, self.inter_channels, 2 * count, generator=generator, device=self.device)
+        if tuple(noise.shape) != (1, self.inter_channels, 2 * count):
+            raise TalkrtError(f"noise must be (1, {self.inter_channels}, {2 * count}), got {tuple(noise.shape)}")
+        inputs = {
+            "codes": codes,
+            "phones": self._ids(phones, "phones"),
+            "ge": self._staged(ge),
+            "noise": self._staged(noise.reshape(1, self.inter_channels, count, 2)),
+            "noise_scale": self._float(noise_scale),
+        }
+        return self.runners["decoder"].run(inputs)["waveform"][0, 0]
+
+
+def manifest_of(models: Models) -> dict:
+    """The manifest facts the runtime reads, for models not exported (the torch backend)."""
+    sizes, sov = models.sizes, models.sizes.sovits
+    return {
+        "family": PACKAGE,
+        "cache_len": sizes.cache_len,
+        "vocab_size": sizes.gpt.vocab_size,
+        "eos": sizes.gpt.eos,
+        "sample_rate": sov.sampling_rate,
+        "samples_per_token": sov.samples_per_token,
+        "inter_channels": sov.inter_channels,
+        "sovits_version": sov.version,
+        "spectrogram": {"n_fft": sov.filter_length, "hop": sov.hop_length, "win": sov.win_length},
+    }
+
+
+# ----------------------------------------------------------------------------- manifest and engines
+
+
+def read_manifest(directory: str | os.PathLike) -> dict:
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        raise TalkrtError(f"{directory} has no {MANIFEST}; export there first: talkrt export gpt-sovits --out-dir {directory} (--checkpoint DIR or --random-init)")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise TalkrtError(f"{path} is not valid JSON ({exc.msg}); export the model again") from exc
+    if manifest.get("family") != PACKAGE:
+        raise TalkrtError(f"{path} is not a GPT-SoVITS manifest (family {manifest.get('family')!r})")
+    return manifest
+
+
+def build_gpt_sovits_engines(directory: str | os.PathLike, options=None, graphs: Sequence[str] | None = None) -> dict:
+    """Build an engine for each graph in the manifest (default: all of them) and record them in it."""
+    from talkrt.engines.build import BuildOptions, build_engine
+    from talkrt.fileio import write_text_atomic
+
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    options = options or BuildOptions()
+    chosen = tuple(manifest["files"]) if graphs is None else tuple(graphs)
+    unknown = [graph for graph in chosen if graph not in manifest["files"]]
+    if unknown:
+        raise TalkrtError(f"{directory} has no {', '.join(unknown)} graph; it has {', '.join(manifest['files'])}")
+    engines = dict(manifest.get("engines") or {})
+    for graph in (g for g in ALL_GRAPHS if g in chosen):
+        result = build_engine(directory / manifest["files"][graph], directory / f"{graph}.engine", options)
+        engines[graph] = result.engine.name
+    manifest["engines"] = engines
+    write_text_atomic(directory / MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    return manifest
