@@ -15,13 +15,16 @@ Conventions kept from the original (its ``clean_text`` / ``chinese2`` / ``englis
   ``E`` in ye, ``En`` in yan).
 * English: CMUdict ARPAbet with stress digits; punctuation tokens are kept when
   they are v2 punctuation, an apostrophe token becomes ``-``, a capital ``A``
-  alone reads ``EY1``, out-of-dictionary words of at most 3 letters are spelled,
-  ``'s`` after an unknown word is read S / AH0 Z / Z by the last phone; fewer
-  than 4 phones get a leading ``,``. No word2ph (the BERT features are zeros).
-* Punctuation is mapped onto the v2 set ``! ? … , . -`` (Chinese full-width marks,
-  ``...`` -> ``…``, ``~`` -> ``…``, ``—`` -> ``-``, ...), runs of marks collapse to the
-  first, and for Chinese every other non-Chinese character is dropped.
-  ``￥`` / ``^`` in Chinese text turn every comma pause into ``SP2`` / ``SP3``.
+  alone reads ``EY1``, a capital inside a word starts a new one (GPT -> G P T),
+  accents are stripped, i.e./e.g. expanded, out-of-dictionary words of at most 3
+  letters are spelled, a word + ``'s`` missing from the dictionary reads the word
+  then S / AH0 Z / Z by its last phone; fewer than 4 phones get a leading ``,``.
+  No word2ph (the BERT features are zeros).
+* Punctuation is mapped onto the v2 set ``! ? … , . -``. Chinese: full-width
+  marks, ``...`` and ``~`` -> ``…``, ``—`` -> ``-``, ... and every other
+  non-Chinese character dropped; ``￥`` / ``^`` turn every comma pause into
+  ``SP2`` / ``SP3``. English: ``; :`` -> ``,``, every character other than letters,
+  space and ``' . , ? ! -`` dropped (so ``…`` goes). A run of marks keeps its first.
 * ``phonemize`` adds the web UI's rule: fewer than 6 phones -> the text again
   with a leading ``.``.
 
@@ -143,8 +146,11 @@ def _check_language(text: str, language: str) -> None:
         raise TalkrtError(f"the text is in {found!r}, not {language!r}: {text[:40]!r}")
 
 
-def clean_text(text: str, language: str) -> Phonemized:
-    """Phones and word2ph of ``text`` in ``language`` (``zh`` or ``en``), as the original's ``clean_text``."""
+def clean_text(text: str, language: str, dictionary: str | None = None, oov: str = "auto") -> Phonemized:
+    """Phones and word2ph of ``text`` in ``language`` (``zh`` or ``en``), as the original's ``clean_text``.
+
+    ``dictionary`` (a CMUdict-format file) and ``oov`` apply to English (see ``english_g2p``).
+    """
     _check_language(text, language)
     if language == "zh":
         for mark, pause in (("￥", "SP2"), ("^", "SP3")):
@@ -154,18 +160,18 @@ def clean_text(text: str, language: str) -> Phonemized:
                 phones = tuple(pause if p == "," else p for p in result.phones)
                 return Phonemized(phones, result.word2ph, result.norm_text, "zh")
         return _chinese(text)
-    return _english(text)
+    return _english(text, dictionary, oov)
 
 
-def phonemize(text: str, language: str = "auto", min_phones: int = 6) -> Phonemized:
+def phonemize(text: str, language: str = "auto", min_phones: int = 6, dictionary: str | None = None, oov: str = "auto") -> Phonemized:
     """``clean_text`` (language detected when ``auto``); under ``min_phones`` phones the text is read
     again with a leading ``.``, as the original's web UI does before synthesis."""
     text = re.sub(" {2,}", " ", text)
     if language == "auto":
         language = detect_language(text)
-    result = clean_text(text, language)
+    result = clean_text(text, language, dictionary, oov)
     if len(result.phones) < min_phones:
-        result = clean_text("." + text, language)
+        result = clean_text("." + text, language, dictionary, oov)
     if not result.phones:
         raise TalkrtError(f"nothing to say in {text[:40]!r}")
     return result
@@ -695,9 +701,9 @@ def english_g2p(norm_text: str, dictionary: str | None = None, oov: str = "auto"
     return phones
 
 
-def _english(text: str, dictionary: str | None = None) -> Phonemized:
+def _english(text: str, dictionary: str | None = None, oov: str = "auto") -> Phonemized:
     norm_text = normalize_english(text)
-    phones = english_g2p(norm_text, dictionary)
+    phones = english_g2p(norm_text, dictionary, oov)
     if len(phones) < 4:
         phones = [",", *phones]  # as the original: very short English gets a leading pause
     return Phonemized(tuple(phones), None, norm_text, "en")

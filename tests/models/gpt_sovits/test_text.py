@@ -182,6 +182,9 @@ def test_custom_dictionary(tmp_path) -> None:
     path = tmp_path / "dict.txt"
     path.write_text(";;; comment\nKOHARU  K OW1 HH AA1 R UW0\nkoharu(2) K OW1\n", encoding="utf-8")
     assert text.english_g2p("Koharu", dictionary=str(path)) == ["K", "OW1", "HH", "AA1", "R", "UW0"]
+    assert text.clean_text("Koharu", "en", dictionary=str(path), oov="error").phones == ("K", "OW1", "HH", "AA1", "R", "UW0")
+    with pytest.raises(TalkrtError, match="'hello'"):
+        text.phonemize("hello Koharu", dictionary=str(path), oov="error")
 
 
 def test_languages_mixed_or_unsupported_are_refused() -> None:
