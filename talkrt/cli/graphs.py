@@ -45,9 +45,8 @@ def _register(name: str, graph) -> None:
         wrote(done.headline)
 
     keep = [option for option in OPTIONS[graph.weights] if (option != "graph_choice" or graph.variants) and (option != "layer" or graph.layer)]
-    annotations = {"out": OutOpt, "out_dir": OutDirOpt, "preset": Annotated[Optional[str], typer.Option(help=graph.presets)]}
-    if graph.variants:
-        annotations["graph_choice"] = Annotated[str, typer.Option("--graph", help=f"{' or '.join(graph.variants)}.")]
+    annotations = {"out": OutOpt, "out_dir": OutDirOpt, "preset": Annotated[Optional[str], typer.Option(help=graph.presets)],
+                   "graph_choice": Annotated[str, typer.Option("--graph", help=f"{' or '.join(graph.variants)}.")]}
     defaults = {"out": Parameter.empty, "out_dir": Parameter.empty, "graph_choice": graph.variants[0] if graph.variants else ""}
     export_app.command(name)(variant(export, name, graph.help, keep=keep, annotations=annotations, **defaults))
 

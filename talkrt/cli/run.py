@@ -50,8 +50,7 @@ def pipeline_options(
     trust_checkpoint: TrustOpt = False,
     **option_files: Optional[Path],
 ) -> RunRequest:
-    """The options of a pipeline (`run`, `profile` and `serve`): the avatar, the renderer and its graphs, the device, the voice,
-    and each renderer's option files (from the registry)."""
+    """The options of a pipeline (`run`, `profile`, `serve`): avatar, renderer and graphs, device, voice, the renderers' option files."""
     return RunRequest(avatar, boxes=boxes, landmarks=landmarks, renderer=renderer, backend=backend, model=model, engines=engines, device=device, fps=fps,
                       batch_size=batch_size, tts=tts_dir, option_files=option_files, trust=trust_checkpoint)
 
