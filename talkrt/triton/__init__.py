@@ -1,0 +1,1 @@
+"""A Triton Inference Server model repository from exported graphs: `talkrt triton`."""
