@@ -224,14 +224,19 @@ def test_hubert_graph_feeds_the_latent_graph(tiny_export, tiny_ort, tiny_models)
 # ----------------------------------------------------------------------------- TensorRT-RTX
 
 
-def test_tensorrt_rtx_builds_step_and_decoder(tiny_export, tmp_path) -> None:
+def test_tensorrt_rtx_builds_step_and_decoder(tiny_export) -> None:
     pytest.importorskip("tensorrt_rtx", reason="CI installs tensorrt-rtx-cu13; this skip is for partial installs only")
-    from talkrt.engines.build import BuildOptions, build_engine, read_sidecar
+    from talkrt.engines.build import BuildOptions, read_sidecar
+    from talkrt.models.gpt_sovits.synth import build_gpt_sovits_engines
 
     out, _, _ = tiny_export
+    manifest = build_gpt_sovits_engines(out, BuildOptions(backend="tensorrt-rtx", cache=False), graphs=("step", "decoder"))
+    assert manifest["engines"] == {"step": "step.engine", "decoder": "decoder.engine"}
+    assert json.loads((out / "manifest.json").read_text())["engines"] == manifest["engines"]
+    with pytest.raises(TalkrtError, match="has no prefill engine"):
+        GptSovitsSynthesizer.from_manifest(out, backend="trt")
     for graph in ("step", "decoder"):
-        result = build_engine(out / f"{graph}.onnx", tmp_path / f"{graph}.engine", BuildOptions(backend="tensorrt-rtx", cache=False))
-        sidecar = read_sidecar(result.engine)
+        sidecar = read_sidecar(out / f"{graph}.engine")
         assert sidecar["family"] == "gpt-sovits" and sidecar["graph"] == graph and sidecar["backend"]["name"] == "tensorrt-rtx"
         if graph == "decoder":
             assert sidecar["profiles"][0]["noise"] == {"min": [1, 16, 1, 2], "opt": [1, 16, 250, 2], "max": [1, 16, 1500, 2]}
