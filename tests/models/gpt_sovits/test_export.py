@@ -240,3 +240,13 @@ def test_tensorrt_rtx_builds_step_and_decoder(tiny_export) -> None:
         assert sidecar["family"] == "gpt-sovits" and sidecar["graph"] == graph and sidecar["backend"]["name"] == "tensorrt-rtx"
         if graph == "decoder":
             assert sidecar["profiles"][0]["noise"] == {"min": [1, 16, 1, 2], "opt": [1, 16, 250, 2], "max": [1, 16, 1500, 2]}
+
+
+def test_fp16_plans_hold_the_gpt_gates(tiny_export) -> None:
+    """`talkrt check --candidate fp16`: the spec's FP32 ops and gates on the GPT and style graphs."""
+    from talkrt.precision.check import check
+
+    out, _, _ = tiny_export
+    for graph in ("prefill", "step", "reference", "latent"):
+        result = check(out / f"{graph}.onnx", "fp16")
+        assert result.passed, (graph, result.rows)
