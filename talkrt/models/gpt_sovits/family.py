@@ -17,6 +17,7 @@ FAMILY = Family(
             builder="talkrt.models.gpt_sovits.synth:build_gpt_sovits_engines",
         ),
     },
+    voice="talkrt.models.gpt_sovits.voice",
     signatures={
         # GPT .ckpt keys with the Lightning "model." prefix removed (as gpt_checkpoint loads them)
         "gpt-sovits GPT (s1)": frozenset({"bert_proj", "ar_text_embedding", "ar_text_position", "ar_audio_embedding", "ar_audio_position", "h", "ar_predict_layer"}),
