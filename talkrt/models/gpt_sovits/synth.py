@@ -239,7 +239,7 @@ class GptSovitsSynthesizer:
         inputs = {"ref_spectrogram": self._staged(ref_spectrogram)}
         if "sv_emb" in self.runners["reference"].input_names:
             if sv_emb is None:
-                raise TalkrtError(f"SoVITS {self.manifest.get('sovits_version')} needs the speaker-verification embedding sv_emb")
+                raise TalkrtError(f"this voice ({self.manifest.get('sovits_version')}) needs the speaker-verification embedding sv_emb")
             inputs["sv_emb"] = self._staged(sv_emb.reshape(1, -1))
         return self.runners["reference"].run(inputs)["ge"]
 
