@@ -148,11 +148,14 @@ def test_onnx_runtime_loop_equals_generate_token_for_token(tiny_ort, tiny_models
     assert decoded.steps == 30 and decoded.host_checks == 30 // 8 + 1 and not decoded.stopped
 
 
-def test_torch_runners_equal_generate_and_seeds_reproduce(tiny_models) -> None:
+def test_torch_runners_equal_generate_and_seeds_reproduce(tiny_export, tiny_models) -> None:
     synth = GptSovitsSynthesizer.from_models(tiny_models)
     phones, bert, prompt = _inputs(7, 5, seed=4)
     uniforms = _uniforms(20, seed=4)
-    assert torch.equal(synth.generate(phones, bert, prompt, uniforms=uniforms).tokens, generate(tiny_models.gpt, phones, bert, prompt, uniforms))
+    expected = generate(tiny_models.gpt, phones, bert, prompt, uniforms)
+    assert torch.equal(synth.generate(phones, bert, prompt, uniforms=uniforms).tokens, expected)
+    rebuilt = GptSovitsSynthesizer.from_manifest(tiny_export[0], backend="torch")  # the manifest's preset and seed
+    assert torch.equal(rebuilt.generate(phones, bert, prompt, uniforms=uniforms).tokens, expected)
     first = synth.generate(phones, bert, prompt, seed=5, max_new_tokens=12).tokens
     assert first.shape == (1, 12) and torch.equal(first, synth.generate(phones, bert, prompt, seed=5, max_new_tokens=12).tokens)
 
