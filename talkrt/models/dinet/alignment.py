@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from talkrt.models.dinet.asr import CONTEXT_MS
+from talkrt.models.dinet.asr import context_ms
 from talkrt.runtime.align import FeatureAlignment, SlidingContext
 
 # DeepSpeech (DINet): 25 Hz logits = every 4th 10 ms MFCC frame with +-9 zero-padded
@@ -39,5 +39,5 @@ CTC_25HZ = FeatureAlignment(
     padding="edge",
     signal_padding="none",
     streamable=False,
-    context=SlidingContext.of_ms(hop=640, **CONTEXT_MS),
+    context=SlidingContext.of_ms(hop=640, **context_ms()),
 )
