@@ -13,6 +13,7 @@ from talkrt.export.spec import StoredSpec, TensorSpec
 TRITON_DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYPE_BF16", "int64": "TYPE_INT64",
                  "int32": "TYPE_INT32", "bool": "TYPE_BOOL", "uint8": "TYPE_UINT8", "int8": "TYPE_INT8"}
 SESSION_MODEL = "talkrt_session"
+RENDER_MODEL = "talkrt_render"
 
 
 def batch_dim(spec: StoredSpec) -> str | None:
@@ -74,23 +75,11 @@ def session_config(*, max_sessions: int, instances: int, gpu: bool, idle_seconds
     batcher routes a sequence's requests to the instance that holds its session (START opens it,
     END flushes and closes it) and hands an instance up to ``max_sessions`` sequences' requests at
     once, which it renders in shared batches."""
-    params = "".join(f'parameters: {{\n  key: "{key}"\n  value: {{ string_value: "{_quoted(value)}" }}\n}}\n' for key, value in parameters.items())
     return (
         f'name: "{SESSION_MODEL}"\nbackend: "python"\nmax_batch_size: {max_sessions}\n'
         "version_policy: { latest: { num_versions: 1 } }\n"
-        "input [\n"
-        # a chunk of float32 mono audio at SAMPLE_RATE; chunks of any length, so no shape must match across a batch
-        '  {\n    name: "AUDIO"\n    data_type: TYPE_FP32\n    dims: [ -1 ]\n    allow_ragged_batch: true\n  },\n'
-        # read at the sequence's start (default: the repository's sample rate)
-        '  {\n    name: "SAMPLE_RATE"\n    data_type: TYPE_INT32\n    dims: [ 1 ]\n    optional: true\n  }\n'
-        "]\n"
-        "output [\n"
-        '  {\n    name: "FRAMES"\n    data_type: TYPE_UINT8\n    dims: [ -1, -1, -1, 3 ]\n  },\n'  # BGR images completed by this request
-        '  {\n    name: "PTS"\n    data_type: TYPE_INT64\n    dims: [ -1 ]\n  },\n'  # their times, in input samples from the sequence's start
-        '  {\n    name: "FIRST"\n    data_type: TYPE_INT64\n    dims: [ 1 ]\n  },\n'  # the session index of the first frame
-        '  {\n    name: "FRAME_AUDIO"\n    data_type: TYPE_FP32\n    dims: [ -1 ]\n  }\n'  # the input samples these frames show
-        "]\n"
-        "sequence_batching {\n"
+        + _speech_io(ragged=True)
+        + "sequence_batching {\n"
         f"  max_sequence_idle_microseconds: {idle_seconds * 1_000_000}\n"
         "  control_input [\n"
         '    {\n      name: "START"\n      control [ { kind: CONTROL_SEQUENCE_START int32_false_true: [ 0, 1 ] } ]\n    },\n'
@@ -99,5 +88,39 @@ def session_config(*, max_sessions: int, instances: int, gpu: bool, idle_seconds
         f"  oldest {{\n    max_candidate_sequences: {max_sessions}\n    preferred_batch_size: [ {max_sessions} ]\n    max_queue_delay_microseconds: 0\n  }}\n"
         "}\n"
         + _instances(instances, gpu)
-        + params
+        + _parameters({**parameters, "mode": "session"})
+    )
+
+
+def render_config(*, instances: int, gpu: bool, parameters: Mapping[str, str]) -> str:
+    """The offline render model (Python backend): one request, one whole utterance, all its frames;
+    its pipeline calls the graph models (BLS), so it batches nothing itself."""
+    return (
+        f'name: "{RENDER_MODEL}"\nbackend: "python"\nmax_batch_size: 0\n'
+        "version_policy: { latest: { num_versions: 1 } }\n"
+        + _speech_io(ragged=False)
+        + _instances(instances, gpu)
+        + _parameters({**parameters, "mode": "render"})
+    )
+
+
+def _parameters(parameters: Mapping[str, str]) -> str:
+    return "".join(f'parameters: {{\n  key: "{key}"\n  value: {{ string_value: "{_quoted(value)}" }}\n}}\n' for key, value in parameters.items())
+
+
+def _speech_io(ragged: bool) -> str:
+    """The audio in and the frames out of the Python-backend models."""
+    return (
+        "input [\n"
+        # float32 mono audio at SAMPLE_RATE; chunks of any length, so no shape must match across a batch
+        '  {\n    name: "AUDIO"\n    data_type: TYPE_FP32\n    dims: [ -1 ]\n' + ("    allow_ragged_batch: true\n" if ragged else "") + "  },\n"
+        # read at the start (default: the repository's sample rate)
+        '  {\n    name: "SAMPLE_RATE"\n    data_type: TYPE_INT32\n    dims: [ 1 ]\n    optional: true\n  }\n'
+        "]\n"
+        "output [\n"
+        '  {\n    name: "FRAMES"\n    data_type: TYPE_UINT8\n    dims: [ -1, -1, -1, 3 ]\n  },\n'  # BGR images completed by this request
+        '  {\n    name: "PTS"\n    data_type: TYPE_INT64\n    dims: [ -1 ]\n  },\n'  # their times, in input samples from the start
+        '  {\n    name: "FIRST"\n    data_type: TYPE_INT64\n    dims: [ 1 ]\n  },\n'  # the index of the first frame (-1: none)
+        '  {\n    name: "FRAME_AUDIO"\n    data_type: TYPE_FP32\n    dims: [ -1 ]\n  }\n'  # the input samples these frames show
+        "]\n"
     )

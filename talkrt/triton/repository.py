@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 
 from talkrt.errors import TalkrtError
-from talkrt.triton.config import SESSION_MODEL, batch_dim, graph_config, session_config
+from talkrt.triton.config import RENDER_MODEL, SESSION_MODEL, batch_dim, graph_config, render_config, session_config
 
 IDLE_SECONDS = 60  # a sequence silent this long is dropped by Triton (its client went away)
 
@@ -100,9 +101,10 @@ def write_repository(out_dir: str | os.PathLike, models_dir: str | os.PathLike, 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        written = _write(staging, files, engines, instances, max_batch, max_queue_delay_us, gpu)
+        limits = _write(staging, files, engines, instances, max_batch, max_queue_delay_us, gpu)
+        written = list(limits)
         if renderer_roles is not None:
-            written.append(_write_session(staging, files, renderer_roles, avatar_path, engines, instances, gpu, fps, sample_rate, max_sessions))
+            written += _write_session(staging, files, limits, renderer_roles, avatar_path, engines, instances, gpu, fps, sample_rate, max_sessions)
         (staging / "README.md").write_text(_readme(written, gpu))
         if out.is_dir():
             out.rmdir()  # empty (checked above); the staging folder takes its place
@@ -113,11 +115,12 @@ def write_repository(out_dir: str | os.PathLike, models_dir: str | os.PathLike, 
     return f"{out}: Triton models {', '.join(written)} and README.md (start: tritonserver --model-repository {out})"
 
 
-def _write(root: Path, files: dict[str, tuple[Path, Path | None]], engines: bool, instances: int, max_batch: int, delay: int, gpu: bool) -> list[str]:
+def _write(root: Path, files: dict[str, tuple[Path, Path | None]], engines: bool, instances: int, max_batch: int, delay: int, gpu: bool) -> dict[str, int]:
+    """The graph models; returns each one's max_batch_size."""
     from talkrt.engines.sidecar import read_sidecar, sidecar_path
     from talkrt.export.spec import StoredSpec
 
-    names = []
+    limits = {}
     for name, (onnx_file, engine) in files.items():
         spec = StoredSpec.from_onnx(onnx_file)
         version = root / name / "1"
@@ -136,12 +139,14 @@ def _write(root: Path, files: dict[str, tuple[Path, Path | None]], engines: bool
             shutil.copyfile(onnx_file, version / "model.onnx")
             text = graph_config(name, spec, platform="onnxruntime_onnx", max_batch=max_batch, instances=instances, gpu=gpu, max_queue_delay_us=delay)
         (root / name / "config.pbtxt").write_text(text)
-        names.append(name)
-    return names
+        limits[name] = int(re.search(r"^max_batch_size: (\d+)$", text, re.M).group(1))
+    return limits
 
 
-def _write_session(root: Path, files: dict, renderer_roles: tuple[str, dict[str, str]], avatar: Path, engines: bool,
-                   instances: int, gpu: bool, fps: str, sample_rate: int, max_sessions: int) -> str:
+def _write_session(root: Path, files: dict, limits: dict[str, int], renderer_roles: tuple[str, dict[str, str]], avatar: Path, engines: bool,
+                   instances: int, gpu: bool, fps: str, sample_rate: int, max_sessions: int) -> list[str]:
+    """The streaming session model and the offline render model (BLS over the graph models), which
+    share the model source and the prepared avatar."""
     from talkrt.runtime.align import as_fps
     from talkrt.runtime.runs import load_avatar
 
@@ -155,15 +160,25 @@ def _write_session(root: Path, files: dict, renderer_roles: tuple[str, dict[str,
     load_avatar(avatar, None, renderer, None).save(version / "avatar.npz")  # prepared once here, not per instance
     shutil.copyfile(Path(__file__).with_name("session_model.py"), version / "model.py")
     model_file = "model.plan" if engines else "model.onnx"
-    parameters = {
-        "renderer": renderer, "backend": "trt" if engines else "ort", "fps": fps, "sample_rate": str(sample_rate),
-        "batch_size": "8", "avatar": f"{SESSION_MODEL}/1/avatar.npz",
-        # role -> graph file, relative to the repository: the session runs the same files as the graph models
-        "models": json.dumps({role: f"{name}/1/{model_file}" for role, name in roles.items()}),
-    }
-    text = session_config(max_sessions=max_sessions, instances=instances, gpu=gpu, idle_seconds=IDLE_SECONDS, parameters=parameters)
+    common = {"renderer": renderer, "backend": "trt" if engines else "ort", "fps": fps, "sample_rate": str(sample_rate),
+              "batch_size": "8", "avatar": f"{SESSION_MODEL}/1/avatar.npz"}
+    # role -> graph file, relative to the repository: the session runs the same files as the graph models
+    models = json.dumps({role: f"{name}/1/{model_file}" for role, name in roles.items()})
+    text = session_config(max_sessions=max_sessions, instances=instances, gpu=gpu, idle_seconds=IDLE_SECONDS, parameters={**common, "models": models})
     (root / SESSION_MODEL / "config.pbtxt").write_text(text)
-    return SESSION_MODEL
+
+    from talkrt.export.spec import StoredSpec
+
+    render = root / RENDER_MODEL / "1"
+    render.mkdir(parents=True)
+    shutil.copyfile(version / "model.py", render / "model.py")
+    for name in roles.values():  # the graphs' tensors, which the BLS runners need without the ONNX file (an engine repository has none)
+        (render / f"{name}.spec.json").write_text(json.dumps(dict(StoredSpec.from_onnx(files[name][0]).data)))
+    # the render batch goes to a graph model in one request: no larger than its max_batch_size (0: not batched, any size)
+    batch = min([8, *(limits[name] for name in roles.values() if limits[name] > 0)])
+    text = render_config(instances=instances, gpu=gpu, parameters={**common, "batch_size": str(batch), "graphs": json.dumps(roles)})
+    (root / RENDER_MODEL / "config.pbtxt").write_text(text)
+    return [SESSION_MODEL, RENDER_MODEL]
 
 
 def _readme(models: list[str], gpu: bool) -> str:

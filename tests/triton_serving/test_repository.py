@@ -38,8 +38,8 @@ def assert_matches_graph(config, spec: StoredSpec, batched: bool) -> None:
 def test_onnx_repository_configs_parse_and_match_the_graphs(models_dir, triton_avatar, tmp_path) -> None:
     summary = write_repository(tmp_path / "repo", models_dir, avatar=triton_avatar, gpu=False, instances=2, max_batch=16, max_queue_delay_us=250)
     repo = tmp_path / "repo"
-    assert "wav2lip" in summary and "talkrt_session" in summary
-    assert sorted(p.name for p in repo.iterdir()) == ["README.md", "talkrt_session", "wav2lip"]
+    assert "wav2lip" in summary and "talkrt_session" in summary and "talkrt_render" in summary
+    assert sorted(p.name for p in repo.iterdir()) == ["README.md", "talkrt_render", "talkrt_session", "wav2lip"]
     config = parse(repo / "wav2lip" / "config.pbtxt")
     spec = StoredSpec.from_onnx(models_dir / "wav2lip.onnx")
     assert config.name == "wav2lip" and config.platform == "onnxruntime_onnx"
@@ -60,7 +60,14 @@ def test_onnx_repository_configs_parse_and_match_the_graphs(models_dir, triton_a
     params = {key: value.string_value for key, value in session.parameters.items()}
     assert json.loads(params["models"]) == {"generator": "wav2lip/1/model.onnx"}
     assert (repo / params["avatar"]).is_file() and (repo / "talkrt_session" / "1" / "model.py").is_file()
-    assert "instance_group" in (repo / "README.md").read_text() or "Instances per GPU" in (repo / "README.md").read_text()
+    assert "Instances per GPU" in (repo / "README.md").read_text()
+
+    render = parse(repo / "talkrt_render" / "config.pbtxt")
+    assert render.backend == "python" and render.max_batch_size == 0 and not render.HasField("sequence_batching")
+    assert [t.name for t in render.output] == ["FRAMES", "PTS", "FIRST", "FRAME_AUDIO"]
+    params = {key: value.string_value for key, value in render.parameters.items()}
+    assert params["mode"] == "render" and json.loads(params["graphs"]) == {"generator": "wav2lip"} and params["batch_size"] == "8"
+    assert json.loads((repo / "talkrt_render" / "1" / "wav2lip.spec.json").read_text()) == dict(spec.data)
 
 
 def fake_engine(models_dir: Path, tmp_path: Path) -> Path:
