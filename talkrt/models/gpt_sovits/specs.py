@@ -41,8 +41,8 @@ from talkrt.models.gpt_sovits.sovits import RELEASED_CONFIGS, SMALL_CONFIG, Sovi
 FAMILY = "gpt-sovits"  # the graphs' family name: gpt-sovits-prefill, gpt-sovits-step, ...
 PACKAGE = "gpt_sovits"  # the registry's name, written in the manifest
 GRAPHS = ("prefill", "step", "decoder", "reference", "latent")
-HUBERT = "hubert"  # the extra graph, exported by the hubert family
-ALL_GRAPHS = (*GRAPHS, HUBERT)
+SPEECH_ENCODER = "hubert"  # the reference's speech encoder: the hubert family's graph, exported with the others
+ALL_GRAPHS = (*GRAPHS, SPEECH_ENCODER)
 MANIFEST = "manifest.json"
 OPSET = 17
 # Slots of the KV cache (text + prompt + generated): fixed at export, as the step graph's shapes are.
@@ -394,10 +394,10 @@ def export_gpt_sovits(
         export_onnx(specs[graph], build_graph(graph=graph, models=models), path, validate=validate, step=step)
         files[graph] = path.name
     hubert_note = None
-    if HUBERT in graphs:
+    if SPEECH_ENCODER in graphs:
         hubert_note = _export_hubert(out_dir, models, checkpoint is None, trust, seed, validate, step)
         if hubert_note is None:
-            files[HUBERT] = f"{HUBERT}.onnx"
+            files[SPEECH_ENCODER] = f"{SPEECH_ENCODER}.onnx"
     sizes, sov = models.sizes, models.sizes.sovits
     manifest = {
         "family": PACKAGE,
@@ -438,7 +438,7 @@ def _export_hubert(out_dir: Path, models: Models, random: bool, trust: bool, see
     if not random and models.hubert_checkpoint is None:
         return f"no {HUBERT_FOLDER}/ folder in the checkpoint directory: export it with `talkrt export hubert --checkpoint DIR --out {out_dir / 'hubert.onnx'}`"
     source = None if random else str(models.hubert_checkpoint)
-    spec = get_spec(HUBERT, preset=models.sizes.hubert_preset, checkpoint=source)
+    spec = get_spec(SPEECH_ENCODER, preset=models.sizes.hubert_preset, checkpoint=source)
     module = spec.build_module(None, seed=seed) if random else spec.build_module(source, trust)
-    export_onnx(spec, module, out_dir / f"{HUBERT}.onnx", validate=validate, step=step)
+    export_onnx(spec, module, out_dir / f"{SPEECH_ENCODER}.onnx", validate=validate, step=step)
     return None

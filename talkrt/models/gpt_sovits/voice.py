@@ -27,10 +27,8 @@ from pathlib import Path
 import torch
 
 from talkrt.errors import TalkrtError, TalkrtWarning
-from talkrt.models.gpt_sovits.specs import ALL_GRAPHS, GRAPHS
+from talkrt.models.gpt_sovits.specs import SPEECH_ENCODER
 
-# The exported graph that is not GPT-SoVITS' own: the speech encoder of the 16 kHz reference.
-SPEECH_ENCODER = next(graph for graph in ALL_GRAPHS if graph not in GRAPHS)
 REFERENCE_WAV = "reference.wav"
 REFERENCE_TXT = "reference.txt"
 BERT_FOLDER = "chinese-roberta-wwm-ext-large"
