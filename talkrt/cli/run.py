@@ -114,9 +114,12 @@ def tts(
     sample_format: Annotated[str, typer.Option("--format", help="pcm16 or float32.")] = "pcm16",
     device: DeviceOpt = "auto",
     skip_unknown: SkipUnknownOpt = False,
+    ref_audio: Annotated[Optional[Path], typer.Option("--ref-audio", help="A cloning voice (GPT-SoVITS): the speaker's reference speech, 3-10 s (default: the voice's reference.wav).")] = None,
+    ref_text: Annotated[Optional[str], typer.Option("--ref-text", help="What is said in --ref-audio.")] = None,
+    stream: Annotated[bool, typer.Option("--stream", help="Speak chunk by chunk as the voice makes them and tell the time to the first.")] = False,
 ) -> None:
     """Speak TEXT with an exported voice and write a WAV file."""
-    wrote(speak_to_file(text, out, {"trt": engines, "ort": onnx_dir, "torch": torch_dir}, device, speaker, seed, sample_format, skip_unknown, note))
+    wrote(speak_to_file(text, out, {"trt": engines, "ort": onnx_dir, "torch": torch_dir}, device, speaker, seed, sample_format, skip_unknown, note, ref_audio, ref_text, stream))
 
 
 @pipeline_group

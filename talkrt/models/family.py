@@ -78,7 +78,8 @@ class Family:
       avatar crops, for help texts) and ``shared_weights`` (role -> the role whose checkpoint
       also holds it, for PyTorch).
     - Text-to-speech families give ``voice``: the module with ``load_voice(directory, backend,
-      device, note)`` -> (synthesizer, manifest), ``speak(text, synthesizer, manifest, speaker,
+      device, note, reference)`` -> (synthesizer, manifest) (``reference``: (speech file, its
+      transcript) for a voice cloned from a reference, None otherwise), ``speak(text, synthesizer, manifest, speaker,
       seed, skip_unknown)`` -> (waveform, rate, seconds) and ``speak_stream(text, synthesizer,
       manifest, speaker, seed, skip_unknown, chunk_ms)`` -> (chunks, rate): float32 tensors on
       the voice's device, made as they are drawn, the first about ``chunk_ms`` long, which

@@ -187,20 +187,40 @@ def load_avatar(path: Path, boxes: Path | None, renderer: str, landmarks: Path |
 
 
 def speak_to_file(text: str, out: Path, voices: Mapping[str, Path | None], device: str = "auto", speaker: int | None = None, seed: int = 0,
-                  sample_format: str = "pcm16", skip_unknown: bool = False, note: Callable[[str], None] = lambda text: None) -> str:
+                  sample_format: str = "pcm16", skip_unknown: bool = False, note: Callable[[str], None] = lambda text: None,
+                  ref_audio: Path | None = None, ref_text: str | None = None, stream: bool = False) -> str:
     """Speak ``text`` with the one voice directory given in ``voices`` (backend -> directory) and write
-    a WAV file; returns what was written (length, rate and the time the synthesis took)."""
+    a WAV file; returns what was written (length, rate and the time the synthesis took). A cloning
+    voice speaks as ``ref_audio`` with its transcript ``ref_text``; ``stream``: the voice's chunks
+    as it makes them, with the time to the first."""
+    import time
+
+    import torch
+
     from talkrt.models.registry import voice
     from talkrt.runtime.media import write_wav
 
     flags = {"trt": "--engines", "ort": "--onnx", "torch": "--torch"}  # `talkrt tts`'s names of the backends' directories
-    check_outputs({"--out": out}, {flags[backend]: directory for backend, directory in voices.items()})
+    check_outputs({"--out": out}, {flags[backend]: directory for backend, directory in voices.items()} | {"--ref-audio": ref_audio})
     chosen = [(directory, backend) for backend, directory in voices.items() if directory is not None]
     if len(chosen) != 1:
         raise TalkrtError(f"give exactly one of {', '.join(f'{flag} DIR' for flag in flags.values())} (a voice's directory from `talkrt export`)")
+    if (ref_audio is None) != (ref_text is None):
+        raise TalkrtError("give --ref-audio FILE and --ref-text TEXT together (the reference speech and what is said in it)")
     directory, backend = chosen[0]
     speech = voice(directory)
-    synthesizer, manifest = speech.load_voice(directory, backend, device, note)
-    waveform, rate, took = speech.speak(text, synthesizer, manifest, speaker, seed, skip_unknown)
-    write_wav(out, waveform.cpu().numpy(), rate, sample_format)
-    return f"{out}: {len(waveform) / rate:.2f} s at {rate} Hz in {took * 1000:.0f} ms"
+    synthesizer, manifest = speech.load_voice(directory, backend, device, note, reference=(ref_audio, ref_text) if ref_audio else None)
+    if not stream:
+        waveform, rate, took = speech.speak(text, synthesizer, manifest, speaker, seed, skip_unknown)
+        write_wav(out, waveform.cpu().numpy(), rate, sample_format)
+        return f"{out}: {len(waveform) / rate:.2f} s at {rate} Hz in {took * 1000:.0f} ms"
+    start = time.perf_counter()
+    chunks, rate = speech.speak_stream(text, synthesizer, manifest, speaker, seed, skip_unknown)
+    parts, first = [], None
+    for chunk in chunks:
+        parts.append(chunk.cpu())  # waits for the chunk: the time of the first is when it could be played
+        first = first if first is not None else time.perf_counter() - start
+    waveform = torch.cat(parts) if parts else torch.zeros(0)
+    write_wav(out, waveform.numpy(), rate, sample_format)
+    took = time.perf_counter() - start
+    return f"{out}: {len(waveform) / rate:.2f} s at {rate} Hz in {took * 1000:.0f} ms, streamed in {len(parts)} chunks, the first after {1000 * (first or took):.0f} ms"

@@ -73,24 +73,31 @@ class GptSovitsVoice:
 # ----------------------------------------------------------------------------- loading
 
 
-def load_voice(directory: Path, backend: str, device: str, note: Callable[[str], None] = lambda text: None) -> tuple[GptSovitsVoice, dict]:
+def load_voice(directory: Path, backend: str, device: str, note: Callable[[str], None] = lambda text: None,
+               reference: tuple[Path, str] | None = None) -> tuple[GptSovitsVoice, dict]:
     """(voice, manifest) of the GPT-SoVITS voice in ``directory``, run with ``backend`` (ort, trt
-    or torch) on ``device`` (auto: chosen for the backend, the reason given to ``note``)."""
+    or torch) on ``device`` (auto: chosen for the backend, the reason given to ``note``). The
+    speaker is ``reference`` (speech file, transcript), else the directory's reference.wav and .txt."""
     from talkrt.engines.devices import resolve_device
     from talkrt.models.gpt_sovits.synth import GptSovitsSynthesizer, read_manifest
 
     directory = Path(directory)
     manifest = read_manifest(directory)
-    wav, txt = directory / REFERENCE_WAV, directory / REFERENCE_TXT
-    missing = [path.name for path in (wav, txt) if not path.is_file()]
-    if missing:
-        raise TalkrtError(
-            f"{directory} has no {' or '.join(missing)}: a GPT-SoVITS voice needs {wav} (3-10 s of the speaker) "
-            f"and {txt} (what is said in it)"
-        )
-    transcript = txt.read_text(encoding="utf-8").strip()
-    if not transcript:
-        raise TalkrtError(f"{txt} is empty: write what is said in {wav} there")
+    if reference is not None:
+        wav, transcript = Path(reference[0]), reference[1].strip()
+        if not transcript:
+            raise TalkrtError(f"the transcript of {wav} is empty: give what is said in it (--ref-text)")
+    else:
+        wav, txt = directory / REFERENCE_WAV, directory / REFERENCE_TXT
+        missing = [path.name for path in (wav, txt) if not path.is_file()]
+        if missing:
+            raise TalkrtError(
+                f"{directory} has no {' or '.join(missing)}: a GPT-SoVITS voice needs {wav} (3-10 s of the speaker) "
+                f"and {txt} (what is said in it), or --ref-audio and --ref-text"
+            )
+        transcript = txt.read_text(encoding="utf-8").strip()
+        if not transcript:
+            raise TalkrtError(f"{txt} is empty: write what is said in {wav} there")
     choice = resolve_device(device, backend)
     note(f"device: {choice.device} ({choice.reason})")
     synth = GptSovitsSynthesizer.from_manifest(directory, backend=backend, device=choice.device)

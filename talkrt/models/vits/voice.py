@@ -12,12 +12,14 @@ import torch
 from talkrt.errors import TalkrtError
 
 
-def load_voice(directory: Path, backend: str, device: str, note: Callable[[str], None] = lambda text: None):
+def load_voice(directory: Path, backend: str, device: str, note: Callable[[str], None] = lambda text: None, reference: tuple[Path, str] | None = None):
     """(synthesizer, manifest) of the voice exported to ``directory``, run with ``backend``
     (engines for trt) on ``device`` (auto: chosen for the backend, the reason given to ``note``)."""
     from talkrt.engines.devices import resolve_device
     from talkrt.models.vits.synth import VitsSynthesizer, read_manifest
 
+    if reference is not None:
+        raise TalkrtError(f"{directory} is a VITS voice, which speaks as trained: a reference (--ref-audio, --ref-text) is for GPT-SoVITS voices")
     choice = resolve_device(device, backend)
     note(f"device: {choice.device} ({choice.reason})")
     return VitsSynthesizer.from_manifest(directory, backend=backend, device=choice.device), read_manifest(directory)
