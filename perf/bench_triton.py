@@ -140,15 +140,17 @@ def main(argv: list[str] | None = None) -> int:
             code = server.stop()
         request = RunRequest(avatar=folder / "repo" / "talkrt_session" / "1" / "avatar.npz", backend="ort", device="cpu")
         pipeline = open_pipeline(request, {"generator": folder / "repo" / "wav2lip" / "1" / "model.onnx"}, profile=False)
+        default_threads = torch.get_num_threads()
         try:
             run_in_process(pipeline, warm)
-            for how, threads in (("in process", torch.get_num_threads()), ("in process, torch 1 thread", 1)):
+            for how, threads in (("in process", default_threads), ("in process, torch 1 thread", 1)):
                 torch.set_num_threads(threads)
                 for count in counts:
                     streams = [chunks_of(synthetic_speech(args.seconds, seed=index), chunk) for index in range(count)]
                     results.append(row(how, count, *run_in_process(pipeline, streams)))
         finally:
             pipeline.close()
+            torch.set_num_threads(default_threads)  # the machine info below records torch's default
     for r in results:
         if r["how"] == "triton":  # against the faster in-process row: the overhead is not understated
             local = min(q["call_ms_per_frame"] for q in results if q["how"] != "triton" and q["sessions"] == r["sessions"])
