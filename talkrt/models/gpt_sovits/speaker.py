@@ -15,6 +15,7 @@ frequency and averaged over time.
 * ``load_speaker_encoder``: the released ``pretrained_eres2netv2w24s4ep4.ckpt``, a
   plain state_dict, loaded strictly.
 * ``speaker_embedding``: 16 kHz waveform -> ``sv_emb``.
+* ``reference_sv_emb``: a voice's ``sv_emb`` from its reference and ``DIR/sv/``.
 * ``speaker_spec``: the ``gpt-sovits-speaker`` graph, ``features`` (1, sv_frames, 80)
   -> ``sv_emb`` (1, 20480); the fbank stays outside the graph (``sv_fbank``).
 """
@@ -26,6 +27,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -41,6 +43,9 @@ SAMPLE_RATE = 16000
 # Kaldi's fbank defaults with 80 bins; snip_edges=True keeps only whole windows.
 SV_FBANK = FbankOptions(sample_rate=SAMPLE_RATE, frame_length_ms=25.0, frame_shift_ms=10.0, num_bins=80, snip_edges=True)
 SV_DIM = 20480
+# Where a voice directory keeps the released weights (the original's pretrained_models/sv/ layout).
+SV_FOLDER = "sv"
+SV_CHECKPOINT = "pretrained_eres2netv2w24s4ep4.ckpt"
 
 
 @dataclass(frozen=True)
@@ -188,6 +193,23 @@ def speaker_embedding(model: SpeakerEncoder, waveform: torch.Tensor) -> torch.Te
     """16 kHz waveform (S,) or (B, S) in [-1, 1] -> sv_emb (B, emb_dim), float32."""
     param = next(model.parameters())
     return model(sv_fbank(waveform.to(param.device)))
+
+
+@torch.no_grad()
+def reference_sv_emb(
+    directory: str | os.PathLike, waveform: torch.Tensor, rate: int, device: str | torch.device = "cpu", trust: bool = False
+) -> torch.Tensor:
+    """sv_emb (1, SV_DIM) of a voice's reference, as the original feeds it: the waveform at the
+    SoVITS rate (after its peak scaling) resampled to 16 kHz. The network is loaded from
+    ``directory/sv/`` for this one call and dropped: a voice needs it once."""
+    from talkrt.runtime.audio import resample
+
+    path = Path(directory) / SV_FOLDER / SV_CHECKPOINT
+    if not path.is_file():
+        raise TalkrtError(f"a v2Pro / v2ProPlus voice needs GPT-SoVITS' speaker-verification weights: copy pretrained_models/sv/{SV_CHECKPOINT} to {path}")
+    model = load_speaker_encoder(path, trust).to(device)
+    wave16 = resample(waveform.to(device, torch.float32).reshape(1, -1), rate, SAMPLE_RATE)
+    return speaker_embedding(model, wave16)
 
 
 def build_speaker_encoder(checkpoint: str | os.PathLike | None = None, trust: bool = False, config: SpeakerConfig = RELEASED_CONFIG, seed: int = 0) -> SpeakerEncoder:

@@ -11,15 +11,19 @@ from talkrt.errors import TalkrtError
 from talkrt.export.onnx import export_onnx
 from talkrt.models.gpt_sovits.speaker import (
     RELEASED_CONFIG,
+    SV_CHECKPOINT,
     SV_DIM,
+    SV_FOLDER,
     SpeakerConfig,
     SpeakerEncoder,
     load_speaker_encoder,
     num_sv_frames,
+    reference_sv_emb,
     speaker_embedding,
     speaker_spec,
     sv_fbank,
 )
+from talkrt.runtime.audio import resample
 
 LISTING = "gpt_sovits_sv_eres2netv2w24s4ep4"
 # Same structure as the released network (Res2 groups, attentional fusion in stages 3-4), small enough for CPU tests.
@@ -117,3 +121,18 @@ def test_sovits_weights_given_as_the_speaker_model_are_named() -> None:
     with pytest.raises(TalkrtError, match=r"looks like a gpt-sovits SoVITS \(s2\) checkpoint") as err:
         load_speaker_encoder(fake_state_dict("gpt_sovits_s2_v2pro"))
     assert "\n" not in str(err.value)
+
+
+@torch.no_grad()
+def test_reference_embedding_from_a_voice_directory(tmp_path, released_state) -> None:
+    wave32 = torch.randn(32000, generator=torch.Generator().manual_seed(2)) * 0.1
+    with pytest.raises(TalkrtError, match=r"copy pretrained_models/sv/pretrained_eres2netv2w24s4ep4\.ckpt to .*sv") as err:
+        reference_sv_emb(tmp_path, wave32, 32000)
+    assert "\n" not in str(err.value)
+    (tmp_path / SV_FOLDER).mkdir()
+    torch.save(released_state, tmp_path / SV_FOLDER / SV_CHECKPOINT)
+    emb = reference_sv_emb(tmp_path, wave32, 32000)
+    model = load_speaker_encoder(released_state)
+    expected = speaker_embedding(model, resample(wave32, 32000, 16000))
+    assert emb.shape == (1, SV_DIM)
+    torch.testing.assert_close(emb, expected, atol=0, rtol=0)
