@@ -172,5 +172,5 @@ def test_text_with_unknown_symbols_is_refused_unless_skipped(tmp_path, wav2lip_o
 
 
 def test_missing_voice_names_the_export_command(tmp_path) -> None:
-    message = assert_one_line_error(runner.invoke(app, ["tts", "hello", "--onnx", str(tmp_path / "NOPE"), "--out", str(tmp_path / "s.wav")]), "talkrt export vits --out-dir")
+    message = assert_one_line_error(runner.invoke(app, ["tts", "hello", "--onnx", str(tmp_path / "NOPE"), "--out", str(tmp_path / "s.wav")]), "talkrt export vits|gpt-sovits --out-dir")
     assert "export_vits" not in message

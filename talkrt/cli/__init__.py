@@ -1,5 +1,6 @@
 """The `talkrt` command line: parse, call the library, print with rich (commands in the modules beside)."""
 
+import signal
 from typing import Optional
 
 import typer
@@ -15,8 +16,6 @@ def _terminate(signum, frame) -> None:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """The console entry point: usage mistakes (a value out of range, an unknown option) are one line and exit 2, like every other mistake; SIGTERM cleans up as Ctrl-C does."""
-    import signal
-
     # click's UsageError (BadParameter's base), whether typer vendors click or not
     usage_error = next(base for base in typer.BadParameter.__mro__ if base.__name__ == "UsageError")
     signal.signal(signal.SIGTERM, _terminate)

@@ -1,5 +1,5 @@
 """Graphs and engines: `talkrt export NAME` (one command per graph in the registry, its options by how it takes weights),
-`build` (an engine and its sidecar, with progress bars), `inspect`, `check` (a candidate against FP32) and `doctor`."""
+`build` (an engine and its sidecar, with progress bars), `triton` (a model repository), `inspect`, `check` and `doctor`."""
 
 import json
 from inspect import Parameter
@@ -23,12 +23,8 @@ OutOpt = Annotated[Path, typer.Option("--out", "-o", help="ONNX file to write.")
 
 
 # The options of each way of taking weights (see talkrt.models.family.Graph).
-OPTIONS = {
-    "checkpoint": ("out", "graph_choice", "checkpoint", "random_init", "trust", "seed", "validate"),
-    "transformers": ("out", "preset", "checkpoint", "random_init", "layer", "normalize", "trust", "seed", "validate"),
-    "none": ("out", "validate"),
-    "directory": ("out_dir", "checkpoint", "random_init", "preset", "trust", "seed", "validate"),
-}
+WEIGHTS = ("checkpoint", "random_init", "trust", "seed", "validate")
+OPTIONS = {"checkpoint": ("out", "graph_choice", *WEIGHTS), "transformers": ("out", "preset", "layer", "normalize", *WEIGHTS), "none": ("out", "validate"), "directory": ("out_dir", "preset", *WEIGHTS)}
 
 
 def _register(name: str, graph) -> None:
@@ -51,9 +47,8 @@ def _register(name: str, graph) -> None:
     export_app.command(name)(variant(export, name, graph.help, keep=keep, annotations=annotations, **defaults))
 
 
-for _family in families():
-    for _name, _graph in _family.graphs.items():
-        _register(_name, _graph)
+for _name, _graph in [item for family in families() for item in family.graphs.items()]:
+    _register(_name, _graph)
 
 
 @app.command()
@@ -74,9 +69,8 @@ def build(
 ) -> None:
     """Build a serialized engine and its JSON sidecar from an ONNX file (reusing a matching one at once)."""
     from talkrt.engines.build import BuildOptions, build_engine_file
-    options = BuildOptions.parse(backend=backend, precision=precision, profiles=profile or (), extra_profiles=add_profile or (), compute_capabilities=compute_capability or (),
-                                 optimization_level=opt_level, calibration=calibration, timing_cache=timing_cache, hardware_compat=hardware_compat,
-                                 version_compatible=version_compatible, cache=cache)
+    options = BuildOptions.parse(backend=backend, precision=precision, profiles=profile or (), extra_profiles=add_profile or (), compute_capabilities=compute_capability or (), optimization_level=opt_level,
+                                 calibration=calibration, timing_cache=timing_cache, hardware_compat=hardware_compat, version_compatible=version_compatible, cache=cache)
     if onnx_file.is_dir():  # an exported voice: its graphs' engines, recorded in its manifest
         from talkrt.models.registry import build_directory
         with console.status(f"building the engines in {onnx_file}"):
@@ -90,17 +84,31 @@ def build(
 
 
 @app.command()
+def triton(
+    out_dir: Annotated[Path, typer.Argument(help="The Triton model repository to write (a new or empty folder).")],
+    models: Annotated[Path, typer.Option("--from", help="Directory of exported graphs (`talkrt export` names).")],
+    engines: Annotated[bool, typer.Option("--engines", help="Serve the TensorRT engines beside the ONNX files (<name>.engine and its sidecar).")] = False,
+    instances: Annotated[int, typer.Option("--instances", min=1, help="Instances of each model per GPU.")] = 1,
+    max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Largest batch Triton's dynamic batcher forms.")] = 8,
+    max_queue_delay_us: Annotated[int, typer.Option("--max-queue-delay-us", min=0, help="How long a request may wait for a batch to fill.")] = 100,
+    avatar: Annotated[Optional[Path], typer.Option("--avatar", help="Also the streaming session model and offline render for this avatar (from `talkrt avatar prepare`: its renderer).")] = None,
+    gpu: Annotated[bool, typer.Option("--gpu/--cpu", help="Model instances on the GPU or the CPU.")] = True,
+) -> None:
+    """A Triton Inference Server model repository of exported graphs: a model per graph, a stateful session model and a README."""
+    from talkrt.triton.repository import write_repository
+    wrote(write_repository(out_dir, models, engines=engines, instances=instances, max_batch=max_batch, max_queue_delay_us=max_queue_delay_us, avatar=avatar, gpu=gpu))
+
+
+@app.command()
 def inspect(
     file: Annotated[Path, typer.Argument(help="An ONNX file or an engine (with its .json sidecar).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Inputs, outputs, dims, metadata and op counts of an ONNX file; the sidecar of an engine."""
     from talkrt.inspection import describe, rich_views
-    info = describe(file)
     if as_json:
-        print(json.dumps(info, indent=2))
-        return
-    for view in rich_views(info, file):
+        return print(json.dumps(describe(file), indent=2))
+    for view in rich_views(describe(file), file):
         console.print(view, highlight=False)
 
 

@@ -8,7 +8,6 @@ import typer
 
 from talkrt.cli.common import App, BatchOpt, DeviceOpt, SeedOpt, SkipUnknownOpt, TrustOpt, app, console, note, variant, with_group, wrote
 from talkrt.models.registry import DEFAULT_RENDERER, get_renderer_family, renderer_names
-from talkrt.outputs import check_outputs
 from talkrt.runtime.runs import RunRequest, render_to_file, speak_to_file
 
 RendererOpt = Annotated[str, typer.Option("--renderer", help=", ".join(f"{name} ({get_renderer_family(name).crop})" for name in renderer_names()) + ".")]
@@ -27,12 +26,9 @@ def avatar_prepare(
     landmarks: LandmarksOpt = None,
 ) -> None:
     """Detect (or read) faces, crop them for a renderer and save everything in one file."""
-    from talkrt.runtime.avatar import prepare_avatar
-    check_outputs({"--out": out}, {"SOURCE": source, "--boxes": boxes, "--landmarks": landmarks})
+    from talkrt.runtime.avatar import prepare_avatar_file
     with console.status(f"preparing the {renderer} avatar from {source}"):
-        avatar = prepare_avatar(source, boxes=boxes, max_frames=max_frames, renderer=renderer, landmarks=landmarks)
-        avatar.save(out)
-    wrote(f"{out}: {avatar.summary()}")
+        wrote(prepare_avatar_file(source, out, boxes=boxes, max_frames=max_frames, renderer=renderer, landmarks=landmarks))
 
 
 def pipeline_options(
@@ -81,8 +77,7 @@ def run(
 
 
 app.command("run")(run)
-app.command("profile")(variant(run, "profile", "Run the pipeline and report per-stage, per-frame latency: table, JSON, Markdown and a PNG plot.",
-                                 out=Path("profile.mp4"), report=Path("profile")))
+app.command("profile")(variant(run, "profile", "Run the pipeline and report per-stage, per-frame latency: table, JSON, Markdown and a PNG plot.", out=Path("profile.mp4"), report=Path("profile")))
 
 
 @app.command()

@@ -320,6 +320,18 @@ def prepare_avatar(
     )
 
 
+def prepare_avatar_file(source: str | os.PathLike, out: str | os.PathLike, **options) -> str:
+    """`talkrt avatar prepare`: every path checked first, then :func:`prepare_avatar` (``options``)
+    saved to ``out``; returns what was written."""
+    from talkrt.outputs import check_outputs
+
+    check_outputs({"--out": Path(out)}, {"SOURCE": source, "--boxes": options.get("boxes"), "--landmarks": options.get("landmarks")})
+    avatar = prepare_avatar(source, **options)
+    avatar.save(out)
+    return f"{out}: {avatar.summary()}"
+
+
+
 def _landmarks_for(frames, boxes, landmarks, allow_extra: bool, detector, smooth_window: int) -> np.ndarray:
     from talkrt.runtime.landmarks import read_landmarks, template_landmarks
 

@@ -127,3 +127,15 @@ def test_bad_inputs_are_refused_in_one_line_and_nothing_is_overwritten(models_di
     assert (taken / "keep.txt").read_text() == "mine"
     # a failure part-way (the bad frame rate) leaves neither the repository nor its staging folder
     assert not (tmp_path / "g").exists() and not list(tmp_path.glob(".g.*"))
+
+
+def test_the_command_writes_the_repository_and_refuses_in_one_line(models_dir, triton_avatar, tmp_path) -> None:
+    from talkrt.cli import main
+
+    out = tmp_path / "repository"
+    assert main(["triton", str(out), "--from", str(models_dir), "--avatar", str(triton_avatar), "--cpu", "--instances", "2", "--max-batch", "4"]) == 0
+    config = parse(out / "wav2lip" / "config.pbtxt")
+    assert config.max_batch_size == 4 and [group.count for group in config.instance_group] == [2]
+    assert (out / "README.md").is_file() and (out / "talkrt_session" / "config.pbtxt").is_file()
+    assert main(["triton", str(out), "--from", str(models_dir)]) == 2  # not empty: refused, kept
+    assert parse(out / "wav2lip" / "config.pbtxt").max_batch_size == 4
