@@ -9,6 +9,8 @@ of the step's uniforms, the step, two one-element copies into the token and
 end-flag records and the position increment. It reads the end flags back every
 ``check_every`` tokens (one synchronisation); the tokens decoded after the first
 end flag are discarded, so the result does not depend on ``check_every``.
+``generate_chunks`` yields the tokens known at each of those reads (for streaming);
+``generate`` is its last yield.
 
 With the same uniforms the tokens are those of ``gpt.generate`` step for step.
 """
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +41,7 @@ class Decoded:
     steps: int  # decoding steps run, including those after the end flag (discarded)
     host_checks: int  # end-flag reads (host synchronisations)
     stopped: bool  # an end flag was raised (else the step limit ended decoding)
+    done: bool = True  # False: tokens so far, from generate_chunks before decoding ended
 
 
 class GptSovitsSynthesizer:
@@ -161,6 +164,38 @@ class GptSovitsSynthesizer:
         stops at the first end flag, after ``max_new_tokens`` steps, or when the
         cache is full (``cache_len`` slots for text, prompt and new tokens).
         """
+        chunks = self.generate_chunks(
+            phones, bert_features, prompt_tokens, every=self.check_every, uniforms=uniforms, seed=seed, top_k=top_k, top_p=top_p,
+            temperature=temperature, repetition_penalty=repetition_penalty, max_new_tokens=max_new_tokens,
+        )
+        for decoded in chunks:  # one loop for both: the last yield is the result
+            pass
+        return decoded
+
+    def generate_chunks(
+        self,
+        phones,
+        bert_features: torch.Tensor,
+        prompt_tokens,
+        *,
+        every: int | None = None,
+        uniforms: torch.Tensor | None = None,
+        seed: int | None = None,
+        top_k: int = SAMPLING["top_k"],
+        top_p: float = SAMPLING["top_p"],
+        temperature: float = SAMPLING["temperature"],
+        repetition_penalty: float = SAMPLING["repetition_penalty"],
+        max_new_tokens: int | None = None,
+    ) -> Iterator[Decoded]:
+        """``generate`` as it goes: at each end-flag check (every ``every`` tokens, default
+        ``check_every``) with no flag raised yet, the tokens so far (``done`` False); last, the
+        result ``generate`` returns (``done`` True). Each yield extends the previous one, and the
+        tokens do not depend on ``every``. The yielded tensors are views of one buffer whose
+        prefix is never rewritten, so earlier yields stay valid.
+        """
+        every = self.check_every if every is None else int(every)
+        if every < 1:
+            raise TalkrtError(f"every must be at least 1, got {every}")
         phones, prompt = self._ids(phones, "phones"), self._ids(prompt_tokens, "prompt_tokens")
         bert = self._staged(bert_features.reshape(1, -1, phones.shape[1]))
         text_len, filled = phones.shape[1], phones.shape[1] + prompt.shape[1]
@@ -197,10 +232,12 @@ class GptSovitsSynthesizer:
         position, prefix, text = self._int(filled), self._int(filled), self._int(text_len)
         step_runner, ran, checks = self.runners["step"], 1, 0
         while ran < steps:
-            if ran % self.check_every == 0:
+            if ran % every == 0:
                 checks += 1
-                if bool(stops[:ran].any()):  # the one host synchronisation every check_every tokens
+                if bool(stops[:ran].any()):  # the one host synchronisation every `every` tokens
                     break
+                # no flag among them: all ran tokens are final, the caller may use them now
+                yield Decoded(tokens[:ran].reshape(1, -1), ran, checks, False, done=False)
             inputs = {
                 "token": current["next_token"],
                 "position": position,
@@ -221,7 +258,7 @@ class GptSovitsSynthesizer:
         checks += 1
         flags = stops[:ran].nonzero()
         count = int(flags[0, 0]) if flags.numel() else ran
-        return Decoded(tokens[:count].reshape(1, -1), ran, checks, bool(flags.numel()))
+        yield Decoded(tokens[:count].reshape(1, -1), ran, checks, bool(flags.numel()))
 
     # --- SoVITS
 

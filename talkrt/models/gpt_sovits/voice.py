@@ -40,6 +40,8 @@ SENTENCE_GAP_S = 0.3  # silence between sentences, as the original joins them
 # Streaming: tokens of context decoded on each side of a chunk (SoVITS attends over the whole
 # utterance, so a window is close to, not equal to, the one-shot decode; see speak_stream).
 STREAM_CONTEXT = 12
+# Prior noise is drawn this many tokens at a time, time-major, so a prefix does not depend on the total.
+NOISE_BLOCK = 64
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+|(?<=[。！？])")
 _ENDS = ",.;?!、，。？！;：…"
 
@@ -64,6 +66,7 @@ class GptSovitsVoice:
     bert: object | None = None  # BertPhoneFeatures, or None (Chinese text then gets zeros)
     bert_vocab: dict[str, int] | None = None
     sampling: dict = field(default_factory=dict)
+    max_new_tokens: int | None = None  # a cap on each sentence's tokens (benchmarks of random weights, which rarely end)
 
     @property
     def device(self) -> torch.device:
@@ -227,21 +230,46 @@ def _prepared(text: str, voice: GptSovitsVoice, skip_unknown: bool) -> list[tupl
     return [_phones_and_bert(voice, _with_end(part), skip_unknown) for part in parts]
 
 
-def _tokens(voice: GptSovitsVoice, phones: list[int], bert: torch.Tensor, seed: int) -> torch.Tensor:
-    """The GPT's semantic tokens (N,) for one sentence: reference + target text, the reference's tokens as prompt."""
+def _token_chunks(voice: GptSovitsVoice, phones: list[int], bert: torch.Tensor, seed: int, every: int | None = None) -> Iterator:
+    """The GPT's semantic tokens for one sentence as ``generate_chunks`` yields them (``Decoded``, the
+    last one complete): reference + target text, the reference's tokens as prompt."""
     reference, settings = voice.reference, voice.sampling
     all_phones = reference.phones + phones
     features = torch.cat([reference.bert, bert], dim=1).reshape(1, -1, len(all_phones))
     sampling = {key: settings[key] for key in ("top_k", "top_p", "temperature", "repetition_penalty") if key in settings}
-    decoded = voice.synth.generate(all_phones, features, reference.prompt, seed=seed, **sampling)
+    return voice.synth.generate_chunks(all_phones, features, reference.prompt, every=every, seed=seed, max_new_tokens=voice.max_new_tokens, **sampling)
+
+
+def _tokens(voice: GptSovitsVoice, phones: list[int], bert: torch.Tensor, seed: int) -> torch.Tensor:
+    """The GPT's semantic tokens (N,) for one sentence."""
+    decoded = None
+    for decoded in _token_chunks(voice, phones, bert, seed):
+        pass
     return decoded.tokens.reshape(-1)
 
 
+class _Noise:
+    """A sentence's prior noise (1, C, 2 * tokens) from ``seed``, drawn in blocks of ``NOISE_BLOCK``
+    tokens, time-major: its first n tokens are the same however many are drawn, so streaming can
+    take them before the sentence's length is known and still match ``speak``."""
+
+    def __init__(self, voice: GptSovitsVoice, seed: int) -> None:
+        synth = voice.synth
+        self.channels, self.device = synth.inter_channels, synth.device
+        self.generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        self.drawn = torch.zeros(1, self.channels, 0, device=self.device)
+
+    def take(self, count: int) -> torch.Tensor:
+        """The noise of tokens [0, count)."""
+        while self.drawn.shape[2] < 2 * count:
+            block = torch.randn(2 * NOISE_BLOCK, self.channels, generator=self.generator, device=self.device)
+            self.drawn = torch.cat([self.drawn, block.T.unsqueeze(0)], dim=2)
+        return self.drawn[:, :, : 2 * count]
+
+
 def _noise(voice: GptSovitsVoice, count: int, seed: int) -> torch.Tensor:
-    """The prior noise of a whole sentence (1, C, 2 * count), drawn as ``decode(seed=...)`` draws it."""
-    synth = voice.synth
-    generator = torch.Generator(device=synth.device).manual_seed(int(seed))
-    return torch.randn(1, synth.inter_channels, 2 * count, generator=generator, device=synth.device)
+    """The prior noise of a whole sentence (1, C, 2 * count)."""
+    return _Noise(voice, seed).take(count)
 
 
 def _gap(voice: GptSovitsVoice) -> torch.Tensor:
@@ -278,12 +306,16 @@ def speak(text: str, synthesizer, manifest: dict, speaker: int | None = None, se
 
 
 def speak_stream(text: str, synthesizer, manifest: dict, speaker: int | None = None, seed: int = 0, skip_unknown: bool = False,
-                 chunk_ms: float = 40.0, context_tokens: int = STREAM_CONTEXT) -> tuple[Iterator[torch.Tensor], int]:
+                 chunk_ms: float = 40.0, context_tokens: int = STREAM_CONTEXT, check_every: int | None = None) -> tuple[Iterator[torch.Tensor], int]:
     """Text -> (float32 waveform chunks on the voice's device; sample rate), sentence by sentence.
 
-    Each sentence's semantic tokens are generated, then decoded in windows: chunk [a, b) of the
-    tokens is decoded with ``context_tokens`` tokens of context on each side (and the one-shot
-    prior noise of those tokens) and only its own samples are kept. The first chunk holds about
+    Each sentence's semantic tokens are decoded in windows while the GPT generates them: chunk
+    [a, b) of the tokens is decoded with ``context_tokens`` tokens of context on each side (and the
+    one-shot prior noise of those tokens) and only its own samples are kept. The tokens are read
+    every ``check_every`` tokens (default: the synthesizer's); a chunk is decoded as soon as its
+    right context exists (at the sentence's end, with what there is), so the first audio comes
+    after about ``first + context_tokens`` tokens, not the whole sentence. The chunks do not depend
+    on ``check_every``: they are those of decoding the finished tokens in the same windows. The first chunk holds about
     ``chunk_ms`` of speech (one token = 40 ms), the later ones at least ``2 * context_tokens``
     tokens, so the context at most doubles the decoder's work. The SoVITS encoder attends over
     the whole utterance, so a window is not exactly the one-shot decode: joined, the chunks are
@@ -295,6 +327,8 @@ def speak_stream(text: str, synthesizer, manifest: dict, speaker: int | None = N
         raise TalkrtError(f"chunk_ms must be positive, got {chunk_ms}")
     if context_tokens < 0:
         raise TalkrtError(f"context_tokens must be at least 0, got {context_tokens}")
+    if check_every is not None and check_every < 1:
+        raise TalkrtError(f"check_every must be at least 1, got {check_every}")
     voice = _check_voice(synthesizer, speaker)
     prepared = _prepared(text, voice, skip_unknown)
     per_token = voice.synth.samples_per_token
@@ -306,15 +340,20 @@ def speak_stream(text: str, synthesizer, manifest: dict, speaker: int | None = N
         for index, (phones, bert) in enumerate(prepared):
             if index:
                 yield _gap(voice)
-            tokens = _tokens(voice, phones, bert, seed + index)
-            count = tokens.numel()
-            noise = _noise(voice, count, seed + index) if count else None
+            noise = _Noise(voice, seed + index)
             begin, size = 0, first
-            while begin < count:
-                end = min(count, begin + size)
-                low, high = max(0, begin - context_tokens), min(count, end + context_tokens)
-                window = voice.synth.decode(tokens[low:high], phones, voice.reference.ge, noise=noise[:, :, 2 * low : 2 * high], noise_scale=_noise_scale(voice))
-                yield window[(begin - low) * per_token : (end - low) * per_token].float()
-                begin, size = end, steady
+            for decoded in _token_chunks(voice, phones, bert, seed + index, check_every):
+                tokens = decoded.tokens.reshape(-1)
+                known = tokens.numel()
+                while begin < known:
+                    # before the end a chunk waits for its full size and right context, so it is
+                    # the window the finished tokens would give
+                    if not decoded.done and begin + size + context_tokens > known:
+                        break
+                    end = min(known, begin + size)
+                    low, high = max(0, begin - context_tokens), min(known, end + context_tokens)
+                    window = voice.synth.decode(tokens[low:high], phones, voice.reference.ge, noise=noise.take(high)[:, :, 2 * low :], noise_scale=_noise_scale(voice))
+                    yield window[(begin - low) * per_token : (end - low) * per_token].float()
+                    begin, size = end, steady
 
     return chunks(), rate

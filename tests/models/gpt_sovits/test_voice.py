@@ -121,6 +121,54 @@ def test_stream_joins_to_speak_within_the_stated_tolerance(loaded) -> None:
     assert streamed.shape == two.shape and float((streamed - two).abs().max()) <= STREAM_RELATIVE_TOLERANCE * float(two.abs().max())
 
 
+class CountingRunner:
+    """A real runner whose runs are counted (to see when streaming yields relative to generation)."""
+
+    def __init__(self, runner) -> None:
+        self.runner, self.calls = runner, 0
+
+    def run(self, *args, **kwargs):
+        self.calls += 1
+        return self.runner.run(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self.runner, name)
+
+
+def test_generate_chunks_yields_generates_tokens_as_they_come(loaded) -> None:
+    voice, _ = loaded
+    phones, bert = gsv._prepared(TEXT, voice, False)[0]
+    whole = gsv._tokens(voice, phones, bert, seed=2)
+    for every in (1, 3, 8, 1000):
+        chunks = list(gsv._token_chunks(voice, phones, bert, 2, every))
+        assert [c.done for c in chunks] == [False] * (len(chunks) - 1) + [True]
+        assert torch.equal(chunks[-1].tokens.reshape(-1), whole)
+        for before, after in zip(chunks, chunks[1:]):  # each yield extends the one before it
+            assert torch.equal(after.tokens[0, : before.tokens.shape[1]], before.tokens[0])
+        if every < whole.numel():
+            assert len(chunks) > 1 and all(c.tokens.shape[1] % every == 0 for c in chunks[:-1])
+
+
+def test_stream_decodes_while_generating_and_matches_decoding_after(loaded) -> None:
+    voice, manifest = loaded
+    step = voice.synth.runners["step"]
+    counting = CountingRunner(step)
+    voice.synth.runners["step"] = counting
+    try:
+        chunks, _ = gsv.speak_stream(TEXT, voice, manifest, seed=2, chunk_ms=40, check_every=4)
+        first = next(chunks)
+        at_first = counting.calls
+        streamed = [first, *chunks]
+        total = counting.calls
+    finally:
+        voice.synth.runners["step"] = step
+    # the first chunk (1 token + 12 of right context) comes at the check after 13 tokens
+    assert len(first) == 1280 and 0 < at_first < total and at_first <= 16
+    # reading the tokens only at the end (the former behaviour) gives the same chunks
+    after = list(gsv.speak_stream(TEXT, voice, manifest, seed=2, chunk_ms=40, check_every=1000)[0])
+    assert len(after) == len(streamed) and all(torch.equal(a, b) for a, b in zip(after, streamed))
+
+
 def test_mistakes_are_one_line(loaded) -> None:
     voice, manifest = loaded
     with pytest.raises(TalkrtError, match="no speaker ids"):
