@@ -1,0 +1,229 @@
+"""GPT-SoVITS v2 text to speech: PyTorch eager against ONNX Runtime, one-shot and streaming, in one run.
+
+    python perf/bench_gpt_sovits.py [--preset v2|tiny] [--tokens 100] [--repeats 1] [--check-every 8]
+                                    [--no-ort] [--json out.json]
+
+The preset (default ``v2``: the released v2 sizes) is exported once with seeded random
+weights, without parity validation, to a temporary directory (export time is reported on
+its own; ``--preset tiny`` for a machine where the v2 export is too slow: the table says
+which ran). The speaker's reference is 3 s of ``synthetic_speech`` with a made-up
+transcript. Random weights rarely raise the GPT's end flag, so every sentence is capped
+at ``--tokens`` semantic tokens (40 ms each): the audio length is set by the cap, not the
+text. Everything runs on the CPU.
+
+For each backend (``torch``: PyTorch eager modules rebuilt from the preset and seed,
+``ort``: ONNX Runtime on the exported graphs, left out with ``--no-ort``) the voice is
+loaded just before it is timed and released right after. Per sentence, after one warm-up
+of each mode, ``--repeats`` timed runs (medians reported):
+
+* one-shot (``speak``): first audio = total time; RTF = compute time / audio duration;
+* streaming (``speak_stream``, tokens decoded in windows while the GPT generates them):
+  time to the first chunk, total time, RTF;
+* the GPT alone: the prefill (``generate`` capped at one token) and the step loop's
+  tokens per second ((tokens - 1) / (generate time - prefill time)).
+
+Checks: the joined stream against the one-shot audio of the same backend, and the
+one-shot audio of ONNX Runtime against PyTorch's (max |diff| relative to the peak).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+
+from _machine import REPO, cpu_counters, machine_info, other_cpu_share  # noqa: E402  (perf/ is on sys.path when run as a script)
+
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
+
+from talkrt.models.gpt_sovits import voice as gsv  # noqa: E402
+from talkrt.models.gpt_sovits.specs import export_gpt_sovits  # noqa: E402
+from talkrt.runtime.media import write_wav  # noqa: E402
+from talkrt.runtime.synthetic import synthetic_speech  # noqa: E402
+from _report import cpu_share, emit, result_header, results_table  # noqa: E402  (imports talkrt)
+
+console = Console(stderr=True)
+
+BACKENDS = {"torch": "PyTorch eager", "ort": "ONNX Runtime"}
+SENTENCES = (
+    "The north wind and the sun were disputing which was the stronger.",
+    "A traveler came along wrapped in a warm cloak.",
+    "Then the sun shined out warmly, and the traveler took off his cloak.",
+)
+REFERENCE_SECONDS, REFERENCE_RATE = 3.0, 32000
+REFERENCE_TEXT = "This is the voice that reads the passage."
+SEED = 7
+
+
+def make_voice_dir(directory: Path, preset: str, cache_len: int | None) -> tuple[dict, float]:
+    """Export ``preset`` (random weights, seed 0) into ``directory`` with a synthetic reference; (manifest, seconds)."""
+    begin = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        manifest = export_gpt_sovits(directory, preset=preset, seed=0, validate=False, cache_len=cache_len)
+    seconds = time.perf_counter() - begin
+    write_wav(directory / gsv.REFERENCE_WAV, synthetic_speech(REFERENCE_SECONDS, REFERENCE_RATE, seed=1), REFERENCE_RATE)
+    (directory / gsv.REFERENCE_TXT).write_text(REFERENCE_TEXT + "\n")
+    return manifest, seconds
+
+
+def time_sentence(voice, manifest: dict, text: str, repeats: int, check_every: int) -> dict:
+    """One-shot, streaming and GPT-only timings (ms) of one sentence, after a warm-up of each."""
+    phones, bert = gsv._prepared(text, voice, False)[0]
+
+    def one_shot():
+        waveform, _, seconds = gsv.speak(text, voice, manifest, seed=SEED)
+        return seconds * 1000.0, waveform
+
+    def streaming():
+        begin, first, chunks = time.perf_counter(), None, []
+        stream, _ = gsv.speak_stream(text, voice, manifest, seed=SEED, check_every=check_every)
+        for chunk in stream:
+            if first is None:
+                first = (time.perf_counter() - begin) * 1000.0
+            chunks.append(chunk)
+        return first, (time.perf_counter() - begin) * 1000.0, chunks
+
+    def generate(cap: int | None):
+        saved, voice.max_new_tokens = voice.max_new_tokens, cap or voice.max_new_tokens
+        try:
+            begin = time.perf_counter()
+            tokens = gsv._tokens(voice, phones, bert, SEED)
+            return (time.perf_counter() - begin) * 1000.0, tokens.numel()
+        finally:
+            voice.max_new_tokens = saved
+
+    result = {}
+    one_shot(), streaming(), generate(None)  # warm-up
+    before = cpu_counters()
+    runs = [one_shot() for _ in range(repeats)]
+    result["one_shot_ms"] = [round(t, 1) for t, _ in runs]
+    audio = runs[-1][1].float().cpu().numpy()
+    runs = [streaming() for _ in range(repeats)]
+    result["stream_first_ms"] = [round(first, 1) for first, _, _ in runs]
+    result["stream_total_ms"] = [round(total, 1) for _, total, _ in runs]
+    chunks = runs[-1][2]
+    result["stream_chunks"] = len(chunks)
+    streamed = torch.cat([c.float().cpu() for c in chunks]).numpy()
+    prefill = [generate(1)[0] for _ in range(repeats)]
+    gens = [generate(None) for _ in range(repeats)]
+    result["other_cpu"] = other_cpu_share(before, cpu_counters())
+    result["prefill_ms"] = [round(t, 1) for t in prefill]
+    result["generate_ms"] = [round(t, 1) for t, _ in gens]
+    result["tokens"] = gens[-1][1]
+    result["phones"] = len(phones)
+    step_ms = statistics.median(result["generate_ms"]) - statistics.median(prefill)
+    result["step_tokens_per_s"] = round((result["tokens"] - 1) / (step_ms / 1000.0), 1) if step_ms > 0 and result["tokens"] > 1 else None
+    peak = float(np.abs(audio).max()) or 1.0
+    same = len(streamed) == len(audio)
+    result["stream_vs_one_shot_relative"] = float(np.abs(streamed - audio).max()) / peak if same else None
+    result["audio_seconds"] = round(len(audio) / int(manifest["sample_rate"]), 3)
+    return {**result, "audio": audio}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", choices=("v2", "tiny"), default="v2", help="random weights at these sizes (default v2, the released sizes)")
+    parser.add_argument("--tokens", type=int, default=100, help="semantic tokens per sentence, at most (random weights rarely end; default 100 = 4 s)")
+    parser.add_argument("--repeats", type=int, default=1, help="timed runs per mode after one warm-up (default 1)")
+    parser.add_argument("--check-every", type=int, default=8, help="tokens between the streaming end-flag reads (default 8)")
+    parser.add_argument("--no-ort", action="store_true", help="time PyTorch alone, without ONNX Runtime")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.tokens < 2:
+        parser.error("--repeats must be at least 1 and --tokens at least 2")
+
+    backends = {name: label for name, label in BACKENDS.items() if name == "torch" or not args.no_ort}
+    # the tiny preset's default cache has no room for a 3 s prompt, both texts and the tokens
+    cache_len = 512 if args.preset == "tiny" else None
+    rows, audio = [], {}
+    with tempfile.TemporaryDirectory(prefix="talkrt-bench-gpt-sovits-") as tmp:
+        console.print(f"exporting {args.preset} (random weights, seed 0, no validation) ...")
+        manifest, export_seconds = make_voice_dir(Path(tmp), args.preset, cache_len)
+        for backend, label in backends.items():
+            console.print(f"timing {label}: {len(SENTENCES)} sentences, one-shot, streaming and the GPT alone ...")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                voice, _ = gsv.load_voice(Path(tmp), backend, "cpu")
+            voice.max_new_tokens = args.tokens
+            load_before = os.getloadavg()[0]
+            for index, text in enumerate(SENTENCES):
+                timed = time_sentence(voice, manifest, text, args.repeats, args.check_every)
+                audio[backend, index] = timed.pop("audio")
+                one_shot = statistics.median(timed["one_shot_ms"])
+                first, total = statistics.median(timed["stream_first_ms"]), statistics.median(timed["stream_total_ms"])
+                seconds = timed["audio_seconds"]
+                rows.append({
+                    "backend": backend, "label": label, "sentence": index, "text": text,
+                    "one_shot_ms_median": one_shot, "one_shot_rtf": round(one_shot / 1000.0 / seconds, 3),
+                    "stream_first_audio_ms_median": first, "stream_total_ms_median": total,
+                    "stream_rtf": round(total / 1000.0 / seconds, 3),
+                    "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+                    **timed,
+                })
+            del voice
+            gc.collect()  # releases ONNX Runtime sessions and their threads
+    for row in rows:
+        if row["backend"] == "ort":
+            ours, torch_audio = audio["ort", row["sentence"]], audio["torch", row["sentence"]]
+            same = len(ours) == len(torch_audio)
+            row["ort_vs_torch_relative"] = float(np.abs(ours - torch_audio).max()) / (float(np.abs(torch_audio).max()) or 1.0) if same else None
+
+    result = {
+        **result_header("GPT-SoVITS text to speech", machine_info("cpu", ["CPUExecutionProvider"] if "ort" in backends else [])),
+        "preset": args.preset,
+        "weights": "random (export_gpt_sovits seed 0, no validation)",
+        "cache_len": int(manifest["cache_len"]),
+        "max_new_tokens": args.tokens,
+        "check_every": args.check_every,
+        "stream_context_tokens": gsv.STREAM_CONTEXT,
+        "reference": f"synthetic_speech {REFERENCE_SECONDS} s at {REFERENCE_RATE} Hz",
+        "export_seconds": round(export_seconds, 1),
+        "note": (
+            "random weights rarely raise the end flag: each sentence is capped at max_new_tokens semantic tokens (40 ms each), "
+            "so the audio length is the cap's; one-shot first audio = total; RTF = compute time / audio duration; medians; "
+            "step_tokens_per_s = (tokens - 1) / (generate ms - prefill ms); relative diffs are max |diff| / peak; CPU only"
+        ),
+        "results": rows,
+    }
+    cells = []
+    for row in rows:
+        check = "n/a" if row["stream_vs_one_shot_relative"] is None else f"{row['stream_vs_one_shot_relative']:.1e}"
+        if row["backend"] == "ort":
+            check += " / " + ("n/a" if row["ort_vs_torch_relative"] is None else f"{row['ort_vs_torch_relative']:.1e}")
+        cells.append((
+            row["label"], str(row["sentence"]), f"{row['tokens']} ({row['audio_seconds']:.2f} s)", f"{row['one_shot_ms_median']:.0f}", f"{row['one_shot_rtf']:.2f}",
+            f"{row['stream_first_audio_ms_median']:.0f}", f"{row['stream_total_ms_median']:.0f}", f"{row['stream_rtf']:.2f}",
+            f"{statistics.median(row['prefill_ms']):.0f}", "n/a" if row["step_tokens_per_s"] is None else f"{row['step_tokens_per_s']:.1f}",
+            check, cpu_share(row["other_cpu"]),
+        ))
+    table = results_table(
+        f"GPT-SoVITS {args.preset} (random weights), CPU ({result['machine']['device_name']}), at most {args.tokens} tokens per sentence",
+        (
+            ("backend", "left"), ("sentence", "right"), ("tokens (audio)", "right"), ("one-shot ms", "right"), ("one-shot RTF", "right"),
+            ("stream first audio ms", "right"), ("stream total ms", "right"), ("stream RTF", "right"), ("prefill ms", "right"),
+            ("AR tokens/s", "right"), ("stream vs one-shot / ort vs torch", "right"), ("others' CPU", "right"),
+        ),
+        cells,
+        caption="one-shot first audio = total; RTF = compute / audio seconds; medians; diffs: max |diff| / peak",
+    )
+    lines = [
+        f"streaming: first chunk 1 token, then {2 * gsv.STREAM_CONTEXT}, {gsv.STREAM_CONTEXT} tokens of context each side, tokens read every {args.check_every}",
+        f"export ({args.preset}, all graphs, no validation), not timed above: {export_seconds:.1f} s",
+    ]
+    emit(result, table, args.json, width=200, lines=lines)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
