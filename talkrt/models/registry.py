@@ -64,8 +64,11 @@ def get_spec(graph: str, /, **options):
 
 
 def guess_family(keys: set[str] | Mapping[str, object]) -> str | None:
-    """The checkpoint kind whose top-level modules best match ``keys`` (a state_dict or its keys), or None."""
+    """The checkpoint kind whose top-level modules best match ``keys`` (a state_dict or its keys), or None.
+    A wrapper's prefix on every key (``module.`` of DataParallel, ``model.`` of Lightning) is looked through."""
     prefixes = {k.split(".", 1)[0] for k in keys}
+    if len(prefixes) == 1 and prefixes <= {"module", "model"}:
+        prefixes = {k.split(".", 2)[1] for k in keys if k.count(".") >= 2}
     best, best_score = None, 0.0
     for family in families():
         for kind, signature in family.signatures.items():

@@ -19,10 +19,12 @@ FAMILY = Family(
     },
     voice="talkrt.models.gpt_sovits.voice",
     signatures={
-        # GPT .ckpt keys with the Lightning "model." prefix removed (as gpt_checkpoint loads them)
+        # GPT .ckpt keys under the Lightning "model." prefix (which guess_family looks through)
         "gpt-sovits GPT (s1)": frozenset({"bert_proj", "ar_text_embedding", "ar_text_position", "ar_audio_embedding", "ar_audio_position", "h", "ar_predict_layer"}),
         "gpt-sovits SoVITS (s2)": frozenset({"enc_p", "dec", "flow", "ref_enc", "ssl_proj", "quantizer"}),
         # v2Pro's speaker-verification network (ERes2NetV2, speaker.py), a plain state_dict
         "gpt-sovits speaker verification (sv)": frozenset({"conv1", "bn1", "layer1", "layer2", "layer3", "layer4", "layer3_ds", "fuse34", "seg_1"}),
+        # the BERT whose third-to-last layer gives the phone features (chinese-roberta-wwm-ext-large, BertForMaskedLM)
+        "gpt-sovits BERT (chinese-roberta)": frozenset({"bert", "cls"}),
     },
 )
