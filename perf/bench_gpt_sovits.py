@@ -1,6 +1,6 @@
 """GPT-SoVITS v2 text to speech: PyTorch eager against ONNX Runtime, one-shot and streaming, in one run.
 
-    python perf/bench_gpt_sovits.py [--preset v2|tiny] [--tokens 100] [--repeats 1] [--check-every 8]
+    python perf/bench_gpt_sovits.py [--preset v2|tiny] [--tokens 100] [--sentences 3] [--repeats 1] [--check-every 8]
                                     [--no-ort] [--json out.json]
 
 The preset (default ``v2``: the released v2 sizes) is exported once with seeded random
@@ -135,13 +135,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=("v2", "tiny"), default="v2", help="random weights at these sizes (default v2, the released sizes)")
     parser.add_argument("--tokens", type=int, default=100, help="semantic tokens per sentence, at most (random weights rarely end; default 100 = 4 s)")
+    parser.add_argument("--sentences", type=int, default=len(SENTENCES), help=f"how many of the {len(SENTENCES)} sentences (default all)")
     parser.add_argument("--repeats", type=int, default=1, help="timed runs per mode after one warm-up (default 1)")
     parser.add_argument("--check-every", type=int, default=8, help="tokens between the streaming end-flag reads (default 8)")
     parser.add_argument("--no-ort", action="store_true", help="time PyTorch alone, without ONNX Runtime")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
-    if args.repeats < 1 or args.tokens < 2:
-        parser.error("--repeats must be at least 1 and --tokens at least 2")
+    if args.repeats < 1 or args.tokens < 2 or not 1 <= args.sentences <= len(SENTENCES):
+        parser.error(f"--repeats must be at least 1, --tokens at least 2, --sentences 1 to {len(SENTENCES)}")
+    texts = SENTENCES[: args.sentences]
 
     backends = {name: label for name, label in BACKENDS.items() if name == "torch" or not args.no_ort}
     # the tiny preset's default cache has no room for a 3 s prompt, both texts and the tokens
@@ -151,14 +153,15 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"exporting {args.preset} (random weights, seed 0, no validation) ...")
         manifest, export_seconds = make_voice_dir(Path(tmp), args.preset, cache_len)
         for backend, label in backends.items():
-            console.print(f"timing {label}: {len(SENTENCES)} sentences, one-shot, streaming and the GPT alone ...")
+            console.print(f"timing {label}: {len(texts)} sentences, one-shot, streaming and the GPT alone ...")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 voice, _ = gsv.load_voice(Path(tmp), backend, "cpu")
             voice.max_new_tokens = args.tokens
             load_before = os.getloadavg()[0]
-            for index, text in enumerate(SENTENCES):
+            for index, text in enumerate(texts):
                 timed = time_sentence(voice, manifest, text, args.repeats, args.check_every)
+                console.print(f"  sentence {index}: {timed['tokens']} tokens, one-shot {statistics.median(timed['one_shot_ms']):.0f} ms")
                 audio[backend, index] = timed.pop("audio")
                 one_shot = statistics.median(timed["one_shot_ms"])
                 first, total = statistics.median(timed["stream_first_ms"]), statistics.median(timed["stream_total_ms"])
