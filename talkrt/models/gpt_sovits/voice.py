@@ -7,6 +7,8 @@ The voice directory is what `talkrt export gpt-sovits --out-dir DIR` wrote, plus
 * ``DIR/reference.txt``: its transcript (Chinese or English);
 * optionally ``DIR/chinese-roberta-wwm-ext-large/``: the transformers BERT checkpoint the
   GPT's Chinese features come from.
+* for v2Pro / v2ProPlus: ``DIR/sv/pretrained_eres2netv2w24s4ep4.ckpt``, the speaker-verification
+  network of the reference's ``sv_emb`` (``speaker.py``).
 
 ``load_voice`` reads the reference once (HuBERT -> prompt tokens, spectrogram -> style vector
 ``ge``, transcript -> phones + BERT features); ``speak`` then only does the target text:
@@ -110,7 +112,7 @@ def load_voice(directory: Path, backend: str, device: str, note: Callable[[str],
     if bert is not None:
         bert = bert.to(choice.device)
     voice = GptSovitsVoice(synth, bert=bert, bert_vocab=vocab, sampling=dict(manifest.get("sampling") or {}))
-    voice.reference = _reference(voice, wav, transcript)
+    voice.reference = _reference(voice, wav, transcript, directory)
     note(f"reference: {voice.reference.seconds:.1f} s, {voice.reference.prompt.shape[1]} prompt tokens, {len(voice.reference.phones)} phones")
     return voice, manifest
 
@@ -138,7 +140,7 @@ def _bert(directory: Path):
     return feature_extractor(folder)
 
 
-def _reference(voice: GptSovitsVoice, wav: Path, transcript: str) -> Reference:
+def _reference(voice: GptSovitsVoice, wav: Path, transcript: str, directory: Path) -> Reference:
     """Prompt tokens, style vector, phones and BERT features of the reference (computed once)."""
     from talkrt.runtime.audio import resample
     from talkrt.runtime.media import read_audio
@@ -161,7 +163,12 @@ def _reference(voice: GptSovitsVoice, wav: Path, transcript: str) -> Reference:
         peak = float(wave32.abs().max()) if wave32.numel() else 0.0
         if peak > 1:  # as the original: a reference louder than full scale is scaled down (by at most 2)
             wave32 = wave32 / min(2.0, peak)
-        ge = synth.reference_style(synth.spectrogram(wave32)).clone()
+        sv_emb = None
+        if "sv_emb" in synth.runners["reference"].input_names:  # v2Pro / v2ProPlus: its weights are in directory/sv/
+            from talkrt.models.gpt_sovits.speaker import reference_sv_emb
+
+            sv_emb = reference_sv_emb(directory, wave32, synth.sample_rate, synth.device)
+        ge = synth.reference_style(synth.spectrogram(wave32), sv_emb).clone()
     if prompt.shape[1] < 1:
         raise TalkrtError(f"{wav} is too short for a prompt ({seconds:.2f} s); give 3-10 s of the speaker")
     phones, bert = _phones_and_bert(voice, _with_end(transcript), skip_unknown=False, what=f"the reference text ({REFERENCE_TXT})")

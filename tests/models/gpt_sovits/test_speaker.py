@@ -3,6 +3,8 @@ fbank framing, the embedding's shape and determinism, and ONNX export."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from fake_checkpoints import fake_state_dict, key_listing
@@ -136,3 +138,34 @@ def test_reference_embedding_from_a_voice_directory(tmp_path, released_state) ->
     expected = speaker_embedding(model, resample(wave32, 32000, 16000))
     assert emb.shape == (1, SV_DIM)
     torch.testing.assert_close(emb, expected, atol=0, rtol=0)
+
+
+def test_a_pro_voice_computes_sv_emb_from_its_reference(tmp_path, monkeypatch, released_state) -> None:
+    """load_voice on a tiny v2Pro export: without DIR/sv/ one line saying where the weights go; with
+    them the style vector uses sv_emb, and the torch backend agrees with ONNX Runtime."""
+    from dataclasses import replace
+
+    from talkrt.models.gpt_sovits import specs
+    from talkrt.models.gpt_sovits import voice as gsv
+    from talkrt.models.gpt_sovits.gpt import GPTConfig
+    from talkrt.runtime.media import write_wav
+    from talkrt.runtime.synthetic import synthetic_speech
+
+    pro = replace(specs.TINY_SOVITS, version="v2Pro", sv_dim=SV_DIM)
+    monkeypatch.setitem(specs.PRESETS, "tiny-pro", specs.Sizes(GPTConfig.small(), pro, 128, specs.TINY_HUBERT_PRESET))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        specs.export_gpt_sovits(tmp_path, preset="tiny-pro", seed=0, cache_len=128, validate=False)
+    write_wav(tmp_path / gsv.REFERENCE_WAV, synthetic_speech(1.0, 22050, seed=1), 22050)
+    (tmp_path / gsv.REFERENCE_TXT).write_text("hello there\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the 1 s reference is shorter than the original asks for
+        with pytest.raises(TalkrtError, match=r"speaker-verification weights: copy .* to .*sv/pretrained_eres2netv2w24s4ep4\.ckpt") as err:
+            gsv.load_voice(tmp_path, "ort", "cpu")
+        assert "\n" not in str(err.value)
+        (tmp_path / SV_FOLDER).mkdir()
+        torch.save(released_state, tmp_path / SV_FOLDER / SV_CHECKPOINT)
+        voice, _ = gsv.load_voice(tmp_path, "ort", "cpu")
+        torch_voice, _ = gsv.load_voice(tmp_path, "torch", "cpu")
+    assert voice.reference.ge.shape == (1, pro.gin_channels, 1) and torch.isfinite(voice.reference.ge).all()
+    torch.testing.assert_close(torch_voice.reference.ge, voice.reference.ge, atol=1e-5, rtol=1e-5)
