@@ -27,6 +27,7 @@ import torch
 
 from talkrt.engines.devices import normalize_device
 from talkrt.errors import TalkrtError
+from talkrt.models.family import read_manifest as read_family_manifest
 from talkrt.models.gpt_sovits.specs import ALL_GRAPHS, GRAPHS, MANIFEST, PACKAGE, SAMPLING, Models, build_graph, gpt_sovits_specs, load_models
 
 CHECK_EVERY = 8
@@ -331,16 +332,7 @@ def manifest_of(models: Models) -> dict:
 
 
 def read_manifest(directory: str | os.PathLike) -> dict:
-    path = Path(directory) / MANIFEST
-    if not path.is_file():
-        raise TalkrtError(f"{directory} has no {MANIFEST}; export there first: talkrt export gpt-sovits --out-dir {directory} (--checkpoint DIR or --random-init)")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise TalkrtError(f"{path} is not valid JSON ({exc.msg}); export the model again") from exc
-    if manifest.get("family") != PACKAGE:
-        raise TalkrtError(f"{path} is not a GPT-SoVITS manifest (family {manifest.get('family')!r})")
-    return manifest
+    return read_family_manifest(directory, PACKAGE, "gpt-sovits", "GPT-SoVITS")
 
 
 def build_gpt_sovits_engines(directory: str | os.PathLike, options=None, graphs: Sequence[str] | None = None) -> dict:

@@ -30,6 +30,7 @@ import torch
 from talkrt.engines.devices import normalize_device
 from talkrt.engines.runners import StagingBuffers
 from talkrt.errors import TalkrtError
+from talkrt.models.family import read_manifest as read_family_manifest
 from talkrt.models.vits.length import LengthRegulation, expand_prior, regulate_lengths
 
 MANIFEST = "manifest.json"
@@ -379,16 +380,7 @@ class VitsSynthesizer:
 
 
 def read_manifest(directory: str | os.PathLike) -> dict:
-    path = Path(directory) / MANIFEST
-    if not path.is_file():
-        raise TalkrtError(f"{directory} has no {MANIFEST}; export the voice there first: talkrt export vits --out-dir {directory} (--checkpoint DIR or --random-init)")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise TalkrtError(f"{path} is not valid JSON ({exc.msg}); export the model again") from exc
-    if manifest.get("family") != "vits":
-        raise TalkrtError(f"{path} is not a VITS manifest (family {manifest.get('family')!r})")
-    return manifest
+    return read_family_manifest(directory, "vits", "vits", "VITS")
 
 
 def build_vits_engines(directory: str | os.PathLike, options=None, graphs: Sequence[str] = ("encoder", "decoder")) -> dict:
