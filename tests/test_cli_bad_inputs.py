@@ -120,6 +120,9 @@ CASES = {
     "inspect_dir": (["inspect", "existing_dir"], "file existing_dir is a directory"),
     "mdl_onnx_as_trt": (["run", "--avatar", "avatar.npz", "--backend", "trt", "--model", "wav2lip.onnx", "--audio", "speech.wav"], "--out wav2lip.engine"),
     "mdl_dir": (["run", "--avatar", "avatar.npz", "--backend", "ort", "--model", "existing_dir", "--audio", "speech.wav"], "is a directory"),
+    # broken JSON beside a model: one line naming the file, not a traceback
+    "json_hubert_config": (["export", "hubert", "--checkpoint", "hubert_dir", "--out", "h.onnx"], "hubert_dir/config.json is not valid JSON"),
+    "json_voice_manifest": (["tts", "hello", "--onnx", "voice_dir"], "voice_dir/manifest.json is not valid JSON"),
     # profiles
     "bp_shared_dim": (["build", "wav2lip.onnx", "--no-cache", "--profile", "face_sequences:1x6x96x96,2x6x96x96,4x6x96x96", "--profile", "batch:1,8,16"], "the inputs share that dim"),
     "bp_huge": (["build", "wav2lip.onnx", "--no-cache", "--profile", "batch:1,8,1000000"], "max 1000000 is over 16x"),
@@ -138,6 +141,9 @@ def test_bad_input_is_one_line_exit_2_and_destroys_nothing(case, files, tmp_path
     (tmp_path / "existing_dir").mkdir()
     (tmp_path / "afile").write_text("a file, not a folder\n")
     (tmp_path / "link.wav").symlink_to(tmp_path / "speech.wav")
+    for folder, name in (("hubert_dir", "config.json"), ("voice_dir", "manifest.json")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / name).write_text('{"model_type": "hubert",\n')
     before = _digest(tmp_path)
     monkeypatch.chdir(tmp_path)
     code, output = invoke(args, capsys)

@@ -6,12 +6,11 @@ runner all read sidecars, and this module imports none of them.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from talkrt.errors import TalkrtError
-from talkrt.fileio import sha256_file
+from talkrt.fileio import read_json, sha256_file
 
 # The builders an engine (and so its sidecar) can come from.
 ENGINE_BUILDERS = ("tensorrt-rtx", "tensorrt")
@@ -44,10 +43,7 @@ def read_sidecar(engine: str | os.PathLike, *, verify: bool = False) -> dict:
     path = sidecar_path(engine)
     if not path.is_file():
         raise TalkrtError(f"{engine} has no sidecar {path.name}; rebuild it with: talkrt build MODEL.onnx --out {engine}")
-    try:
-        sidecar = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise TalkrtError(f"{path} is not valid JSON ({exc.msg}); rebuild the engine") from exc
+    sidecar = read_json(path, "rebuild the engine")
     if not isinstance(sidecar, dict):
         raise TalkrtError(f"{path} is not an engine sidecar (a JSON {type(sidecar).__name__}, not an object); rebuild the engine with: talkrt build MODEL.onnx --out {engine}")
     missing = [key for key in REQUIRED_SIDECAR_KEYS if key not in sidecar]

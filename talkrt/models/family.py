@@ -19,17 +19,13 @@ from typing import Any, Callable
 def read_manifest(directory: str | Path, family: str, export: str, title: str) -> dict:
     """The manifest.json of a directory ``talkrt export {export}`` wrote, checked to be ``family``'s
     (``title``: the family's name in messages)."""
-    import json
-
     from talkrt.errors import TalkrtError
+    from talkrt.fileio import read_json
 
     path = Path(directory) / "manifest.json"
     if not path.is_file():
         raise TalkrtError(f"{directory} has no manifest.json; export there first: talkrt export {export} --out-dir {directory} (--checkpoint DIR or --random-init)")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise TalkrtError(f"{path} is not valid JSON ({exc.msg}); export the model again") from exc
+    manifest = read_json(path, "export the model again")
     if not isinstance(manifest, dict) or manifest.get("family") != family:
         raise TalkrtError(f"{path} is not a {title} manifest (family {manifest.get('family') if isinstance(manifest, dict) else None!r})")
     return manifest

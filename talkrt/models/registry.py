@@ -5,12 +5,12 @@ and the pipeline ask here; none of them names a family."""
 from __future__ import annotations
 
 import importlib
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 
 from talkrt.errors import TalkrtError
+from talkrt.fileio import read_json_object
 from talkrt.models.family import Family, resolve
 
 FAMILIES: tuple[str, ...] = ("wav2lip", "dinet", "dhlive", "hubert", "vits", "gpt_sovits")
@@ -89,10 +89,7 @@ def directory_family(directory: str | Path) -> Family:
     kinds = [name for family in families() for name, graph in family.graphs.items() if graph.weights == "directory"]
     if not path.is_file():
         raise TalkrtError(f"{directory} has no {MANIFEST}; export there first: talkrt export {'|'.join(kinds)} --out-dir {directory}")
-    try:
-        name = json.loads(path.read_text()).get("family")
-    except (json.JSONDecodeError, AttributeError) as error:
-        raise TalkrtError(f"{path} is not a talkrt manifest ({error}); export the model again") from None
+    name = read_json_object(path, "export the model again").get("family")
     if name not in FAMILIES or get_family(name).directory_graph() is None:
         raise TalkrtError(f"{path} names family {name!r}, which talkrt does not export as a directory ({', '.join(kinds)} do)")
     return get_family(name)

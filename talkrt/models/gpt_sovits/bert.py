@@ -23,7 +23,6 @@ tokenizer dependency.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +31,7 @@ import torch
 from torch import nn
 
 from talkrt.errors import TalkrtError
+from talkrt.fileio import read_json
 
 HIDDEN = 1024  # the GPT's bert_proj input width
 # Keys a released BERT file may carry that BertForMaskedLM does not use.
@@ -158,10 +158,7 @@ def load_bert(directory: str | os.PathLike) -> nn.Module:
     config_file = folder / "config.json"
     if not config_file.is_file():
         raise TalkrtError(f"{folder} is not a BERT checkpoint directory (no config.json)")
-    try:
-        settings = json.loads(config_file.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise TalkrtError(f"{config_file} is not valid JSON ({str(exc)[:120]})") from exc
+    settings = read_json(config_file)
     if settings.get("model_type", "bert") != "bert":
         raise TalkrtError(f"{folder} holds a {settings.get('model_type')!r} model, not a BERT")
     config = _eager(BertConfig.from_dict(settings))

@@ -11,7 +11,6 @@ and reorders its logits into torchaudio's HUBERT_ASR_LARGE labels.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 from torch import nn
 
 from talkrt.errors import TalkrtError
+from talkrt.fileio import read_json, read_json_object
 
 SAMPLE_RATE = 16000
 RECEPTIVE_FIELD = 400  # samples seen by one output frame of the conv front end
@@ -115,7 +115,7 @@ def read_do_normalize(directory: Path) -> bool | None:
     path = directory / "preprocessor_config.json"
     if not path.is_file():
         return None
-    return bool(json.loads(path.read_text()).get("do_normalize", True))
+    return bool(read_json_object(path).get("do_normalize", True))
 
 
 def _model_from_directory(directory: Path, architecture: str | None, ctc: bool) -> tuple[str, nn.Module]:
@@ -123,7 +123,7 @@ def _model_from_directory(directory: Path, architecture: str | None, ctc: bool) 
     config_path = directory / "config.json"
     if not config_path.is_file():
         raise TalkrtError(f"{directory} is not a transformers checkpoint directory (no config.json)")
-    config_dict = json.loads(config_path.read_text())
+    config_dict = read_json_object(config_path)
     model_type = config_dict.get("model_type", architecture)
     if architecture and model_type != architecture:
         raise TalkrtError(f"{directory} holds a {model_type} model, not {architecture}")
@@ -175,10 +175,7 @@ def read_vocab(directory: str | Path) -> dict[str, int] | None:
     path = Path(directory) / "vocab.json"
     if not path.is_file():
         return None
-    try:
-        vocab = json.loads(path.read_text())
-    except ValueError as exc:
-        raise TalkrtError(f"{path} is not valid JSON ({exc})") from exc
+    vocab = read_json(path)
     if not isinstance(vocab, dict) or not all(isinstance(v, int) for v in vocab.values()):
         raise TalkrtError(f"{path} is not a token -> index map")
     return vocab

@@ -3,7 +3,7 @@ and HuBERT CTC (hubert-asr): waveform -> (batch, frames, 29) emissions in torcha
 
 from __future__ import annotations
 
-import json
+from talkrt.fileio import read_json_object
 from functools import partial
 from pathlib import Path
 
@@ -26,7 +26,7 @@ def _checkpoint_facts(checkpoint: str | None, preset: EncoderPreset) -> tuple[in
     config_path = directory / "config.json"
     if not config_path.is_file():
         raise TalkrtError(f"{directory} is not a transformers checkpoint directory (no config.json)")
-    config = json.loads(config_path.read_text())
+    config = read_json_object(config_path)
     do_normalize = read_do_normalize(directory)
     return config.get("hidden_size", 768), config.get("num_hidden_layers", 12), preset.do_normalize if do_normalize is None else do_normalize
 
@@ -160,7 +160,7 @@ def asr_spec(preset: str | None = None, normalize: bool | None = None, checkpoin
         source = f"{preset_name} (preset)"
     else:
         directory = Path(checkpoint)
-        config = json.loads((directory / "config.json").read_text())  # _checkpoint_facts checked it is there
+        config = read_json_object(directory / "config.json")  # _checkpoint_facts checked it is there
         if config.get("model_type", "hubert") != "hubert":
             raise TalkrtError(f"{directory} holds a {config['model_type']} model, not hubert")
         index = ctc_label_index(config.get("vocab_size", 32), read_vocab(directory), source=str(directory))

@@ -19,7 +19,6 @@ speakers and how text becomes ids.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -30,6 +29,7 @@ from pathlib import Path
 import torch
 
 from talkrt.errors import TalkrtError
+from talkrt.fileio import read_json_object
 
 FAMILY = "vits"
 
@@ -207,23 +207,13 @@ def load_vits(path: str | os.PathLike, trust: bool = False, config: str | os.Pat
     return model, vits_info(model)
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise TalkrtError(f"{path} is not valid JSON ({str(exc)[:120]})") from exc
-    if not isinstance(data, dict):
-        raise TalkrtError(f"{path} does not hold a JSON object")
-    return data
-
-
 def _load_transformers_dir(directory: Path, trust: bool):
     from talkrt.models.checkpoints import load_strict, read_transformers_weights
 
     config_path = directory / "config.json"
     if not config_path.is_file():
         raise TalkrtError(f"{directory} is not a transformers checkpoint directory (no config.json)")
-    config_dict = _read_json(config_path)
+    config_dict = read_json_object(config_path)
     model_type = config_dict.get("model_type")
     if model_type not in (None, "vits"):
         raise TalkrtError(f"{directory} holds a {model_type} model, not vits")
@@ -238,9 +228,9 @@ def _load_transformers_dir(directory: Path, trust: bool):
 
     vocab = None
     if (directory / "vocab.json").is_file():
-        raw = _read_json(directory / "vocab.json")
+        raw = read_json_object(directory / "vocab.json")
         vocab = {str(k): int(v) for k, v in raw.items()}
-    tokenizer_config = _read_json(directory / "tokenizer_config.json") if (directory / "tokenizer_config.json").is_file() else {}
+    tokenizer_config = read_json_object(directory / "tokenizer_config.json") if (directory / "tokenizer_config.json").is_file() else {}
     _attach_info(
         model,
         add_blank=bool(tokenizer_config.get("add_blank", True)),
@@ -501,7 +491,7 @@ def config_from_original_json(path: str | os.PathLike, n_vocab: int | None = Non
     path = Path(path)
     if not path.is_file():
         raise TalkrtError(f"VITS config not found: {path}")
-    data = _read_json(path)
+    data = read_json_object(path)
     model = data.get("model")
     if not isinstance(model, dict):
         raise TalkrtError(f"{path} is not an original VITS config (no 'model' section)")
@@ -569,6 +559,6 @@ def _load_original(path: Path, trust: bool, config_json: str | os.PathLike | Non
         phonemes = True
     add_blank = True
     if config_json is not None:
-        add_blank = bool(_read_json(Path(config_json)).get("data", {}).get("add_blank", True))
+        add_blank = bool(read_json_object(Path(config_json)).get("data", {}).get("add_blank", True))
     _attach_info(model, add_blank=add_blank, vocab=vocab, source="original", phonemes=phonemes, normalize=False)
     return model.eval()

@@ -16,12 +16,12 @@ Two vocabularies:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Container
 from pathlib import Path
 
 from talkrt.errors import TalkrtError
+from talkrt.fileio import read_json
 
 # The original VITS symbol table (text/symbols.py, english_cleaners2): pad,
 # punctuation, ASCII letters, then IPA letters.
@@ -82,17 +82,9 @@ class VitsTokenizer:
             path = path / "vocab.json"
         if not path.is_file():
             raise TalkrtError(f"VITS vocabulary not found: {path}")
-        try:
-            vocab = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            raise TalkrtError(f"{path} is not valid JSON ({str(exc)[:120]})") from exc
-        settings = {}
+        vocab = read_json(path)
         config_path = path.parent / "tokenizer_config.json"
-        if config_path.is_file():
-            try:
-                settings = json.loads(config_path.read_text(encoding="utf-8"))
-            except ValueError as exc:
-                raise TalkrtError(f"{config_path} is not valid JSON ({str(exc)[:120]})") from exc
+        settings = read_json(config_path) if config_path.is_file() else {}
         if settings.get("phonemize") or settings.get("is_uroman"):
             which = "a phonemizer" if settings.get("phonemize") else "uroman romanization"
             # Still usable with pre-processed text; the caller is told through the flag.
