@@ -33,6 +33,7 @@ WHEELS=(
     soundfile==0.14.0 cffi==2.1.1 pycparser==3.12          # test modules import these at collection
     kaldi-native-fbank==1.23.0                             # the fbank GPU test's reference
     librosa==0.11.0 soxr==1.0.0 audioread==3.1.0 pooch==1.8.2 decorator==5.2.1 platformdirs==4.5.1  # audio tests
+    fastapi==0.165.0 starlette==1.10.0 uvicorn==0.54.0 websockets==17.4  # talkrt serve (the image has anyio, h11, click, httpx)
 )
 # Left out on purpose; each line says what goes missing without it.
 NOT_CARRIED=(
