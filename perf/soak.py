@@ -1,17 +1,20 @@
 """A long live session: per-chunk cost, resident memory and the A/V offset over time.
 
-    python perf/soak.py [--minutes 60] [--chunk-ms 40] [--renderer stand-in|wav2lip] [--json out.json]
+    python perf/soak.py [--minutes 60] [--chunk-ms 40] [--renderer stand-in|wav2lip]
+                        [--device cpu|cuda] [--backend ort|torch] [--json out.json]
 
 Streams synthetic speech (phrases and pauses, one utterance per ``--utterance-s``
-seconds, each flushed) into one `talkrt.runtime.session.Session` on the CPU, chunk
-by chunk as fast as it goes, and records for every chunk the time it took and the
-state the session holds (resampler history, feature-stream history, feature columns,
-audio and frames waiting), and every few seconds the process's resident memory.
+seconds, each flushed) into one `talkrt.runtime.session.Session` on ``--device`` (the
+CPU by default), chunk by chunk as fast as it goes, and records for every chunk the
+time it took and the state the session holds (resampler history, feature-stream
+history, feature columns, audio and frames waiting), and every few seconds the
+process's resident memory.
 
 The renderer is by default a stand-in: Wav2Lip's real audio front end, alignment,
 windows, paste-back and session clock, with a tiny random linear map in place of the
 generator, so an hour of audio streams in minutes on two cores (``--renderer
-wav2lip`` runs the real random-weight graph through ONNX Runtime instead).
+wav2lip`` runs the real random-weight graph instead, through ONNX Runtime or, with
+``--backend torch``, PyTorch; on CUDA each chunk's time includes its GPU work).
 
 Pass: per-chunk cost and memory flat (the last tenth of the session within 10% of
 the first tenth, after a warm-up), the state bounded, and the A/V offset 0 samples
@@ -34,7 +37,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import REPO, machine_info  # noqa: E402  (perf/ is on sys.path when run as a script)
+from _machine import REPO, cuda_problem, machine_info  # noqa: E402  (perf/ is on sys.path when run as a script)
 
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
@@ -52,11 +55,11 @@ class StandInRenderer(Wav2LipRenderer):
     """Wav2Lip's front end and alignment; a random linear map from each 80x16 mel window to an 8x8
     face, upsampled to 96x96, stands in for the generator (the soak measures everything else)."""
 
-    def __init__(self, seed: int = 0) -> None:
-        self.device = torch.device("cpu")
+    def __init__(self, seed: int = 0, device: str = "cpu") -> None:
+        self.device = torch.device(device)
         self.feature_channels, self.crop_size, self.face_size = 80, (96, 96), 96
         generator = torch.Generator().manual_seed(seed)
-        self.weight = torch.randn(80 * 16, 3 * 8 * 8, generator=generator) / 40.0
+        self.weight = (torch.randn(80 * 16, 3 * 8 * 8, generator=generator) / 40.0).to(self.device)
 
     @property
     def batch_runners(self) -> tuple:
@@ -103,18 +106,43 @@ class SoakRecord:
         return int(self.state[: self.pushes][rows, STATE_KEYS.index(key)].max())
 
 
-def make_pipeline(renderer: str, batch_size: int = 8) -> Pipeline:
+def make_pipeline(renderer: str, batch_size: int = 8, device: str = "cpu", backend: str = "ort") -> Pipeline:
+    """The pipeline on ``device``: the stand-in, or Wav2Lip with random weights (seed 0) run by ``backend``."""
     options = PipelineOptions(batch_size=batch_size, profile=False)  # a profile keeps every frame's records
     avatar = synthetic_avatar(num_frames=8)
     if renderer == "stand-in":
-        return Pipeline(avatar, StandInRenderer(), options)
+        return Pipeline(avatar, StandInRenderer(device=device), options)
     import tempfile
 
     from talkrt.runtime.pipeline import pipeline_from_files
 
+    if backend == "torch":  # no file: the torch backend builds the module from seed 0 itself
+        return pipeline_from_files(avatar, "wav2lip", "torch", None, device, options)
     # The pipeline loads the graph when it is built, so the file need not outlive this call.
     with tempfile.TemporaryDirectory(prefix="talkrt-soak-") as folder:
-        return pipeline_from_files(avatar, "wav2lip", "ort", export_wav2lip(Path(folder)), "cpu", options)
+        return pipeline_from_files(avatar, "wav2lip", "ort", export_wav2lip(Path(folder)), device, options)
+
+
+def runner_backend(renderer: str, backend: str) -> str:
+    """The backend that runs the generator: the stand-in is a torch map whatever ``--backend`` says."""
+    return backend if renderer == "wav2lip" else "torch"
+
+
+def run_problem(args: argparse.Namespace) -> str | None:
+    """Why ``--device``/``--backend`` cannot run here (no GPU, or no CUDA provider for ONNX Runtime), or None."""
+    return cuda_problem(args.device, ort=runner_backend(args.renderer, args.backend) == "ort")
+
+
+def run_machine(args: argparse.Namespace) -> dict:
+    """The machine and the device, for the result's header (ONNX Runtime's provider only where it runs)."""
+    ort = runner_backend(args.renderer, args.backend) == "ort"
+    return machine_info(args.device, [("CUDAExecutionProvider" if args.device == "cuda" else "CPUExecutionProvider")] if ort else [])
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the work queued on a GPU: a time read after it includes the GPU's work, not only its launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def export_wav2lip(folder: Path) -> Path:
@@ -128,13 +156,18 @@ def export_wav2lip(folder: Path) -> Path:
     return path
 
 
-def stream_parser(doc: str, renderer: str | None = "wav2lip") -> argparse.ArgumentParser:
+def stream_parser(doc: str, renderer: str | None = "wav2lip", devices: bool = False) -> argparse.ArgumentParser:
     """The options every streaming benchmark shares: chunk length, renderer (no ``--renderer`` when
-    ``renderer`` is None: the benchmark's renderer is fixed), JSON output."""
+    ``renderer`` is None: the benchmark's renderer is fixed), JSON output; with ``devices``, the
+    device and backend that ``make_pipeline`` takes (only where a benchmark passes them on)."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--chunk-ms", type=float, default=40.0)
     if renderer is not None:
         parser.add_argument("--renderer", choices=("stand-in", "wav2lip"), default=renderer)
+    if devices:
+        parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+        parser.add_argument("--backend", choices=("ort", "torch"), default="ort",
+                            help="what runs Wav2Lip (torch on a GPU whose onnxruntime has no CUDA provider); the stand-in is torch either way")
     parser.add_argument("--json", type=Path)
     return parser
 
@@ -160,8 +193,8 @@ def soak(pipeline: Pipeline, seconds: float, chunk_ms: float = 40, utterance_s: 
         for start in range(0, len(utterance), chunk):
             piece = utterance[start : start + chunk]
             begin = time.perf_counter()
-            batches = session.push(piece)
-            take(batches)
+            take(session.push(piece))
+            synchronize(pipeline.device)
             record.seconds[record.pushes] = time.perf_counter() - begin
             sizes = session.state_sizes()
             record.state[record.pushes] = [sizes[key] for key in STATE_KEYS]
@@ -186,14 +219,19 @@ def flat(values, warmup: int) -> tuple[float, float, float]:
 def main(argv: list[str] | None = None) -> int:
     from _report import emit, result_header, results_table
 
-    parser = stream_parser(__doc__, renderer="stand-in")
+    parser = stream_parser(__doc__, renderer="stand-in", devices=True)
     parser.add_argument("--minutes", type=float, default=60.0)
     parser.add_argument("--utterance-s", type=float, default=30.0)
     args = parser.parse_args(argv)
+    problem = run_problem(args)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
 
-    pipeline = make_pipeline(args.renderer)
+    pipeline = make_pipeline(args.renderer, device=args.device, backend=args.backend)
     begin = time.perf_counter()
     record = soak(pipeline, args.minutes * 60, args.chunk_ms, args.utterance_s)
+    synchronize(pipeline.device)  # the last flush's frames
     wall = time.perf_counter() - begin
     warmup = min(record.pushes // 20, round(10_000 / args.chunk_ms))  # the first 10 s
     cost = flat(record.seconds, warmup)
@@ -203,8 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     expected_frames = record.utterances * num_video_frames(len(synthetic_speech(args.utterance_s, seed=1)), pipeline.fps, RATE)
     passed = cost[2] <= 1.1 and memory[2] <= 1.1 and record.max_offset == 0 and record.frames == expected_frames
     result = {
-        **result_header("soak", machine_info("cpu", ["CPUExecutionProvider"])),
-        "renderer": args.renderer, "minutes": args.minutes, "chunk_ms": args.chunk_ms, "utterance_s": args.utterance_s, "wall_s": round(wall, 1),
+        **result_header("soak", run_machine(args)),
+        "renderer": args.renderer, "device": args.device, "backend": runner_backend(args.renderer, args.backend), "minutes": args.minutes, "chunk_ms": args.chunk_ms, "utterance_s": args.utterance_s, "wall_s": round(wall, 1),
         "frames": record.frames, "expected_frames": expected_frames, "utterances": record.utterances, "max_av_offset_samples": record.max_offset,
         "chunk_ms_first_tenth": round(cost[0] * 1000, 3), "chunk_ms_last_tenth": round(cost[1] * 1000, 3), "chunk_cost_ratio": round(cost[2], 3),
         "rss_mib_first_tenth": round(memory[0], 1), "rss_mib_last_tenth": round(memory[1], 1), "rss_ratio": round(memory[2], 3),
@@ -214,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         ("per-chunk cost (median, ms)", f"{cost[0] * 1000:.3f}", f"{cost[1] * 1000:.3f}", f"{cost[2]:.3f}"),
         ("resident memory (MiB)", f"{memory[0]:.1f}", f"{memory[1]:.1f}", f"{memory[2]:.3f}"),
     ]
-    table = results_table(f"soak: {args.minutes:g} min of audio in {args.chunk_ms:g} ms chunks ({args.renderer})",
+    table = results_table(f"soak: {args.minutes:g} min of audio in {args.chunk_ms:g} ms chunks ({args.renderer}, {runner_backend(args.renderer, args.backend)} on {args.device})",
                           [("", "left"), ("first tenth", "right"), ("last tenth", "right"), ("last / first", "right")], rows)
     lines = [f"frames {record.frames} (expected {expected_frames}), utterances {record.utterances}, largest A/V offset {record.max_offset} samples, wall {wall:.0f} s",
              f"state, largest over the session: {state_max}", "PASS" if passed else "FAIL"]
