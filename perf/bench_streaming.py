@@ -1,9 +1,10 @@
 """Streaming against offline as clips grow: the cost of a live session must not grow with its length.
 
-    python perf/bench_streaming.py [--seconds 8,32,120] [--chunk-ms 40] [--renderer wav2lip|stand-in] [--json out.json]
+    python perf/bench_streaming.py [--seconds 8,32,120] [--chunk-ms 40] [--renderer wav2lip|stand-in]
+                                   [--device cpu|cuda] [--backend ort|torch] [--json out.json]
 
-For each clip length, on the CPU with the ort backend (Wav2Lip, random weights exported
-once), in one run:
+For each clip length, on ``--device`` with ``--backend`` (default: the CPU with ONNX
+Runtime; Wav2Lip, random weights, seed 0, built once), in one run:
   - offline: ``Pipeline.run`` over the whole clip, every frame consumed where it lies;
   - streaming: ``Pipeline.stream_chunks`` with ``--chunk-ms`` chunks fed back to back;
     streaming / offline wall time is the cost of streaming (goal <= 1.1 at every
@@ -13,6 +14,9 @@ once), in one run:
     clip's first and last tenth: flat if each step does the same work;
   - time to first frame with the audio paced in real time (chunk i handed over when it
     has fully arrived), from the first chunk's start.
+
+On CUDA every time is read after ``torch.cuda.synchronize``: the frames stay on the
+device, so without it a time would count the launches, not the GPU's work.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from soak import make_pipeline, stream_parser  # noqa: E402  (puts the repository on sys.path)
+from soak import make_pipeline, run_machine, run_problem, runner_backend, stream_parser, synchronize  # noqa: E402  (puts the repository on sys.path)
 
 from talkrt.runtime.pipeline import SAMPLE_RATE, Pipeline  # noqa: E402
 from talkrt.runtime.synthetic import synthetic_speech  # noqa: E402
@@ -36,10 +40,13 @@ def chunks_of(audio: np.ndarray, chunk_ms: float) -> list[np.ndarray]:
     return [audio[i : i + step] for i in range(0, len(audio), step)]
 
 
-def wall(batches) -> tuple[float, int]:
+def wall(pipeline: Pipeline, batches) -> tuple[float, int]:
+    """Seconds until every batch's frames are made (on the device too), and the frame count."""
+    synchronize(pipeline.device)
     begin, frames = time.perf_counter(), 0
     for batch in batches:
         frames += len(batch.frames)
+    synchronize(pipeline.device)
     return time.perf_counter() - begin, frames
 
 
@@ -47,15 +54,19 @@ def features_per_chunk(pipeline: Pipeline, chunks: list[np.ndarray]) -> list[flo
     """Seconds per chunk of the front end alone: the resampler and the renderer's feature stream."""
     utterance = pipeline.utterance(SAMPLE_RATE)
     times = []
-    for chunk in chunks:
-        begin = time.perf_counter()
-        samples = utterance.resampler.push(pipeline._to_device(chunk))
-        utterance.features.push(samples)
-        times.append(time.perf_counter() - begin)
+    with pipeline._on_stream():  # where the utterance runs them
+        for chunk in chunks:
+            synchronize(pipeline.device)
+            begin = time.perf_counter()
+            samples = utterance.resampler.push(pipeline._to_device(chunk))
+            utterance.features.push(samples)
+            synchronize(pipeline.device)
+            times.append(time.perf_counter() - begin)
     return times
 
 
 def paced_first_frame(pipeline: Pipeline, chunks: list[np.ndarray], chunk_ms: float) -> float:
+    synchronize(pipeline.device)
     t0 = time.perf_counter()
 
     def arriving():
@@ -65,6 +76,7 @@ def paced_first_frame(pipeline: Pipeline, chunks: list[np.ndarray], chunk_ms: fl
 
     batches = pipeline.stream_chunks(arriving(), SAMPLE_RATE)
     next(batches)
+    synchronize(pipeline.device)  # the first frames are made, not only queued
     first = time.perf_counter() - t0
     batches.close()
     return first
@@ -76,21 +88,25 @@ def tenths(values: list[float]) -> tuple[float, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from _machine import machine_info
     from _report import emit, result_header, results_table
 
-    parser = stream_parser(__doc__)
+    parser = stream_parser(__doc__, devices=True)
     parser.add_argument("--seconds", default="8,32,120")
     args = parser.parse_args(argv)
+    problem = run_problem(args)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
 
-    pipeline = make_pipeline(args.renderer)
-    wall(pipeline.run(synthetic_speech(1.0, seed=0), SAMPLE_RATE))  # warm-up
+    pipeline = make_pipeline(args.renderer, device=args.device, backend=args.backend)
+    backend = runner_backend(args.renderer, args.backend)
+    wall(pipeline, pipeline.run(synthetic_speech(1.0, seed=0), SAMPLE_RATE))  # warm-up
     rows, results = [], []
     for seconds in (float(s) for s in args.seconds.split(",")):
         audio = synthetic_speech(seconds, seed=2)
         chunks = chunks_of(audio, args.chunk_ms)
-        offline, frames = wall(pipeline.run(audio, SAMPLE_RATE))
-        streaming, streamed = wall(pipeline.stream_chunks(chunks, SAMPLE_RATE))
+        offline, frames = wall(pipeline, pipeline.run(audio, SAMPLE_RATE))
+        streaming, streamed = wall(pipeline, pipeline.stream_chunks(chunks, SAMPLE_RATE))
         assert streamed == frames, (streamed, frames)
         first, last = tenths(features_per_chunk(pipeline, chunks))
         paced = paced_first_frame(pipeline, chunks, args.chunk_ms)
@@ -100,8 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((f"{seconds:g}", str(frames), f"{offline:.2f}", f"{streaming:.2f}", f"{streaming / offline:.3f}", f"{first * 1000:.3f}", f"{last * 1000:.3f}", f"{paced * 1000:.0f}"))
     columns = [("clip s", "right"), ("frames", "right"), ("offline s", "right"), ("streaming s", "right"), ("stream / offline", "right"),
                ("features ms/chunk, first tenth", "right"), ("last tenth", "right"), ("paced TTFF ms", "right")]
-    table = results_table(f"streaming ({args.chunk_ms:g} ms chunks) against offline, {args.renderer}, CPU", columns, rows)
-    result = {**result_header("streaming", machine_info("cpu", ["CPUExecutionProvider"])), "renderer": args.renderer, "chunk_ms": args.chunk_ms, "results": results}
+    machine = run_machine(args)
+    table = results_table(f"streaming ({args.chunk_ms:g} ms chunks) against offline, {args.renderer}, {backend} on {args.device} ({machine['device_name']})", columns, rows)
+    result = {**result_header("streaming", machine), "renderer": args.renderer, "device": args.device, "backend": backend, "chunk_ms": args.chunk_ms, "results": results}
     emit(result, table, args.json, width=150)
     return 0
 
