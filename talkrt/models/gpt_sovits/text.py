@@ -60,9 +60,11 @@ What differs from the original:
   unknown word, here espeak-ng (en-us) reads it and its IPA is mapped to ARPAbet
   (stress from its stress marks); without espeak-ng such a word is an error naming
   it (``oov="spell"`` spells it instead). A hyphenated unknown word is read part by part.
-* Japanese, Korean, Cantonese and mixed-language text are refused; their phones
-  are in the table, so phones from another front end can be given directly
-  (``from_phones``).
+* Mixed Chinese and English: ``phonemize_parts`` splits the text into runs of
+  each language and reads each with its own front end (numbers and punctuation go
+  with the run before them).
+* Japanese, Korean and Cantonese text are refused; their phones are in the table,
+  so phones from another front end can be given directly (``from_phones``).
 """
 
 from __future__ import annotations
@@ -116,19 +118,23 @@ _KANA = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff]")
 _HANGUL = re.compile(r"[\u1100-\u11ff\u3130-\u318f\uac00-\ud7af]")
 
 
-def detect_language(text: str) -> str:
-    """``zh`` or ``en`` from the letters in ``text``; mixed or other scripts are refused in one line."""
+def _refuse_other_scripts(text: str) -> None:
     if _KANA.search(text) or _HANGUL.search(text):
         which = "Japanese" if _KANA.search(text) else "Korean"
         raise TalkrtError(
             f"{which} text is not supported by the GPT-SoVITS front end (Chinese and English only); "
             "phonemize it elsewhere and pass the v2 phones"
         )
+
+
+def detect_language(text: str) -> str:
+    """``zh`` or ``en`` from the letters in ``text``; mixed or other scripts are refused in one line."""
+    _refuse_other_scripts(text)
     cjk, latin = _CJK.search(text), _LATIN.search(text)
     if cjk and latin:
         raise TalkrtError(
             f"the text mixes Chinese ({cjk.group()!r}) and Latin letters ({latin.group()!r}); "
-            "the GPT-SoVITS front end takes one language per text: split it into Chinese and English parts"
+            "one Phonemized holds one language: use phonemize_parts, which splits it into Chinese and English parts"
         )
     if cjk:
         return "zh"
@@ -175,6 +181,52 @@ def phonemize(text: str, language: str = "auto", min_phones: int = 6, dictionary
     if not result.phones:
         raise TalkrtError(f"nothing to say in {text[:40]!r}")
     return result
+
+
+def split_languages(text: str) -> list[tuple[str, str]]:
+    """``(language, part)`` runs of Chinese and of Latin-script text, in order, joined back they are
+    ``text``. Digits, spaces and punctuation stay with the run before them (the first run also
+    takes what comes before it): a mark ends what precedes it, and a number is read in the
+    language it follows. Kana and hangul are refused."""
+    _refuse_other_scripts(text)
+    parts: list[list[str]] = []  # [language, text] pairs
+    lead = ""
+    for char in text:
+        language = "zh" if _CJK.match(char) else "en" if _LATIN.match(char) else None
+        if language is None:
+            if parts:
+                parts[-1][1] += char
+            else:
+                lead += char
+        elif parts and parts[-1][0] == language:
+            parts[-1][1] += char
+        else:
+            parts.append([language, lead + char])
+            lead = ""
+    if not parts:
+        raise TalkrtError(f"cannot tell the language of {text[:40]!r} (no Chinese characters or Latin letters); pass language='zh' or 'en'")
+    return [(language, part) for language, part in parts]
+
+
+def phonemize_parts(text: str, language: str = "auto", min_phones: int = 6, dictionary: str | None = None, oov: str = "auto") -> list[Phonemized]:
+    """``phonemize`` for text that may mix Chinese and English: one ``Phonemized`` per language run
+    (``split_languages``), as the original's web UI reads mixed text. Their phones are spoken in
+    order; each run keeps its own word2ph for the BERT features. ``language`` other than ``auto``
+    reads the whole text in that one language."""
+    if language != "auto":
+        return [phonemize(text, language, min_phones, dictionary, oov)]
+    text = re.sub(" {2,}", " ", text)
+    runs = split_languages(text)
+
+    def read(runs: list[tuple[str, str]]) -> list[Phonemized]:
+        return [result for lang, part in runs if (result := clean_text(part, lang, dictionary, oov)).phones]
+
+    results = read(runs)
+    if sum(len(result.phones) for result in results) < min_phones:
+        results = read([(runs[0][0], "." + runs[0][1]), *runs[1:]])
+    if not results:
+        raise TalkrtError(f"nothing to say in {text[:40]!r}")
+    return results
 
 
 def from_phones(phones: Sequence[str] | Sequence[int] | str, source: str = "the given phones") -> Phonemized:

@@ -182,9 +182,9 @@ def _with_end(text: str) -> str:
     """The text closed by a full stop when it does not end in punctuation, as the original closes it."""
     text = text.strip()
     if text and text[-1] not in _ENDS:
-        from talkrt.models.gpt_sovits.text import detect_language
+        from talkrt.models.gpt_sovits.text import split_languages
 
-        text += "。" if detect_language(text) == "zh" else "."
+        text += "。" if split_languages(text)[-1][0] == "zh" else "."
     return text
 
 
@@ -194,15 +194,23 @@ def sentences(text: str) -> list[str]:
 
 
 def _phones_and_bert(voice: GptSovitsVoice, text: str, skip_unknown: bool, what: str = "the text") -> tuple[list[int], torch.Tensor]:
-    """Phone ids and (1024, phones) BERT features of one sentence. Chinese without the BERT model gets
-    zeros and a warning (the GPT still speaks, with flatter prosody)."""
-    from talkrt.models.gpt_sovits.bert import HIDDEN, character_ids, expansion_index
-    from talkrt.models.gpt_sovits.text import phonemize
+    """Phone ids and (1024, phones) BERT features of one sentence, a language run at a time (mixed
+    Chinese and English text is read run by run, their features concatenated)."""
+    from talkrt.models.gpt_sovits.text import phonemize_parts
 
     try:
-        result = phonemize(text, oov="spell" if skip_unknown else "auto")
+        parts = phonemize_parts(text, oov="spell" if skip_unknown else "auto")
     except TalkrtError as error:
         raise TalkrtError(f"{what}: {error}") from None
+    read = [_run_phones_and_bert(voice, part) for part in parts]
+    return [i for ids, _ in read for i in ids], torch.cat([features for _, features in read], dim=1)
+
+
+def _run_phones_and_bert(voice: GptSovitsVoice, result) -> tuple[list[int], torch.Tensor]:
+    """One language run: English gets zeros (as the original); Chinese without the BERT model gets
+    zeros and a warning (the GPT still speaks, with flatter prosody)."""
+    from talkrt.models.gpt_sovits.bert import HIDDEN, character_ids, expansion_index
+
     ids = result.ids
     zeros = torch.zeros(HIDDEN, len(ids), device=voice.device)
     if result.language != "zh" or result.word2ph is None:
@@ -210,7 +218,7 @@ def _phones_and_bert(voice: GptSovitsVoice, text: str, skip_unknown: bool, what:
     if voice.bert is None or voice.bert_vocab is None:
         warnings.warn(
             f"Chinese text without BERT features: put the chinese-roberta-wwm-ext-large checkpoint in {BERT_FOLDER}/ of the voice directory "
-            "for the prosody the GPT was trained with", TalkrtWarning, stacklevel=4,
+            "for the prosody the GPT was trained with", TalkrtWarning, stacklevel=5,
         )
         return ids, zeros
     model = voice.bert

@@ -200,6 +200,24 @@ def test_languages_mixed_or_unsupported_are_refused() -> None:
         text.clean_text("hello", "zh")
 
 
+def test_mixed_text_is_read_a_language_run_at_a_time() -> None:
+    text_in = "「我用 GPT 写了3个程序」, it works 2 times!"
+    runs = text.split_languages(text_in)
+    assert "".join(part for _, part in runs) == text_in
+    assert runs == [("zh", "「我用 "), ("en", "GPT "), ("zh", "写了3个程序」, "), ("en", "it works 2 times!")]
+    parts = text.phonemize_parts(text_in)
+    assert [p.language for p in parts] == ["zh", "en", "zh", "en"]
+    assert parts[2] == text.clean_text("写了3个程序」, ", "zh") and parts[3].phones == text.clean_text("it works two times!", "en").phones
+    assert text.phonemize_parts("hello world") == [text.phonemize("hello world")]
+    assert text.phonemize_parts("你好", "zh") == [text.phonemize("你好", "zh")]
+    short = text.phonemize_parts("好A")  # under 6 phones: read again with a leading "."
+    assert short[0].norm_text.startswith(".") and sum(len(p.phones) for p in short) >= 3
+    with pytest.raises(TalkrtError, match="Japanese"):
+        text.split_languages("你好こんにちは")
+    with pytest.raises(TalkrtError, match="cannot tell"):
+        text.phonemize_parts("123, 456")
+
+
 def test_phonemize_pads_short_text_and_detects_language() -> None:
     short = text.phonemize("你好")
     assert short.norm_text == ".你好" and short.phones[0] == "." and short.word2ph[0] == 1

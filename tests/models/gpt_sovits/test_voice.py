@@ -200,6 +200,13 @@ def test_chinese_without_bert_warns_and_with_bert_uses_it(voice_dir, loaded, tmp
         spoken = gsv.speak("你好，世界", with_bert, manifest, seed=0)[0]
     assert features.shape == (1024, len(phones)) and features.abs().sum() > 0
     assert spoken.shape != plain.shape or not torch.equal(spoken, plain)
+    # mixed text, run by run: the Chinese runs' features are theirs alone, the English run's are zeros
+    mixed_phones, mixed = gsv._phones_and_bert(with_bert, "你好世界，hello world。世界。", False)
+    zh_phones, zh = gsv._phones_and_bert(with_bert, "你好世界，", False)  # 9 phones: not padded
+    en_phones, _ = gsv._phones_and_bert(with_bert, "hello world。", False)
+    assert mixed_phones[: len(zh_phones)] == zh_phones and mixed_phones[len(zh_phones) : len(zh_phones) + len(en_phones)] == en_phones
+    assert mixed.shape == (1024, len(mixed_phones)) and torch.allclose(mixed[:, : len(zh_phones)], zh, atol=1e-5)
+    assert not mixed[:, len(zh_phones) : len(zh_phones) + len(en_phones)].any() and mixed[:, -3:].abs().sum() > 0
 
 
 def test_torch_backend_speaks_as_onnx_runtime(voice_dir, loaded) -> None:
