@@ -2,7 +2,7 @@
 
     python perf/bench_context.py [--asr DIR] [--mapper FILE] [--generator FILE] [--preset NAME]
                                  [--left-ms 250,500,1000,2000,4000] [--lookahead-ms 0,80,160] [--step-ms 200]
-                                 [--worst 16] [--json out.json]
+                                 [--worst 16] [--device cpu|cuda] [--json out.json]
 
 DINet_optimized's features (HuBERT-ASR CTC emissions, every second frame, through the
 mapper) come from a transformer that attends to its whole input, so a stream computes
@@ -22,6 +22,9 @@ The smallest context that passes every gate is the one to declare as the default
 Without ``--asr`` / ``--mapper`` / ``--generator`` the models have random weights; a
 random transformer mixes its whole input far more evenly than a trained one, so those
 numbers are an upper bound on the deviation, not the trained model's.
+
+The models run in PyTorch on ``--device`` (fp32; on CUDA without TF32, whose rounding
+would add to the deviation measured); their outputs come back to the host to be compared.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _machine import REPO, machine_info  # noqa: E402  (perf/ is on sys.path when run as a script)
+from _machine import REPO, cuda_problem, machine_info  # noqa: E402  (perf/ is on sys.path when run as a script)
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from _report import emit, result_header, results_table  # noqa: E402  (imports talkrt)
@@ -77,22 +80,23 @@ def spoken(seconds_fallback: float) -> tuple[torch.Tensor, str]:
     return wav, f"espeak-ng, {len(SENTENCES)} sentences, {len(wav) / 16000:.1f} s"
 
 
-def models(args) -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module, str]:
+def models(args, device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module, str]:
     asr = get_spec("hubert-asr", preset=args.preset).build_module(args.asr, seed=0)
     mapper = get_spec("dinet-mapper").build_module(args.mapper, seed=1)
     generator = get_spec("dinet").build_module(args.generator, seed=2)
     weights = "trained" if args.asr and args.mapper and args.generator else "random (upper bound)" if not (args.asr or args.mapper or args.generator) else "mixed"
-    return asr.eval(), mapper.eval(), generator.eval(), weights
+    return asr.eval().to(device), mapper.eval().to(device), generator.eval().to(device), weights
 
 
 def mouth_psnr(generator, windows_whole: torch.Tensor, windows_streamed: torch.Tensor, gate) -> float:
     """The DINet gate's PSNR between faces rendered from the two sets of windows (same face inputs)."""
     spec = get_spec("dinet")
-    inputs = spec.example_inputs({"batch": len(windows_whole)}, seed=4)
+    device = next(generator.parameters()).device
+    inputs = {name: value.to(device) for name, value in spec.example_inputs({"batch": len(windows_whole)}, seed=4).items()}
     faces = []
     for windows in (windows_whole, windows_streamed):
         with torch.no_grad():
-            faces.append(generator(inputs["source_image"], inputs["reference_images"], windows).numpy())
+            faces.append(generator(inputs["source_image"], inputs["reference_images"], windows.to(device)).cpu().numpy())
     return gate_value(gate, faces[0], faces[1])
 
 
@@ -107,24 +111,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step-ms", type=float, default=200.0)
     parser.add_argument("--worst", type=int, default=16, help="frames rendered downstream (the most deviating)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    problem = cuda_problem(args.device, ort=False)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.backends.cudnn.allow_tf32 = False  # TF32 convolutions would round the whole and the streamed features differently
 
     wav, speech = spoken(12.0)
-    asr, mapper, generator, weights = models(args)
+    asr, mapper, generator, weights = models(args, device)
     emission_gate = get_spec("hubert-asr", preset=args.preset).gates[0]
     feature_gate = get_spec("dinet-mapper").gates[0]
     mouth_gate = get_spec("dinet").gates[0]
 
-    def emissions(samples: torch.Tensor) -> torch.Tensor:  # (29, T) at 25 Hz: every second 50 Hz emission
+    def emissions(samples: torch.Tensor) -> torch.Tensor:  # (29, T) at 25 Hz on the host: every second 50 Hz emission
         with torch.no_grad():
-            return asr(samples.reshape(1, -1))[0, ::2].T.contiguous()
+            return asr(samples.to(device).reshape(1, -1))[0, ::2].T.contiguous().cpu()
 
-    def mapped(columns: torch.Tensor) -> torch.Tensor:
+    def mapped(columns: torch.Tensor) -> torch.Tensor:  # on the host: .cpu() also waits for the GPU
         with torch.no_grad():
-            return mapper(columns.T[None])[0].T
+            return mapper(columns.to(device).T[None])[0].T.cpu()
 
     contexts = [SlidingContext.of_ms(left, args.step_ms, ahead, CTC_25HZ.hop) for left in map(float, args.left_ms.split(",")) for ahead in map(float, args.lookahead_ms.split(","))]
     begin = time.perf_counter()
@@ -154,13 +165,13 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - begin
     choice = chosen.describe(dataclasses.replace(CTC_25HZ, context=chosen)) if chosen else "none passes"
     result = {
-        **result_header("context", machine_info("cpu", ["torch"])),
-        "speech": speech, "weights": weights, "preset": args.preset, "step_ms": args.step_ms, "worst_frames": args.worst,
+        **result_header("context", machine_info(args.device, [])),
+        "device": args.device, "speech": speech, "weights": weights, "preset": args.preset, "step_ms": args.step_ms, "worst_frames": args.worst,
         "gates": {"emissions": emission_gate.to_json(), "features": feature_gate.to_json(), "mouth": mouth_gate.to_json()},
         "contexts": records, "smallest_passing": choice, "wall_s": round(wall, 1),
     }
     table = results_table(
-        f"sliding context against the whole utterance ({args.preset}, {weights} weights; {speech}; {args.step_ms:g} ms steps)",
+        f"sliding context against the whole utterance ({args.preset}, {weights} weights; {speech}; {args.step_ms:g} ms steps; torch on {args.device})",
         [("left ms", "right"), ("lookahead ms", "right"), (f"emission cos min (>= {emission_gate.threshold})", "right"), ("emission cos mean", "right"),
          (f"feature cos min (>= {feature_gate.threshold})", "right"), (f"mouth PSNR dB, {args.worst} worst (>= {mouth_gate.threshold})", "right"), ("", "left")],
         rows,
