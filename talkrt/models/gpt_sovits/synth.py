@@ -12,14 +12,21 @@ end flag are discarded, so the result does not depend on ``check_every``.
 ``generate_chunks`` yields the tokens known at each of those reads (for streaming);
 ``generate`` is its last yield.
 
+The loop's tensors (``_Decoding``) are kept from one generation to the next at fixed
+addresses. On a GPU with a capturable step runner (PyTorch, TensorRT) the first
+generation captures the step in two CUDA graphs, one per direction of the two buffer
+sets, and every token after that is one graph replay (``capture`` says whether and why
+not).
+
 With the same uniforms the tokens are those of ``gpt.generate`` step for step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,9 +36,12 @@ from talkrt.engines.devices import normalize_device
 from talkrt.errors import TalkrtError
 from talkrt.models.family import read_manifest as read_family_manifest
 from talkrt.models.gpt_sovits.specs import ALL_GRAPHS, GRAPHS, MANIFEST, PACKAGE, SAMPLING, Models, build_graph, gpt_sovits_specs, load_models
+from talkrt.runtime.pipeline import CapturePlan
 
 CHECK_EVERY = 8
-_OUTPUTS = ("next_token", "stop", "logits", "k_cache_out", "v_cache_out", "seen_out")
+# Eager steps on the capture stream before capturing: lazy set-up (kernel modules, library
+# handles and their per-stream workspaces) must not happen inside the capture.
+CAPTURE_WARMUP = 3
 
 
 @dataclass
@@ -45,11 +55,82 @@ class Decoded:
     done: bool = True  # False: tokens so far, from generate_chunks before decoding ended
 
 
+def step_capture_plan(device: torch.device, step_runner, enabled: bool = True) -> CapturePlan:
+    """Whether the decoding step replays as CUDA graphs on ``device``, and why not."""
+    if device.type != "cuda":
+        return CapturePlan(False, "not on a GPU")
+    if not enabled:
+        return CapturePlan(False, "CUDA graphs turned off")
+    if not step_runner.capturable:
+        why = {
+            "ort": "ONNX Runtime synchronises inside its run call",
+            "trt": "TensorRT-RTX captures its own CUDA graphs (whole-graph strategy)",
+        }.get(step_runner.backend, f"the {step_runner.backend} runner cannot be captured")
+        return CapturePlan(False, why)
+    return CapturePlan(True, "the step is captured at the first generation and replayed per token")
+
+
+class _Decoding:
+    """The AR loop's tensors, at fixed addresses. Two sets of the GPT graphs' outputs take turns as
+    the step's inputs and outputs: the prefill writes set 0, step ``i`` reads set ``(i - 1) % 2``
+    and writes set ``i % 2``. The step's other inputs (position, lengths, settings, uniforms) are
+    one tensor each, written in place on the device, so a captured step replays on them all.
+
+    Two graphs, one per direction, rather than one graph and a copy of the outputs back into its
+    inputs: the copy would move both KV caches (the largest tensors of the step) every token."""
+
+    def __init__(self, synth: "GptSovitsSynthesizer") -> None:
+        device = synth.device
+
+        def scalar(dtype: torch.dtype) -> torch.Tensor:
+            return torch.zeros(1, dtype=dtype, device=device)
+
+        self.sets = (synth._buffers(), synth._buffers())
+        self.position, self.text_len, self.prefix_len = scalar(torch.int64), scalar(torch.int64), scalar(torch.int64)
+        self.settings = {"top_k": scalar(torch.int64), "top_p": scalar(torch.float32), "temperature": scalar(torch.float32), "repetition_penalty": scalar(torch.float32)}
+        self.uniforms = torch.ones(1, synth.vocab_size, device=device)
+        self.feeds = tuple(self._feed(source) for source in self.sets)
+        self.graphs: tuple[torch.cuda.CUDAGraph, torch.cuda.CUDAGraph] | None = None
+
+    def _feed(self, source: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The step's inputs when it reads ``source``."""
+        return {
+            "token": source["next_token"],
+            "position": self.position,
+            "k_cache": source["k_cache_out"],
+            "v_cache": source["v_cache_out"],
+            "text_len": self.text_len,
+            "prefix_len": self.prefix_len,
+            "seen": source["seen_out"],
+            "uniforms": self.uniforms,
+            **self.settings,
+        }
+
+    def start(self, text_len: int, filled: int, top_k: int, top_p: float, temperature: float, repetition_penalty: float) -> None:
+        """Set one utterance's scalars (fills queued on the device, no synchronisation)."""
+        self.position.fill_(filled)
+        self.prefix_len.fill_(filled)
+        self.text_len.fill_(text_len)
+        for name, value in (("top_k", int(top_k)), ("top_p", float(top_p)), ("temperature", float(temperature)), ("repetition_penalty", float(repetition_penalty))):
+            self.settings[name].fill_(value)
+
+    def step(self, index: int, run: Callable[[dict, dict], None]) -> dict[str, torch.Tensor]:
+        """Decoding step ``index`` (>= 1): a graph replay when captured, else ``run(inputs, outputs)``; its outputs."""
+        turn = (index - 1) % 2
+        if self.graphs is not None:
+            self.graphs[turn].replay()
+        else:
+            run(self.feeds[turn], self.sets[1 - turn])
+        return self.sets[1 - turn]
+
+
 class GptSovitsSynthesizer:
     """Phones + BERT features + prompt tokens -> semantic tokens -> 32 kHz waveform, with runners
     named by graph: ``prefill``, ``step``, ``decoder`` and optionally ``reference``, ``latent``, ``hubert``."""
 
-    def __init__(self, runners: Mapping[str, object], manifest: Mapping, device: str | torch.device = "cpu", check_every: int = CHECK_EVERY) -> None:
+    def __init__(
+        self, runners: Mapping[str, object], manifest: Mapping, device: str | torch.device = "cpu", check_every: int = CHECK_EVERY, cuda_graphs: bool = True
+    ) -> None:
         missing = [graph for graph in ("prefill", "step", "decoder") if graph not in runners]
         if missing:
             raise TalkrtError(f"GPT-SoVITS needs the {', '.join(missing)} graph(s)")
@@ -66,11 +147,22 @@ class GptSovitsSynthesizer:
         self.inter_channels = int(manifest["inter_channels"])
         cache = next(t for t in self.runners["step"].io.inputs if t.name == "k_cache")
         self.cache_shape = tuple(int(size) for size in cache.shape)
+        self.capture = step_capture_plan(self.device, self.runners["step"], cuda_graphs)
+        self._decoding: _Decoding | None = None  # kept between generations (and captured on a GPU)
+        self._decoding_busy = False
+        self._stream: torch.cuda.Stream | None = None  # the step runner's stream once capture bound it
+
+    @property
+    def cuda_graph_used(self) -> bool:
+        """Whether the step now replays as CUDA graphs (``capture`` says why not)."""
+        return self._decoding is not None and self._decoding.graphs is not None
 
     # --- construction
 
     @classmethod
-    def from_models(cls, models: Models, device: str | torch.device = "cpu", check_every: int = CHECK_EVERY, torch_dtype: torch.dtype = torch.float32) -> "GptSovitsSynthesizer":
+    def from_models(
+        cls, models: Models, device: str | torch.device = "cpu", check_every: int = CHECK_EVERY, torch_dtype: torch.dtype = torch.float32, cuda_graphs: bool = True
+    ) -> "GptSovitsSynthesizer":
         """PyTorch runners around loaded models (the reference backend)."""
         from talkrt.engines.runners import make_runner
 
@@ -79,11 +171,17 @@ class GptSovitsSynthesizer:
             graph: make_runner("torch", spec=specs[graph], module=build_graph(graph=graph, models=models), device=device, torch_dtype=torch_dtype)
             for graph in GRAPHS
         }
-        return cls(runners, manifest_of(models), device, check_every)
+        return cls(runners, manifest_of(models), device, check_every, cuda_graphs)
 
     @classmethod
     def from_manifest(
-        cls, directory: str | os.PathLike, backend: str = "ort", device: str | torch.device = "cpu", trust: bool = False, check_every: int = CHECK_EVERY
+        cls,
+        directory: str | os.PathLike,
+        backend: str = "ort",
+        device: str | torch.device = "cpu",
+        trust: bool = False,
+        check_every: int = CHECK_EVERY,
+        cuda_graphs: bool = True,
     ) -> "GptSovitsSynthesizer":
         """The graphs of ``directory/manifest.json``: ``ort`` its ONNX files, ``trt`` the engines
         ``build_gpt_sovits_engines`` recorded, ``torch`` the models rebuilt from its preset and seed
@@ -94,7 +192,7 @@ class GptSovitsSynthesizer:
         manifest = read_manifest(directory)
         if backend == "torch":
             models = load_models(manifest.get("preset"), manifest.get("checkpoint"), trust, int(manifest.get("seed") or 0), int(manifest["cache_len"]))
-            return cls.from_models(models, device, check_every)
+            return cls.from_models(models, device, check_every, cuda_graphs=cuda_graphs)
         if backend == "ort":
             paths = {graph: directory / name for graph, name in manifest["files"].items()}
         elif backend == "trt":
@@ -106,7 +204,7 @@ class GptSovitsSynthesizer:
         else:
             raise TalkrtError(f"unknown backend {backend!r}; choose ort, trt or torch")
         runners = {graph: make_runner(backend, path, device=device) for graph, path in paths.items()}
-        return cls(runners, manifest, device, check_every)
+        return cls(runners, manifest, device, check_every, cuda_graphs)
 
     # --- helpers
 
@@ -121,9 +219,6 @@ class GptSovitsSynthesizer:
         if tensor.shape[1] == 0:
             raise TalkrtError(f"{what} is empty")
         return self._staged(tensor, torch.int64)
-
-    def _int(self, value: int) -> torch.Tensor:
-        return torch.tensor([int(value)], dtype=torch.int64, device=self.device)
 
     def _float(self, value: float) -> torch.Tensor:
         return torch.tensor([float(value)], dtype=torch.float32, device=self.device)
@@ -210,56 +305,108 @@ class GptSovitsSynthesizer:
             uniforms = uniforms.to(self.device, torch.float32).reshape(-1, 1, self.vocab_size)
             steps = min(steps, uniforms.shape[0])
         generator = torch.Generator(device=self.device).manual_seed(int(seed)) if seed is not None else None
-        drawn = torch.empty(1, self.vocab_size, device=self.device)
+        decoding = self._take_decoding()
+        try:
+            drawn = decoding.uniforms
 
-        def draw(index: int) -> torch.Tensor:
-            if uniforms is not None:
-                return drawn.copy_(uniforms[index])
-            torch.rand(drawn.shape, generator=generator, device=self.device, out=drawn)
-            return drawn.neg_().add_(1.0)  # (0, 1]: -log(u) stays finite
+            def draw(index: int) -> torch.Tensor:
+                if uniforms is not None:
+                    return drawn.copy_(uniforms[index])
+                torch.rand(drawn.shape, generator=generator, device=self.device, out=drawn)
+                return drawn.neg_().add_(1.0)  # (0, 1]: -log(u) stays finite
 
-        settings = {
-            "top_k": self._int(top_k),
-            "top_p": self._float(top_p),
-            "temperature": self._float(temperature),
-            "repetition_penalty": self._float(repetition_penalty),
-        }
-        current, spare = self._buffers(), self._buffers()
-        self.runners["prefill"].run({"phones": phones, "bert_features": bert, "prompt_tokens": prompt, "uniforms": draw(0), **settings}, current)
-        tokens = torch.empty(steps, dtype=torch.int64, device=self.device)
-        stops = torch.empty(steps, dtype=torch.int64, device=self.device)
-        tokens[0:1].copy_(current["next_token"].reshape(1))
-        stops[0:1].copy_(current["stop"])
-        position, prefix, text = self._int(filled), self._int(filled), self._int(text_len)
-        step_runner, ran, checks = self.runners["step"], 1, 0
-        while ran < steps:
-            if ran % every == 0:
-                checks += 1
-                if bool(stops[:ran].any()):  # the one host synchronisation every `every` tokens
-                    break
-                # no flag among them: all ran tokens are final, the caller may use them now
-                yield Decoded(tokens[:ran].reshape(1, -1), ran, checks, False, done=False)
-            inputs = {
-                "token": current["next_token"],
-                "position": position,
-                "k_cache": current["k_cache_out"],
-                "v_cache": current["v_cache_out"],
-                "text_len": text,
-                "prefix_len": prefix,
-                "seen": current["seen_out"],
-                "uniforms": draw(ran),
-                **settings,
-            }
-            step_runner.run(inputs, spare)
-            tokens[ran : ran + 1].copy_(spare["next_token"].reshape(1))
-            stops[ran : ran + 1].copy_(spare["stop"])
-            position.add_(1)
-            current, spare = spare, current
-            ran += 1
-        checks += 1
-        flags = stops[:ran].nonzero()
-        count = int(flags[0, 0]) if flags.numel() else ran
-        yield Decoded(tokens[:count].reshape(1, -1), ran, checks, bool(flags.numel()))
+            decoding.start(text_len, filled, top_k, top_p, temperature, repetition_penalty)
+            first = decoding.sets[0]
+            self.runners["prefill"].run({"phones": phones, "bert_features": bert, "prompt_tokens": prompt, "uniforms": draw(0), **decoding.settings}, first)
+            if decoding is self._decoding and decoding.graphs is None and self.capture.use:
+                self._capture(decoding)
+            tokens = torch.empty(steps, dtype=torch.int64, device=self.device)
+            stops = torch.empty(steps, dtype=torch.int64, device=self.device)
+            tokens[0:1].copy_(first["next_token"].reshape(1))
+            stops[0:1].copy_(first["stop"])
+            ran, checks = 1, 0
+            while ran < steps:
+                if ran % every == 0:
+                    checks += 1
+                    if bool(stops[:ran].any()):  # the one host synchronisation every `every` tokens
+                        break
+                    # no flag among them: all ran tokens are final, the caller may use them now
+                    yield Decoded(tokens[:ran].reshape(1, -1), ran, checks, False, done=False)
+                draw(ran)
+                out = decoding.step(ran, self._run_step)
+                # launches sliced by a host index, not synchronisations
+                tokens[ran : ran + 1].copy_(out["next_token"].reshape(1))
+                stops[ran : ran + 1].copy_(out["stop"])
+                decoding.position.add_(1)
+                ran += 1
+            checks += 1
+            flags = stops[:ran].nonzero()
+            count = int(flags[0, 0]) if flags.numel() else ran
+            yield Decoded(tokens[:count].reshape(1, -1), ran, checks, bool(flags.numel()))
+        finally:
+            self._release_decoding(decoding)
+
+    def _take_decoding(self) -> _Decoding:
+        """The kept loop tensors, or new ones for a generation that overlaps the one holding them
+        (a server interleaves its sessions' streams on one voice)."""
+        if self._decoding is None:
+            self._decoding = _Decoding(self)
+        if self._decoding_busy:
+            return _Decoding(self)
+        self._decoding_busy = True
+        return self._decoding
+
+    def _release_decoding(self, decoding: _Decoding) -> None:
+        if decoding is self._decoding:
+            self._decoding_busy = False
+
+    def _run_step(self, inputs: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor]) -> None:
+        """One eager step. Once capture has bound the step runner to its own stream, that stream waits
+        for the caller's queued work and the caller's stream for the step: no host synchronisation."""
+        if self._stream is None:
+            self.runners["step"].run(inputs, outputs)
+            return
+        with self._on_capture_stream():
+            self.runners["step"].run(inputs, outputs)
+
+    @contextlib.contextmanager
+    def _on_capture_stream(self) -> Iterator[None]:
+        caller = torch.cuda.current_stream(self.device)
+        self._stream.wait_stream(caller)
+        with torch.cuda.stream(self._stream):
+            yield
+        caller.wait_stream(self._stream)
+
+    def _capture(self, decoding: _Decoding) -> None:
+        """Capture the step on ``decoding``'s tensors, one graph per direction. Called after the
+        prefill: the warm-up steps read its outputs (set 0) and write set 1, which step 1 writes
+        again. When capture fails the loop stays eager and ``capture`` says why."""
+        runner = self.runners["step"]
+        self._stream = torch.cuda.Stream(self.device)
+        runner.activate(self._stream)  # a graph records the stream the runner launches on; not the default stream
+        with self._on_capture_stream():
+            for _ in range(CAPTURE_WARMUP):
+                runner.run(decoding.feeds[0], decoding.sets[1])
+        graphs: list[torch.cuda.CUDAGraph] = []
+        try:
+            # The outer stream context restores the caller's stream even if ending a capture raises.
+            with torch.cuda.stream(self._stream):
+                for turn in (0, 1):
+                    graphs.append(torch.cuda.CUDAGraph())
+                    # One memory pool for both: a step's temporaries are dead when it ends and the
+                    # graphs never run at once. thread_local: other threads' CUDA calls (a server's
+                    # encoder, say) stay legal while this thread captures.
+                    pool = graphs[0].pool() if turn else None
+                    with torch.cuda.graph(graphs[turn], pool=pool, stream=self._stream, capture_error_mode="thread_local"):
+                        runner.run(decoding.feeds[turn], decoding.sets[1 - turn])
+        except Exception as error:  # eager is correct, only slower: say why
+            for graph in graphs:
+                graph.reset()
+            torch.cuda.synchronize(self.device)
+            torch.cuda.empty_cache()  # hand back the failed capture's memory pool
+            self.capture = CapturePlan(False, f"capture failed ({type(error).__name__}: {error})")
+            return
+        decoding.graphs = (graphs[0], graphs[1])
 
     # --- SoVITS
 
