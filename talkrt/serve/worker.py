@@ -15,7 +15,6 @@ event loop itself) or a future.
 from __future__ import annotations
 
 import concurrent.futures
-import itertools
 import threading
 import time
 from collections import deque
@@ -137,7 +136,6 @@ class DeviceWorker:
         self._jobs: deque[tuple[Callable[[], Any], concurrent.futures.Future]] = deque()
         self._cond = threading.Condition()
         self._stopping = False
-        self._turn = itertools.count()
         self.load = LoadMeter()
         self._thread = threading.Thread(target=self._run, name="talkrt-device", daemon=True)
         self._thread.start()
@@ -162,6 +160,7 @@ class DeviceWorker:
             slot.closed = True
             slot.ops.clear()
             slot.speech = None
+            slot.deliver = _discard  # the owner refers to its slot: no cycle left for the garbage collector to find
             if slot in self._slots:
                 self._slots.remove(slot)
         if slot.video is not None:
@@ -209,29 +208,36 @@ class DeviceWorker:
     # ---------------------------------------------------------------- the device thread
 
     def _run(self) -> None:
+        while self._next_turn():
+            pass
+
+    def _next_turn(self) -> bool:
+        """Wait for work and run one turn; False once the worker stops. The turn's slots are this
+        call's locals: while the thread waits for the next turn, nothing here keeps a session that
+        has left alive, nor the device memory its state holds."""
         period = 1.0 / float(self.pipeline.fps)
-        while True:
-            with self._cond:
-                while not self._stopping and not self._jobs and not any(self._has_work(slot) for slot in self._slots):
-                    # idle sessions need a push each frame period
-                    self._cond.wait(timeout=period if any(slot.idle for slot in self._slots) else None)
-                    if any(slot.idle for slot in self._slots):
-                        break
-                if self._stopping:
-                    for _, future in self._jobs:
-                        future.set_exception(TalkrtError("the server is shutting down"))
-                    return
-                # a text being spoken goes first: the session's other work waits for its end
-                taken = [(slot, slot.ops.popleft() if slot.ops and slot.speech is None else None) for slot in self._slots if self._has_work(slot)]
-                for slot, op in taken:
-                    if op is not None and op[0] == "audio":
-                        slot.pending_samples -= len(op[1])
-                job = self._jobs.popleft() if self._jobs else None
-            start = time.monotonic()
-            self._turn_of(taken)
-            if job is not None:
-                self._run_job(*job)
-            self.load.add(start, time.monotonic())
+        with self._cond:
+            while not self._stopping and not self._jobs and not any(self._has_work(slot) for slot in self._slots):
+                # idle sessions need a push each frame period
+                self._cond.wait(timeout=period if any(slot.idle for slot in self._slots) else None)
+                if any(slot.idle for slot in self._slots):
+                    break
+            if self._stopping:
+                for _, future in self._jobs:
+                    future.set_exception(TalkrtError("the server is shutting down"))
+                return False
+            # a text being spoken goes first: the session's other work waits for its end
+            taken = [(slot, slot.ops.popleft() if slot.ops and slot.speech is None else None) for slot in self._slots if self._has_work(slot)]
+            for slot, op in taken:
+                if op is not None and op[0] == "audio":
+                    slot.pending_samples -= len(op[1])
+            job = self._jobs.popleft() if self._jobs else None
+        start = time.monotonic()
+        self._turn_of(taken)
+        if job is not None:
+            self._run_job(*job)
+        self.load.add(start, time.monotonic())
+        return True
 
     def _has_work(self, slot: Slot) -> bool:
         return bool(slot.ops) or slot.speech is not None or self._idle_due(slot)
@@ -358,6 +364,10 @@ class DeviceWorker:
             future.set_result(job())
         except BaseException as error:  # handed to the caller, who reports it
             future.set_exception(error)
+
+
+def _discard(output: Output) -> None:
+    pass
 
 
 def _pcm16(samples: np.ndarray) -> bytes:

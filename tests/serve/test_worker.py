@@ -3,10 +3,12 @@ step ends only its sessions, jobs run between turns; and `import talkrt` loads n
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 import threading
 import time
+import weakref
 from fractions import Fraction
 from types import SimpleNamespace
 
@@ -86,6 +88,39 @@ def test_a_refused_chunk_ends_only_its_session() -> None:
         worker.remove(a)
         assert worker.sessions == 1
     finally:
+        worker.stop()
+
+
+def test_a_removed_session_is_freed_at_once() -> None:
+    """A session that leaves is freed when it is removed, by reference counting alone: neither the
+    worker's last turn nor its owner (which refers to its slot, as a live session does) keeps it,
+    so on a GPU its state's memory returns at the disconnect, not at some later garbage collection."""
+
+    class Owner:
+        def __init__(self, worker: DeviceWorker) -> None:
+            self.delivered = threading.Event()
+            self.slot = worker.add(16000, self.deliver)
+
+        def deliver(self, output) -> None:
+            self.delivered.set()
+
+    stepper = RecordingStepper()
+    stepper.release.set()
+    worker = make_worker(stepper)
+    gc.disable()
+    try:
+        owner = Owner(worker)
+        worker.queue(owner.slot, ("audio", np.zeros(10, np.float32), 0.0))
+        assert owner.delivered.wait(DEADLINE_S)
+        session = weakref.ref(owner.slot.session)
+        worker.remove(owner.slot)
+        del owner
+        deadline = time.monotonic() + DEADLINE_S
+        while session() is not None and time.monotonic() < deadline:  # the turn that delivered may still be ending
+            time.sleep(0.01)
+        assert session() is None
+    finally:
+        gc.enable()
         worker.stop()
 
 
