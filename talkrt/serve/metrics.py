@@ -32,6 +32,13 @@ class Metrics:
         Gauge("talkrt_batch_fill_ratio", "Share of the pipeline's batch rows that held a frame, since the start.", registry=registry).set_function(batch_fill)
         Gauge("talkrt_device_load_ratio", "Share of the last 5 s the device thread spent working (new sessions are refused past --max-load).", registry=registry).set_function(load)
         Gauge("talkrt_device_memory_bytes", "torch.cuda.memory_allocated on a GPU, else the process's resident memory.", registry=registry).set_function(lambda: device_memory(device))
+        if getattr(device, "type", None) == "cuda":  # a CPU server has no GPU memory to report: the series are absent
+            import torch
+
+            Gauge("talkrt_gpu_memory_allocated_bytes", "torch.cuda.memory_allocated of the server's GPU: memory its tensors hold now.",
+                  registry=registry).set_function(lambda: float(torch.cuda.memory_allocated(device)))
+            Gauge("talkrt_gpu_memory_reserved_bytes", "torch.cuda.memory_reserved of the server's GPU: memory its caching allocator holds (allocated and cached).",
+                  registry=registry).set_function(lambda: float(torch.cuda.memory_reserved(device)))
 
     def end_session(self, session: str) -> None:
         for family in (self.session_frames, self.session_queue, self.session_latency, self.session_misses, self.session_first_frame):
