@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -78,3 +79,10 @@ async def closed_with(websocket) -> tuple[int, str, list[dict]]:
             return closed.rcvd.code, closed.rcvd.reason, messages
 
     return await asyncio.wait_for(collect(), RECEIVE_DEADLINE_S)
+
+
+def metric(text: str, name: str, labels: str = "") -> float:
+    """One sample of /metrics' text."""
+    match = re.search(rf"^{re.escape(name + labels)} (\S+)$", text, re.MULTILINE)
+    assert match, f"{name}{labels} not in /metrics"
+    return float(match.group(1))

@@ -68,12 +68,13 @@ def wait_healthy(server: Server, headers: dict[str, str] | None = None) -> None:
     raise AssertionError(f"talkrt serve did not answer /healthz in {STARTUP_DEADLINE_S:.0f} s:\n{server.output()}")
 
 
-def launch(model: Path, avatar: Path, log_dir: Path, *extra_args: str) -> Server:
-    """Start `talkrt serve` on a free loopback port and wait for /healthz."""
+def launch(model: Path | None, avatar: Path, log_dir: Path, *extra_args: str, backend: str = "ort", device: str = "cpu") -> Server:
+    """Start `talkrt serve` on a free loopback port and wait for /healthz (``model`` None: the
+    torch backend's random weights)."""
     port = free_port()
     log = log_dir / f"serve-{port}.log"
-    args = [sys.executable, "-m", "talkrt", "serve", "--avatar", str(avatar), "--model", str(model),
-            "--backend", "ort", "--device", "cpu", "--port", str(port),
+    args = [sys.executable, "-m", "talkrt", "serve", "--avatar", str(avatar), *(["--model", str(model)] if model else []),
+            "--backend", backend, "--device", device, "--port", str(port),
             # this CPU renders slower than real time: admission by load would refuse the tests'
             # second sessions (test_a_busy_device_refuses_new_sessions sets its own --max-load)
             "--max-load", "1", *extra_args]
@@ -117,3 +118,13 @@ def voice_server(wav2lip_onnx, serve_avatar, tiny_voice, tmp_path_factory) -> It
     server = launch(wav2lip_onnx, serve_avatar, tmp_path_factory.mktemp("serve-log"), "--tts", str(tiny_voice), "--max-sessions", "3")
     yield server
     stop_cleanly(server)
+
+
+@pytest.fixture
+def cuda_server(serve_avatar, tmp_path) -> Iterator[Server]:
+    """`talkrt serve --backend torch --device cuda` (random weights, up to 4 sessions); stopped with
+    SIGTERM afterwards, and must exit 0."""
+    server = launch(None, serve_avatar, tmp_path, "--max-sessions", "4", backend="torch", device="cuda")
+    yield server
+    stop_cleanly(server)
+

@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 import websockets
-from clients import Received, closed_with, open_session, pcm16, receive_until_end, send_audio, start_message
+from clients import Received, closed_with, metric, open_session, pcm16, receive_until_end, send_audio, start_message
 
 from talkrt.runtime.synthetic import synthetic_speech
 
@@ -184,12 +184,6 @@ def test_max_sessions_and_token(serve_factory, reference) -> None:
     assert unauthorized[0] == 1008 and "token" in unauthorized[1] and unauthorized[2][-1]["type"] == "error"
     assert too_many[0] == 1013 and too_many[2] == [{"type": "error", "reason": "1 sessions already open (--max-sessions 1); try again later"}]
     assert len(kept.frames) == 3
-
-
-def metric(text: str, name: str, labels: str = "") -> float:
-    match = re.search(rf"^{re.escape(name + labels)} (\S+)$", text, re.MULTILINE)
-    assert match, f"{name}{labels} not in /metrics"
-    return float(match.group(1))
 
 
 def test_sessions_are_released_and_metrics_add_up(voice_server, reference) -> None:
