@@ -58,7 +58,12 @@ STEPS=(
     "tts-fp32|60|perf/bench_tts.py --device cuda --no-ort --precision fp32 --seconds 4"
     "tts-fp16|60|perf/bench_tts.py --device cuda --no-ort --precision fp16 --seconds 4"
     "demo|90|python3 -m talkrt demo --device cuda --seconds 4 (needs PyAV)"
+    "streaming|60|perf/bench_streaming.py --device cuda --backend torch (8, 32, 120 s clips)"
+    "context|60|perf/bench_context.py --device cuda (random weights)"
+    "gpt-sovits|80|perf/bench_gpt_sovits.py --device cuda --no-ort --preset v2 --tokens 200 --sentences 1 --repeats 3"
 )
+# The benchmark steps, in the order the summary shows their tables.
+BENCHMARKS=(pipeline-fp32 pipeline-fp16 features-fp32 features-fp16 tts-fp32 tts-fp16 streaming context gpt-sovits)
 SKIPPED=77  # a step's exit status for "skipped", with the reason in its .note file
 
 # --------------------------------------------------------------------------- --plan and --fetch-wheels
@@ -190,6 +195,9 @@ step_features-fp32() { bench bench_features.py features-fp32 --no-ort --precisio
 step_features-fp16() { bench bench_features.py features-fp16 --no-ort --precision fp16 --seconds 10; }
 step_tts-fp32() { bench bench_tts.py tts-fp32 --no-ort --precision fp32 --seconds 4; }
 step_tts-fp16() { bench bench_tts.py tts-fp16 --no-ort --precision fp16 --seconds 4; }
+step_streaming() { bench bench_streaming.py streaming --backend torch; }
+step_context() { bench bench_context.py context; }
+step_gpt-sovits() { bench bench_gpt_sovits.py gpt-sovits --no-ort --preset v2 --tokens 200 --sentences 1 --repeats 3; }
 
 step_demo() {
     if ! "$PY" -c "import av" 2>/dev/null; then
@@ -268,7 +276,7 @@ write_summary() {
         fi
         echo
         echo "## Benchmarks (tables as printed; JSON beside this file)"
-        for name in pipeline-fp32 pipeline-fp16 features-fp32 features-fp16 tts-fp32 tts-fp16; do
+        for name in "${BENCHMARKS[@]}"; do
             if [ -s "$LOGS/$name.out" ]; then
                 echo
                 echo "### $name"
