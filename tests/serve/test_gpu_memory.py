@@ -21,6 +21,9 @@ ROUNDS = 3
 CHUNK = 640  # 40 ms at 16 kHz
 RELEASE_DEADLINE_S = 10.0
 TURN_END_S = 0.5  # a step that began before its session left ends within milliseconds on a GPU
+# How many turns' frames are alive at once depends on timing, so the caching allocator may take one
+# more segment in a later round (a large one is 20 MiB); a leak of frames grows past it.
+RESERVED_SLACK = 20 << 20
 
 
 def gpu_memory(url: str) -> tuple[float, float]:
@@ -63,7 +66,7 @@ def settled(url: str, allocated_before: float | None) -> tuple[float, float]:
 def test_sessions_give_their_gpu_memory_back(cuda_server) -> None:
     """Allocated memory after every round returns exactly to its level after the first (which
     may keep one-time allocations): a session that kept any tensor would add to it each round.
-    Reserved memory (the caching allocator's) does not grow after the first round either."""
+    Reserved memory (the caching allocator's) does not grow past one more segment either."""
     idle = gpu_memory(cuda_server.url)
     rounds: list[tuple[float, float]] = []
     for _ in range(ROUNDS):
@@ -72,4 +75,4 @@ def test_sessions_give_their_gpu_memory_back(cuda_server) -> None:
     report = f"idle {idle}, after each round (allocated, reserved) {rounds}"
     assert idle[0] > 0, report
     assert all(allocated == rounds[0][0] for allocated, _ in rounds), report
-    assert all(reserved <= rounds[0][1] for _, reserved in rounds), report
+    assert all(reserved <= rounds[0][1] + RESERVED_SLACK for _, reserved in rounds), report
