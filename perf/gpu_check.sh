@@ -33,7 +33,7 @@ WHEELS=(
     soundfile==0.14.0 cffi==2.1.1 pycparser==3.12          # test modules import these at collection
     kaldi-native-fbank==1.23.0                             # the fbank GPU test's reference
     librosa==0.11.0 soxr==1.0.0 audioread==3.1.0 pooch==1.8.2 decorator==5.2.1 platformdirs==4.5.1  # audio tests
-    fastapi==0.165.0 starlette==1.10.0 uvicorn==0.54.0 websockets==17.4  # talkrt serve (the image has anyio, h11, click, httpx)
+    fastapi==0.165.0 starlette==1.10.0 uvicorn==0.54.0 websockets==17.4 opentelemetry-api==1.45.2  # talkrt serve (the image has anyio, h11, click, httpx)
 )
 # Left out on purpose; each line says what goes missing without it.
 NOT_CARRIED=(
@@ -61,9 +61,10 @@ STEPS=(
     "streaming|60|perf/bench_streaming.py --device cuda --backend torch (8, 32, 120 s clips)"
     "context|60|perf/bench_context.py --device cuda (random weights)"
     "gpt-sovits|80|perf/bench_gpt_sovits.py --device cuda --no-ort --preset v2 --tokens 200 --sentences 1 --repeats 3"
+    "serve|150|perf/bench_serve.py --device cuda --backend torch --frames raw --modes batched --sessions 1,16,64,128 --seconds 6"
 )
 # The benchmark steps, in the order the summary shows their tables.
-BENCHMARKS=(pipeline-fp32 pipeline-fp16 features-fp32 features-fp16 tts-fp32 tts-fp16 streaming context gpt-sovits)
+BENCHMARKS=(pipeline-fp32 pipeline-fp16 features-fp32 features-fp16 tts-fp32 tts-fp16 streaming context gpt-sovits serve)
 SKIPPED=77  # a step's exit status for "skipped", with the reason in its .note file
 
 # --------------------------------------------------------------------------- --plan and --fetch-wheels
@@ -197,6 +198,7 @@ step_tts-fp32() { bench bench_tts.py tts-fp32 --no-ort --precision fp32 --second
 step_tts-fp16() { bench bench_tts.py tts-fp16 --no-ort --precision fp16 --seconds 4; }
 step_streaming() { bench bench_streaming.py streaming --backend torch; }
 step_context() { bench bench_context.py context; }
+step_serve() { bench bench_serve.py serve --backend torch --frames raw --modes batched --sessions 1,16,64,128 --seconds 6 --slack-s 15; }
 step_gpt-sovits() { bench bench_gpt_sovits.py gpt-sovits --no-ort --preset v2 --tokens 200 --sentences 1 --repeats 3; }
 
 step_demo() {

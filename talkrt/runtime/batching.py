@@ -39,6 +39,12 @@ class SessionBatcher:
         sessions = [session for session, _ in work]
         if len({id(session) for session in sessions}) != len(sessions):
             raise ValueError("a session may take one chunk per step")
+        # Every session's features, the pooled inputs and the frames are made on the pipeline's
+        # stream; the caller's stream waits for them before it reads a frame.
+        with self.pipeline.handoff():
+            return self._step(work)
+
+    def _step(self, work: Sequence[tuple[Session, Audio | None]]) -> list[list[Frames] | TalkrtError]:
         dues: list[DueFrames | None | TalkrtError] = []
         for session, chunk in work:
             try:

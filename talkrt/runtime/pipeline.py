@@ -169,6 +169,21 @@ class Pipeline:
     def _on_stream(self):
         return torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
 
+    @contextlib.contextmanager
+    def handoff(self) -> Iterator[None]:
+        """Run the block on the pipeline's stream for a caller on its own stream (a server thread,
+        a user's code): the pipeline's stream first waits for the caller's queued work (a chunk
+        made on the device), and the caller's stream then waits for the block's work (frames it
+        reads). Both waits are on the GPU, not the host; without them the two streams race."""
+        if self.stream is None:
+            yield
+            return
+        caller = torch.cuda.current_stream(self.device)
+        self.stream.wait_stream(caller)
+        with torch.cuda.stream(self.stream):
+            yield
+        caller.wait_stream(self.stream)
+
     def _to_device(self, audio: Audio) -> torch.Tensor:
         if isinstance(audio, torch.Tensor) and audio.device == self.device:
             return audio

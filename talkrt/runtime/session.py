@@ -97,15 +97,18 @@ class Session:
         return {**sizes, "audio_samples": len(self._audio), "waiting_frames": sum(len(images) for _, images in self._pending)}
 
     def push(self, chunk: Audio) -> list[Frames]:
-        """The frames ``chunk`` (float32 mono at the session's rate) completes."""
-        return self._render(self.prepare(chunk), final=False)
+        """The frames ``chunk`` (float32 mono at the session's rate) completes; on a GPU they are
+        ready for the caller's stream."""
+        with self.pipeline.handoff():
+            return self._render(self.prepare(chunk), final=False)
 
     def flush(self) -> list[Frames]:
         """End of the utterance: its last frames, the last one's audio padded with silence to the
         next frame boundary, where the next utterance will start."""
         if self._utterance is None:
             return []
-        return self._render(self.prepare(None), final=True)
+        with self.pipeline.handoff():
+            return self._render(self.prepare(None), final=True)
 
     def prepare(self, chunk: Audio | None) -> DueFrames | None:
         """``push`` (``chunk``) or ``flush`` (None) up to the renderer: the frames due, whose images

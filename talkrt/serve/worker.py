@@ -15,6 +15,7 @@ event loop itself) or a future.
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import threading
 import time
 from collections import deque
@@ -26,6 +27,8 @@ import numpy as np
 
 from talkrt.errors import TalkrtError
 from talkrt.runtime.session import Frames, Session
+
+_log = logging.getLogger("talkrt.serve")  # the traceback of a server error goes to the server's log
 
 
 class Stepper(Protocol):
@@ -258,6 +261,7 @@ class DeviceWorker:
                 self._fail(slot, str(error), fatal=False)
                 continue
             except Exception as error:  # the voice failed: this session ends, the server goes on
+                _log.exception("a session's input failed; the session ends")
                 self._fail(slot, f"server error: {type(error).__name__}: {error}", fatal=True)
                 continue
             if step is not None:
@@ -268,6 +272,7 @@ class DeviceWorker:
         try:
             results = self.stepper.step(work)
         except Exception as error:
+            _log.exception("a device step failed; its %d sessions end", len(owners))
             for slot, _, _ in owners:
                 self._fail(slot, f"server error: {type(error).__name__}: {error}", fatal=True)
             return
@@ -284,6 +289,7 @@ class DeviceWorker:
                 else:
                     pictures = [image for frames in result for image in self.encode(frames.images, slot.frames)]
             except Exception as error:
+                _log.exception("encoding a session's frames failed; the session ends")
                 self._fail(slot, f"server error: {type(error).__name__}: {error}", fatal=True)
                 continue
             if ends_speech:

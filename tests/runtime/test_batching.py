@@ -18,14 +18,17 @@ def joined(frames: list) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     return torch.cat([f.images for f in frames]), np.concatenate([f.pts for f in frames]), np.concatenate([f.audio for f in frames])
 
 
-def alone(audio: np.ndarray, chunk: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-    session = Session(stand_in(), RATE)
+def alone(audio: np.ndarray, chunk: int, device: str = "cpu") -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    session = Session(stand_in(device=device), RATE)
     return joined(push_all(session, audio, chunk) + session.flush())
 
 
-def test_batched_sessions_equal_sessions_alone() -> None:
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_batched_sessions_equal_sessions_alone(device) -> None:
+    """On a GPU the sessions' work runs on the pipeline's stream and the frames are read on the
+    caller's: the frames match only if the streams wait for each other."""
     clips = [(speech(1.2, seed=11), 882), (speech(0.9, seed=12), 441), (speech(1.5, seed=13), 3001)]  # 40, 20, 136 ms chunks
-    pipeline = stand_in()
+    pipeline = stand_in(device=device)
     batcher = SessionBatcher(pipeline)
     sessions = [Session(pipeline, RATE) for _ in clips]
     frames: list[list] = [[] for _ in clips]
@@ -47,8 +50,8 @@ def test_batched_sessions_equal_sessions_alone() -> None:
             frames[index] += result
     for (audio, chunk), got in zip(clips, frames):
         images, pts, sound = joined(got)
-        expected_images, expected_pts, expected_sound = alone(audio, chunk)
-        same_frames(images, expected_images)  # a row's values do not depend on the batch it shares
+        expected_images, expected_pts, expected_sound = alone(audio, chunk)  # on the CPU
+        same_frames(images.cpu(), expected_images)  # a row's values do not depend on the batch it shares
         np.testing.assert_array_equal(pts, expected_pts)
         np.testing.assert_array_equal(sound, expected_sound)
     assert batcher.rows == sum(len(joined(got)[0]) for got in frames)

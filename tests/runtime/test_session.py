@@ -27,9 +27,9 @@ from talkrt.runtime.synthetic import synthetic_speech
 RATE = 22050
 
 
-def stand_in(fps=25, batch_size: int = 4) -> Pipeline:
+def stand_in(fps=25, batch_size: int = 4, device: str = "cpu") -> Pipeline:
     # One avatar frame: every utterance shows the same face whatever frame it starts on.
-    return Pipeline(synthetic_avatar(num_frames=1), StandInRenderer(), PipelineOptions(fps=fps, batch_size=batch_size))
+    return Pipeline(synthetic_avatar(num_frames=1), StandInRenderer(device=device), PipelineOptions(fps=fps, batch_size=batch_size))
 
 
 @pytest.fixture(scope="module")
