@@ -20,8 +20,8 @@ WHEEL_PYTHON=3.12
 WHEEL_LIMIT_MIB=60  # a device call carries at most 64 MiB
 COMMIT_STAMP="$WHEEL_DIR/commit.json"
 SITE=/tmp/talkrt-site
-BUDGET_S=470        # the whole run; the device call's timeout_s is 540
-DEVICE_TIMEOUT_S=540
+BUDGET_S=510        # the whole run; the device call's timeout_s is 570
+DEVICE_TIMEOUT_S=570
 
 # What the GPU image lacks, as wheels for CPython 3.12 on x86-64 Linux. This is the only list.
 WHEELS=(
