@@ -132,8 +132,22 @@ class FeatureWindow:
     def windows(self, first: int, stop: int, total_columns: int) -> torch.Tensor:
         """(stop - first, C, window) windows of video frames first..stop-1; ``total_columns`` the
         utterance's column count when known (the clamping of the last windows), else ``end``."""
-        indices = self.alignment.window_indices(total_columns, stop, self.fps, self.columns.device, first)
+        alignment, window = self.alignment, self.alignment.window
+        starts = [self._start(frame, total_columns) for frame in range(first, stop)]
+        if starts and all(0 <= start and start + window <= total_columns for start in starts):
+            # No window is clamped: slices joined in one copy, where the gather's index tensors
+            # would cost a dozen small kernel launches per step.
+            return torch.stack([self.columns[..., start - self.base : start - self.base + window] for start in starts], dim=-3)
+        indices = alignment.window_indices(total_columns, stop, self.fps, self.columns.device, first)
         return gather_windows(self.columns, indices - self.base)
+
+    def _start(self, frame: int, total_columns: int) -> int:
+        """The first column of frame ``frame``'s window, as `FeatureAlignment.window_starts` puts it."""
+        alignment = self.alignment
+        start = frame_start_sample(frame, self.fps, alignment.sample_rate) // alignment.hop + alignment.offset
+        if alignment.padding == "shift":
+            start = min(max(start, 0), max(total_columns - alignment.window, 0))
+        return start
 
     def forget_before(self, frame: int) -> None:
         """Drop the columns no window of frame ``frame`` or later reads."""
