@@ -275,11 +275,11 @@ class StreamingWav2LipMel(FramedFeatureStream):
         _check_chunk(samples)
         samples = samples.to(self.device, torch.float32)
         if len(samples):
-            # Filtering the previous sample with the chunk and dropping it gives the offline values exactly.
+            # y[n] = x[n] - c*x[n-1] with x[-1] the previous chunk's last sample: the offline values exactly.
             if self._previous is None:
                 emphasised = _preemphasis(samples, self.config.preemphasis)
             else:
-                emphasised = _preemphasis(torch.cat((self._previous, samples)), self.config.preemphasis)[1:]
+                emphasised = samples - self.config.preemphasis * torch.cat((self._previous, samples[:-1]))
             self._previous = samples[-1:].clone()  # not a view that keeps the chunk alive
             samples = emphasised
         return super().push(samples)
