@@ -434,6 +434,9 @@ def pipeline_from_files(
     return Pipeline(avatar, renderer, options, stream)
 
 
+_AVATAR_CYCLE_ROOM = 64  # frames a step can take from the cached avatar indices (more are computed)
+
+
 class Utterance:
     """One utterance streamed through a pipeline: ``push`` chunks as they arrive, ``finish`` at its end.
 
@@ -456,6 +459,12 @@ class Utterance:
         self.samples = 0  # final 16 kHz samples so far
         self.done = 0  # frames yielded so far
         self.finished = False
+        # The avatar's frames go back and forth with this period (talkrt.runtime.avatar.ping_pong_indices):
+        # a step slices its indices from one period (and room for a step's frames) made once,
+        # where making them would cost a few kernel launches per step.
+        self._avatar_period = max(1, 2 * pipeline.avatar.num_frames - 2)
+        with pipeline._on_stream():  # where the steps read it
+            self._avatar_cycle = pipeline._avatar_indices(0, self._avatar_period + _AVATAR_CYCLE_ROOM)
         pipeline.profiler.start()
 
     def push(self, chunk: Audio) -> Iterator[FrameBatch]:
@@ -495,7 +504,7 @@ class Utterance:
         pipeline, profiler, finished = self.pipeline, self.pipeline.profiler, chunk is None
         with pipeline._on_stream():
             with profiler.stage("resample"):
-                wav16k = self.resampler.finish() if finished else self.resampler.push(pipeline._to_device(chunk))
+                wav16k = self.resampler.finish() if finished else self.resampler.push(self._to_device(chunk))
             self.samples += len(wav16k)
             if self.samples == 0:
                 return None
@@ -510,8 +519,27 @@ class Utterance:
                 return None
             with profiler.stage("windows", range(done, ready)):
                 windows = self.window.windows(done, ready, self.window.end)  # gathered: a tensor of its own
-                avatar_index = pipeline._avatar_indices(self.avatar_start + done, ready - done)
+                avatar_index = self._avatar_indices(self.avatar_start + done, ready - done)
             self.done = ready
             self.window.forget_before(ready)
         return DueFrames(done, avatar_index, windows)
+
+    def _avatar_indices(self, start: int, count: int) -> torch.Tensor:
+        """`Pipeline._avatar_indices`, a view of the cycle where it holds them."""
+        offset = start % self._avatar_period
+        if offset + count > len(self._avatar_cycle):
+            return self.pipeline._avatar_indices(start, count)
+        return self._avatar_cycle[offset : offset + count]
+
+    def _to_device(self, chunk: Audio) -> torch.Tensor:
+        """The chunk on the pipeline's device. To a GPU a host chunk goes through pinned memory
+        without blocking: a plain copy waits for all the work queued on the stream (in a server,
+        every session's step so far) before the host can go on."""
+        pipeline = self.pipeline
+        if pipeline.device.type != "cuda" or (isinstance(chunk, torch.Tensor) and chunk.device == pipeline.device):
+            return pipeline._to_device(chunk)
+        host = chunk if isinstance(chunk, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.float32))
+        pipeline.profiler.count_copy(host, "h2d")
+        # The caching host allocator keeps the pinned block until the copy has run.
+        return host.pin_memory().to(pipeline.device, non_blocking=True)
 

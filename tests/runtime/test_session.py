@@ -211,3 +211,12 @@ def test_text_to_video_streams_through_a_session(pipeline) -> None:
     assert pts.tolist() == expected_pts.tolist()
     np.testing.assert_allclose(audio, expected_audio, atol=1e-4)  # the stream stitches to the one-shot decode within 1e-4
     same_frames(images, expected_images)
+
+
+def test_a_steps_avatar_frames_walk_back_and_forth_as_offline() -> None:
+    """Each step slices its avatar frames from one cached period, or computes them when it runs past it."""
+    pipeline = Pipeline(synthetic_avatar(num_frames=5), StandInRenderer(), PipelineOptions(batch_size=4))
+    utterance = pipeline.utterance(RATE)
+    for start in (0, 3, 7, 8, 101):
+        for count in (1, 8, 70):
+            assert torch.equal(utterance._avatar_indices(start, count), pipeline.avatar.frame_indices(start, count, pipeline.device))
