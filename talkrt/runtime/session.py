@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from talkrt.errors import TalkrtError
-from talkrt.runtime.align import frame_start_sample
+from talkrt.runtime.align import frame_start_sample, num_video_frames
 from talkrt.runtime.pipeline import Audio, DueFrames, Pipeline
 
 
@@ -165,9 +165,10 @@ class Session:
 
     def _complete(self, start: int, count: int) -> int:
         """How many of utterance frames start.. have all their audio received."""
+        # Frame k's audio ends where frame k + 1 starts; frames 0 .. num_video_frames(received + 1) - 1
+        # start at or before sample ``received``.
         received = self._audio_start + len(self._audio)
-        fps, rate = self.pipeline.fps, self.sample_rate
-        return sum(frame_start_sample(start + i + 1, fps, rate) <= received for i in range(count))
+        return min(count, max(0, num_video_frames(received + 1, self.pipeline.fps, self.sample_rate) - 1 - start))
 
     def _frames(self, start: int, images: torch.Tensor) -> Frames:
         fps, rate = self.pipeline.fps, self.sample_rate
@@ -196,8 +197,9 @@ class Session:
         """Frames whose window reads only digital silence become the avatar's own frames."""
         silent = [i for i in range(len(images)) if not self._sound.any(*self._reads(start + i))]
         if silent:
-            avatar = self.pipeline.avatar.frame_indices(self.utterance_frame + start, len(images), images.device)
-            index = torch.as_tensor(silent, device=images.device)
-            images[index] = self.pipeline.compositor.frames[avatar[index]]
+            # Host indices and a copy per frame (usually one): no index tensor to copy to the device.
+            avatar = self.pipeline.avatar.frame_indices(self.utterance_frame + start, len(images)).tolist()
+            for i in silent:
+                images[i].copy_(self.pipeline.compositor.frames[avatar[i]])
         self._sound.forget_before(self._reads(start + len(images))[0])
 
