@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+import torch
 
 from talkrt.errors import TalkrtError
 from talkrt.runtime.session import Frames, Session
@@ -276,6 +277,7 @@ class DeviceWorker:
             for slot, _, _ in owners:
                 self._fail(slot, f"server error: {type(error).__name__}: {error}", fatal=True)
             return
+        encoded = self._encode_together([(slot, result) for (slot, _, _), result in zip(owners, results) if not isinstance(result, TalkrtError)])
         for (slot, pushed_at, ends_speech), result, (_, chunk) in zip(owners, results, work):
             if isinstance(result, TalkrtError):
                 self._fail(slot, str(result), fatal=False)
@@ -286,6 +288,8 @@ class DeviceWorker:
                 if slot.video is not None:
                     packets = [packet for frames in result for packet in slot.video.encode(frames.images)]
                     pictures, keyframes = [data for data, _ in packets], [key for _, key in packets]
+                elif id(slot) in encoded:
+                    pictures = encoded[id(slot)]
                 else:
                     pictures = [image for frames in result for image in self.encode(frames.images, slot.frames)]
             except Exception as error:
@@ -297,6 +301,28 @@ class DeviceWorker:
             if chunk is None and slot.video is not None:  # the next utterance starts on a keyframe
                 slot.video.request_keyframe()
             self._send(slot, Output(result, pictures, pcm, pushed_at, ends=chunk is None, keyframes=keyframes))
+
+    def _encode_together(self, done: list[tuple[Slot, list[Frames]]]) -> dict[int, list[bytes]]:
+        """The pictures of a turn's JPEG and raw sessions (by id of their slot), one ``encode`` of all
+        their frames per format: on a GPU one copy to the host, not one wait for the device per
+        session. Where that fails the sessions are left out, to be encoded one by one: only the
+        session whose frames fail ends."""
+        groups: dict[str, list[tuple[Slot, list[Frames]]]] = {}
+        for slot, result in done:
+            if slot.video is None and result:
+                groups.setdefault(slot.frames, []).append((slot, result))
+        encoded: dict[int, list[bytes]] = {}
+        for kind, group in groups.items():
+            images = [frames.images for _, result in group for frames in result]
+            try:
+                pictures = self.encode(torch.cat(images) if len(images) > 1 else images[0], kind)
+            except Exception:
+                continue
+            first = 0
+            for slot, result in group:
+                count = sum(len(frames.images) for frames in result)
+                encoded[id(slot)], first = pictures[first : first + count], first + count
+        return encoded
 
     def _fail(self, slot: Slot, reason: str, fatal: bool) -> None:
         with self._cond:
