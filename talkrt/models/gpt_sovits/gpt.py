@@ -8,9 +8,11 @@ Inference is split the way a TensorRT runtime needs it:
 
 * ``prefill`` runs text + prompt in one pass and writes every layer's keys and
   values into preallocated caches of a fixed length;
-* ``step`` decodes one token with static shapes: the cache slot to write and the
-  attention mask both come from an integer ``position`` input, so one graph
-  serves every step;
+* ``step`` decodes one token with static shapes: the attention mask comes from an
+  integer ``position`` input, so one graph serves every step. It only reads the
+  caches and returns the token's own keys and values; the caller writes them at
+  slot ``position`` (``write_step``). An exported graph cannot write its inputs
+  in place, and returning whole updated caches would copy both every token;
 * ``sample_next`` is the original sampler without a random op: the caller passes
   uniforms and the exponential noise is derived from them.
 
@@ -18,8 +20,9 @@ KV cache layout (documented here once, used everywhere): ``k_cache`` and
 ``v_cache`` are two float tensors of shape ``(layers, batch, max_len, d_model)``,
 heads not split. Slot ``s`` holds the sequence element ``s`` of ``[text; prompt;
 generated]``: text at ``0..T-1``, prompt tokens at ``T..T+P-1``, the token fed to
-a step at slot ``position``. Slots past the filled length hold zeros (prefill) or
-whatever a later step writes; they are masked out, never read.
+a step at slot ``position`` (written there after the step). Slots from
+``position`` on hold zeros (prefill) or rows of an earlier, longer utterance; they
+are masked out, never read.
 """
 
 from __future__ import annotations
@@ -158,6 +161,27 @@ class SelfAttention(nn.Module):
         out = torch.matmul(torch.softmax(scores, dim=-1), v)
         return self.out_proj(out.transpose(1, 2).reshape(batch, q_len, dim))
 
+    def attend_cached(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, bias: torch.Tensor
+    ) -> torch.Tensor:
+        """One token's attention: q/k/v (B, 1, d) over the cache (B, L, d) and the token's own k/v.
+
+        ``bias`` (L + 1,) is additive: the cache's slots, then the token's own key. The same
+        attention as ``attend`` on the cache with k/v written in, without writing the cache:
+        the scores and weights of the own key are one extra column."""
+        batch, _, dim = q.shape
+        head_dim = dim // self.heads
+
+        def heads(t: torch.Tensor) -> torch.Tensor:
+            return t.reshape(batch, -1, self.heads, head_dim).transpose(1, 2)
+
+        q, k, v, k_cache, v_cache = heads(q), heads(k), heads(v), heads(k_cache), heads(v_cache)
+        scores = torch.cat([torch.matmul(q, k_cache.transpose(-2, -1)), torch.matmul(q, k.transpose(-2, -1))], dim=-1)
+        weights = torch.softmax(scores * (1.0 / math.sqrt(head_dim)) + bias, dim=-1)
+        cached = k_cache.shape[2]
+        out = torch.matmul(weights[..., :cached], v_cache) + torch.matmul(weights[..., cached:], v)
+        return self.out_proj(out.transpose(1, 2).reshape(batch, 1, dim))
+
 
 class DecoderLayer(nn.Module):
     """Post-norm transformer layer (norm_first=False), ReLU feed-forward, as the original."""
@@ -265,24 +289,30 @@ class Text2SemanticGPT(nn.Module):
 
         token (B, 1) int64: the last sampled token; position (1,) int64: its cache slot
         (T + P + steps so far); text_len (1,) int64: T, so the token's audio position is
-        position - T. Writes K/V at slot ``position``, attends slots <= position, returns
-        (logits (B, vocab), k_cache', v_cache') with the caches' shapes unchanged.
+        position - T. Attends the cache's slots < position and the token itself; returns
+        (logits (B, vocab), k_new, v_new): the token's keys and values (layers, B, 1, d),
+        which ``write_step`` puts at slot ``position``. The caches are only read.
         """
         max_len = k_cache.shape[2]
-        slots = torch.arange(max_len, device=k_cache.device)
-        # One-hot write via where: exact, no data-dependent shapes, plain Where/Equal in ONNX.
-        write = (slots == position).reshape(1, max_len, 1)
-        bias = torch.zeros(max_len, dtype=k_cache.dtype, device=k_cache.device).masked_fill(slots > position, float("-inf"))
+        # Columns: the cache's slots, then the token's own key (always visible).
+        columns = torch.arange(max_len + 1, device=k_cache.device)
+        hidden = (columns >= position) & (columns < max_len)
+        bias = torch.zeros(max_len + 1, dtype=k_cache.dtype, device=k_cache.device).masked_fill(hidden, float("-inf"))
         x = self.ar_audio_position.at(self.ar_audio_embedding(token), position - text_len)
         new_k, new_v = [], []
         for index, layer in enumerate(self.h.layers):
             q, k, v = layer.self_attn.qkv(x)
-            keys = torch.where(write, k, k_cache[index])
-            values = torch.where(write, v, v_cache[index])
-            x = layer.finish(x, layer.self_attn.attend(q, keys, values, bias))
-            new_k.append(keys)
-            new_v.append(values)
+            x = layer.finish(x, layer.self_attn.attend_cached(q, k, v, k_cache[index], v_cache[index], bias))
+            new_k.append(k)
+            new_v.append(v)
         return self.ar_predict_layer(x[:, -1]), torch.stack(new_k), torch.stack(new_v)
+
+
+def write_step(k_cache: torch.Tensor, v_cache: torch.Tensor, position: torch.Tensor, k_new: torch.Tensor, v_new: torch.Tensor) -> None:
+    """Write a step's new rows (layers, B, 1, d) into the caches at slot ``position`` (1,), in place:
+    one row per layer, on the device, with no host read of the position (capturable)."""
+    k_cache.index_copy_(2, position, k_new)
+    v_cache.index_copy_(2, position, v_new)
 
 
 class GPTStep(nn.Module):
@@ -428,7 +458,8 @@ def generate(
         seen = seen.scatter(1, token.reshape(1, 1), True)
         if index + 1 < steps:
             position = torch.tensor([filled + index])
-            logits, k_cache, v_cache = model.step(token.reshape(1, 1), position, k_cache, v_cache, text_len_t)
+            logits, k_new, v_new = model.step(token.reshape(1, 1), position, k_cache, v_cache, text_len_t)
+            write_step(k_cache, v_cache, position, k_new, v_new)
     if not new_tokens:
         return torch.zeros(1, 0, dtype=torch.long)
     return torch.stack(new_tokens, dim=1)

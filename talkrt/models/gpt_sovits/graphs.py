@@ -4,7 +4,8 @@
   preallocated ``cache_len`` slots, and the first token sampled in the graph.
 * ``StepGraph``: one cached decoding step plus the sampler, so a step takes the
   last token and gives the next one and an end flag: the whole AR loop stays on
-  the device (caches, seen-token mask and token go round as I/O).
+  the device (token and seen-token mask go round as I/O; the caches are inputs,
+  and the step's new K/V rows outputs that the runtime writes into them).
 * ``DecoderGraph``: SoVITS ``decode`` with the prior noise given at token rate
   (tokens, 2) so one dynamic axis drives codes, noise and waveform.
 * ``ReferenceGraph``: reference spectrogram (and v2Pro's speaker embedding) -> ge.
@@ -61,11 +62,13 @@ class PrefillGraph(nn.Module):
 
 class StepGraph(nn.Module):
     """(token, position, k_cache, v_cache, text_len, prefix_len, seen, uniforms, settings) ->
-    (next_token, stop, logits, k_cache_out, v_cache_out, seen_out), all shapes static.
+    (next_token, stop, logits, k_new, v_new, seen_out), all shapes static.
 
     ``position`` is the fed token's cache slot, ``prefix_len`` is T + P (the slot of the
     first generated token), so the logits computed here are those of decoding step
-    ``position - prefix_len + 1``: the step number the EOS rule reads."""
+    ``position - prefix_len + 1``: the step number the EOS rule reads. ``k_new`` /
+    ``v_new`` (layers, 1, 1, d) are the fed token's keys and values: the runtime writes
+    them at slot ``position`` (``gpt.write_step``) before the next step."""
 
     def __init__(self, gpt: Text2SemanticGPT) -> None:
         super().__init__()
@@ -86,11 +89,11 @@ class StepGraph(nn.Module):
         temperature: torch.Tensor,
         repetition_penalty: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
-        logits, k_cache, v_cache = self.gpt.step(token, position, k_cache, v_cache, text_len)
+        logits, k_new, v_new = self.gpt.step(token, position, k_cache, v_cache, text_len)
         seen = seen != 0
         step = position - prefix_len + 1
         next_token, stop = sample_next(logits, seen, uniforms, step, top_k, top_p, temperature, repetition_penalty, self.gpt.config.eos)
-        return next_token.reshape(-1, 1), stop.to(torch.int64), logits, k_cache, v_cache, _with_token(seen, next_token)
+        return next_token.reshape(-1, 1), stop.to(torch.int64), logits, k_new, v_new, _with_token(seen, next_token)
 
 
 class DecoderGraph(nn.Module):

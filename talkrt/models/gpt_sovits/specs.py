@@ -8,8 +8,10 @@ Graphs (``talkrt export gpt-sovits --out-dir D`` writes them all and ``manifest.
   ``logits``, ``k_cache_out`` / ``v_cache_out`` (layers, 1, cache_len, d_model) and
   ``seen_out``. Dynamic text and prompt lengths, fixed cache length.
 * ``gpt-sovits-step``: ``token``, ``position``, the caches, ``text_len``,
-  ``prefix_len``, ``seen`` and the sampler's inputs -> the same six outputs. Static
-  shapes: one engine for every step.
+  ``prefix_len``, ``seen`` and the sampler's inputs -> ``next_token``, ``stop``,
+  ``logits``, ``k_new`` / ``v_new`` (layers, 1, 1, d_model): the fed token's keys and
+  values, which the runtime writes into the caches at ``position`` (the graph only
+  reads the caches), and ``seen_out``. Static shapes: one engine for every step.
 * ``gpt-sovits-decoder``: ``codes`` (1, 1, tokens), ``phones`` (1, phones), ``ge``,
   ``noise`` (1, C, tokens, 2), ``noise_scale`` -> ``waveform`` (1, 1, tokens * 1280)
   at 32 kHz.
@@ -186,15 +188,26 @@ def _sampler_inputs(vocab: int) -> tuple[TensorSpec, ...]:
     )
 
 
-def _gpt_outputs(sizes: Sizes) -> tuple[TensorSpec, ...]:
+def _gpt_outputs(sizes: Sizes, graph: str) -> tuple[TensorSpec, ...]:
+    """The prefill's and the step's outputs: the same but for the KV cache (whole from the prefill, the new rows from a step)."""
     cfg = sizes.gpt
-    cache = (cfg.layers, 1, sizes.cache_len, cfg.d_model)
+    if graph == "prefill":
+        cache = (cfg.layers, 1, sizes.cache_len, cfg.d_model)
+        kv = (
+            TensorSpec("k_cache_out", cache, convention="keys per layer and cache slot (heads not split); slots past the filled length are never read"),
+            TensorSpec("v_cache_out", cache, convention="values, laid out as k_cache_out"),
+        )
+    else:
+        rows = (cfg.layers, 1, 1, cfg.d_model)
+        kv = (
+            TensorSpec("k_new", rows, convention="the fed token's keys per layer: the runtime writes them into k_cache at slot position before the next step"),
+            TensorSpec("v_new", rows, convention="the fed token's values, written into v_cache as k_new into k_cache"),
+        )
     return (
         TensorSpec("next_token", (1, 1), "int64", f"the sampled semantic token (EOS = {cfg.eos})"),
         TensorSpec("stop", (1,), "int64", "1 when decoding ends here: the sample is EOS or EOS is the argmax of the penalised logits; this step's token is then dropped"),
         TensorSpec("logits", (1, cfg.vocab_size), convention="raw logits of this decoding step (before the sampler's rules)"),
-        TensorSpec("k_cache_out", cache, convention="keys per layer and cache slot (heads not split); slots past the filled length are never read"),
-        TensorSpec("v_cache_out", cache, convention="values, laid out as k_cache_out"),
+        *kv,
         TensorSpec("seen_out", (1, cfg.vocab_size), "int64", "1 for each token in the prompt or output so far, next_token included: the next step's seen"),
     )
 
@@ -255,7 +268,7 @@ def _spec(graph: str, sizes: Sizes, name: str, preset: str | None, checkpoint: s
                 TensorSpec("prompt_tokens", (1, "prompt"), "int64", "the reference's semantic tokens (gpt-sovits-latent); at least one", (0, gpt.eos - 1)),
                 *_sampler_inputs(vocab),
             ),
-            outputs=_gpt_outputs(sizes),
+            outputs=_gpt_outputs(sizes, "prefill"),
             dims=(text, prompt),
             exporter_reason=(
                 "TorchScript exporter at opset 17: the cache padding and the prefill mask follow the traced text and prompt "
@@ -272,20 +285,20 @@ def _spec(graph: str, sizes: Sizes, name: str, preset: str | None, checkpoint: s
         quarter = max(1, cache_len // 4)
         return ExportSpec(
             **common,
-            description=f"{name} GPT-SoVITS GPT decoding step with the sampler: token -> next token, end flag and the updated {cache_len}-slot cache",
+            description=f"{name} GPT-SoVITS GPT decoding step with the sampler: token + {cache_len}-slot cache -> next token, end flag and the token's new cache rows",
             inputs=(
                 TensorSpec("token", (1, 1), "int64", "the last sampled token", (0, gpt.eos)),
                 TensorSpec("position", (1,), "int64", f"its cache slot: prefix_len + steps so far (< {cache_len})", (cache_len // 2, cache_len - 1)),
-                TensorSpec("k_cache", cache, convention="k_cache_out of the prefill or the previous step", value_range=(-1.0, 1.0), sampler=NORMAL),
-                TensorSpec("v_cache", cache, convention="v_cache_out of the prefill or the previous step", value_range=(-1.0, 1.0), sampler=NORMAL),
+                TensorSpec("k_cache", cache, convention="the prefill's k_cache_out with each earlier step's k_new written at its position; slots >= position are not read", value_range=(-1.0, 1.0), sampler=NORMAL),
+                TensorSpec("v_cache", cache, convention="the prefill's v_cache_out with each earlier step's v_new written at its position", value_range=(-1.0, 1.0), sampler=NORMAL),
                 TensorSpec("text_len", (1,), "int64", "number of phones T (the token's audio position is position - T)", (1, quarter)),
                 TensorSpec("prefix_len", (1,), "int64", "T + P: the slot of the first generated token (the sampling step is position - prefix_len + 1)", (quarter + 1, cache_len // 2)),
                 TensorSpec("seen", (1, vocab), "int64", "seen_out of the prefill or the previous step (repetition penalty)", (0, 1)),
                 *_sampler_inputs(vocab),
             ),
-            outputs=_gpt_outputs(sizes),
+            outputs=_gpt_outputs(sizes, "step"),
             dims=(),
-            exporter_reason="TorchScript exporter at opset 17, static shapes: the slot write and the mask come from the position input",
+            exporter_reason="TorchScript exporter at opset 17, static shapes: the attention mask comes from the position input",
             tolerance=Tolerance(atol=1e-4, rtol=1e-4),
             # static: each point is a fresh draw of positions, caches and sampler settings
             validation_points=({}, {}, {}),

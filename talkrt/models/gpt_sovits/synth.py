@@ -2,11 +2,13 @@
 
 Every graph is a runner (ONNX Runtime, TensorRT / TensorRT-RTX, or PyTorch; see
 ``specs``). The autoregressive loop keeps its state on the device: the step graph
-samples in-graph, and its outputs (token, caches, seen-token mask) are the next
-step's inputs, so two sets of buffers go round (outputs are never written over
-the inputs they are computed from). Per token the host only queues work: a copy
-of the step's uniforms, the step, two one-element copies into the token and
-end-flag records and the position increment. It reads the end flags back every
+samples in-graph, and its outputs (token, seen-token mask) are the next step's
+inputs, so two sets of buffers go round (outputs are never written over the inputs
+they are computed from). The KV caches are one pair: the step only reads them and
+gives the token's new rows, which are written in at its slot (one row per layer,
+not a copy of the caches). Per token the host only queues work: a copy of the
+step's uniforms, the step, the rows' write, two one-element copies into the token
+and end-flag records and the position increment. It reads the end flags back every
 ``check_every`` tokens (one synchronisation); the tokens decoded after the first
 end flag are discarded, so the result does not depend on ``check_every``.
 ``generate_chunks`` yields the tokens known at each of those reads (for streaming);
@@ -33,8 +35,10 @@ from pathlib import Path
 import torch
 
 from talkrt.engines.devices import normalize_device
+from talkrt.engines.runners.base import TORCH_DTYPES
 from talkrt.errors import TalkrtError
 from talkrt.models.family import read_manifest as read_family_manifest
+from talkrt.models.gpt_sovits.gpt import write_step
 from talkrt.models.gpt_sovits.specs import ALL_GRAPHS, GRAPHS, MANIFEST, PACKAGE, SAMPLING, Models, build_graph, gpt_sovits_specs, load_models
 from talkrt.runtime.pipeline import CapturePlan
 
@@ -71,13 +75,12 @@ def step_capture_plan(device: torch.device, step_runner, enabled: bool = True) -
 
 
 class _Decoding:
-    """The AR loop's tensors, at fixed addresses. Two sets of the GPT graphs' outputs take turns as
-    the step's inputs and outputs: the prefill writes set 0, step ``i`` reads set ``(i - 1) % 2``
-    and writes set ``i % 2``. The step's other inputs (position, lengths, settings, uniforms) are
-    one tensor each, written in place on the device, so a captured step replays on them all.
-
-    Two graphs, one per direction, rather than one graph and a copy of the outputs back into its
-    inputs: the copy would move both KV caches (the largest tensors of the step) every token."""
+    """The AR loop's tensors, at fixed addresses. Two sets of the step's outputs take turns as the
+    step's inputs and outputs: the prefill writes set 0, step ``i`` reads set ``(i - 1) % 2`` and
+    writes set ``i % 2``. The KV caches are one pair: the prefill fills them, each step reads them
+    and its new rows are written in at its position. The step's other inputs (position, lengths,
+    settings, uniforms) are one tensor each, written in place on the device, so a captured step
+    replays on them all (two graphs, one per direction of the sets)."""
 
     def __init__(self, synth: "GptSovitsSynthesizer") -> None:
         device = synth.device
@@ -85,7 +88,15 @@ class _Decoding:
         def scalar(dtype: torch.dtype) -> torch.Tensor:
             return torch.zeros(1, dtype=dtype, device=device)
 
+        self.k_cache = torch.empty(synth.cache_shape, device=device)
+        self.v_cache = torch.empty(synth.cache_shape, device=device)
         self.sets = (synth._buffers(), synth._buffers())
+        # the prefill writes set 0's token, flag, logits and seen mask, and the whole caches
+        self.prefill_outputs = {
+            **{name: self.sets[0][name] for name in ("next_token", "stop", "logits", "seen_out")},
+            "k_cache_out": self.k_cache,
+            "v_cache_out": self.v_cache,
+        }
         self.position, self.text_len, self.prefix_len = scalar(torch.int64), scalar(torch.int64), scalar(torch.int64)
         self.settings = {"top_k": scalar(torch.int64), "top_p": scalar(torch.float32), "temperature": scalar(torch.float32), "repetition_penalty": scalar(torch.float32)}
         self.uniforms = torch.ones(1, synth.vocab_size, device=device)
@@ -97,8 +108,8 @@ class _Decoding:
         return {
             "token": source["next_token"],
             "position": self.position,
-            "k_cache": source["k_cache_out"],
-            "v_cache": source["v_cache_out"],
+            "k_cache": self.k_cache,
+            "v_cache": self.v_cache,
             "text_len": self.text_len,
             "prefix_len": self.prefix_len,
             "seen": source["seen_out"],
@@ -115,13 +126,20 @@ class _Decoding:
             self.settings[name].fill_(value)
 
     def step(self, index: int, run: Callable[[dict, dict], None]) -> dict[str, torch.Tensor]:
-        """Decoding step ``index`` (>= 1): a graph replay when captured, else ``run(inputs, outputs)``; its outputs."""
+        """Decoding step ``index`` (>= 1): a graph replay when captured, else ``advance``; its outputs."""
         turn = (index - 1) % 2
         if self.graphs is not None:
             self.graphs[turn].replay()
         else:
-            run(self.feeds[turn], self.sets[1 - turn])
+            self.advance(turn, run)
         return self.sets[1 - turn]
+
+    def advance(self, turn: int, run: Callable[[dict, dict], None]) -> None:
+        """The step reading set ``turn`` (``run(inputs, outputs)``), then its new K/V rows written
+        into the caches at the position: what a captured graph replays."""
+        out = self.sets[1 - turn]
+        run(self.feeds[turn], out)
+        write_step(self.k_cache, self.v_cache, self.position, out["k_new"], out["v_new"])
 
 
 class GptSovitsSynthesizer:
@@ -224,16 +242,8 @@ class GptSovitsSynthesizer:
         return torch.tensor([float(value)], dtype=torch.float32, device=self.device)
 
     def _buffers(self) -> dict[str, torch.Tensor]:
-        """One set of the GPT graphs' outputs (the same names and shapes for prefill and step)."""
-        vocab, device = self.vocab_size, self.device
-        return {
-            "next_token": torch.empty(1, 1, dtype=torch.int64, device=device),
-            "stop": torch.empty(1, dtype=torch.int64, device=device),
-            "logits": torch.empty(1, vocab, device=device),
-            "k_cache_out": torch.empty(self.cache_shape, device=device),
-            "v_cache_out": torch.empty(self.cache_shape, device=device),
-            "seen_out": torch.empty(1, vocab, dtype=torch.int64, device=device),
-        }
+        """One set of the step's outputs (static shapes)."""
+        return {t.name: torch.empty(t.shape, dtype=TORCH_DTYPES[t.dtype], device=self.device) for t in self.runners["step"].io.outputs}
 
     # --- the GPT
 
@@ -317,7 +327,7 @@ class GptSovitsSynthesizer:
 
             decoding.start(text_len, filled, top_k, top_p, temperature, repetition_penalty)
             first = decoding.sets[0]
-            self.runners["prefill"].run({"phones": phones, "bert_features": bert, "prompt_tokens": prompt, "uniforms": draw(0), **decoding.settings}, first)
+            self.runners["prefill"].run({"phones": phones, "bert_features": bert, "prompt_tokens": prompt, "uniforms": draw(0), **decoding.settings}, decoding.prefill_outputs)
             if decoding is self._decoding and decoding.graphs is None and self.capture.use:
                 self._capture(decoding)
             tokens = torch.empty(steps, dtype=torch.int64, device=self.device)
@@ -379,14 +389,15 @@ class GptSovitsSynthesizer:
 
     def _capture(self, decoding: _Decoding) -> None:
         """Capture the step on ``decoding``'s tensors, one graph per direction. Called after the
-        prefill: the warm-up steps read its outputs (set 0) and write set 1, which step 1 writes
-        again. When capture fails the loop stays eager and ``capture`` says why."""
+        prefill: the warm-up steps read its outputs (set 0) and write set 1 and the cache rows at
+        the first position, which step 1 writes again with the same values. When capture fails the
+        loop stays eager and ``capture`` says why."""
         runner = self.runners["step"]
         self._stream = torch.cuda.Stream(self.device)
         runner.activate(self._stream)  # a graph records the stream the runner launches on; not the default stream
         with self._on_capture_stream():
             for _ in range(CAPTURE_WARMUP):
-                runner.run(decoding.feeds[0], decoding.sets[1])
+                decoding.advance(0, runner.run)
         graphs: list[torch.cuda.CUDAGraph] = []
         try:
             # The outer stream context restores the caller's stream even if ending a capture raises.
@@ -398,7 +409,7 @@ class GptSovitsSynthesizer:
                     # encoder, say) stay legal while this thread captures.
                     pool = graphs[0].pool() if turn else None
                     with torch.cuda.graph(graphs[turn], pool=pool, stream=self._stream, capture_error_mode="thread_local"):
-                        runner.run(decoding.feeds[turn], decoding.sets[1 - turn])
+                        decoding.advance(turn, runner.run)
         except Exception as error:  # eager is correct, only slower: say why
             for graph in graphs:
                 graph.reset()

@@ -66,13 +66,14 @@ def test_specs_are_in_the_registry_with_shapes_dims_and_gates() -> None:
     assert [t.name for t in step.inputs] == [
         "token", "position", "k_cache", "v_cache", "text_len", "prefix_len", "seen", "uniforms", "top_k", "top_p", "temperature", "repetition_penalty",
     ]
-    assert [t.name for t in step.outputs] == ["next_token", "stop", "logits", "k_cache_out", "v_cache_out", "seen_out"]
-    assert step.inputs[2].shape == (2, 1, TINY_CACHE_LEN, 64) and step.outputs[3].shape == step.inputs[2].shape
+    assert [t.name for t in step.outputs] == ["next_token", "stop", "logits", "k_new", "v_new", "seen_out"]
+    assert step.inputs[2].shape == (2, 1, TINY_CACHE_LEN, 64) and step.outputs[3].shape == (2, 1, 1, 64)
     assert [(g.output, g.metric) for g in step.gates] == [("logits", "cosine")] and "CumSum" in step.keep_fp32_ops
     prefill = get_spec("gpt-sovits", graph="prefill", preset="tiny")
     assert [d.name for d in prefill.dims] == ["text", "prompt"]
     assert prefill.dim("text").max + prefill.dim("prompt").max < TINY_CACHE_LEN
-    assert [t.name for t in prefill.outputs] == [t.name for t in step.outputs]
+    assert [t.name for t in prefill.outputs] == ["next_token", "stop", "logits", "k_cache_out", "v_cache_out", "seen_out"]
+    assert prefill.outputs[3].shape == step.inputs[2].shape
     decoder = get_spec("gpt-sovits", graph="decoder", preset="tiny")
     assert decoder.derived_dims == {"samples": "tokens * 1280"} and decoder.inputs[3].shape == (1, 16, "tokens", 2)
     assert [(g.output, g.metric, g.threshold) for g in decoder.gates] == [("waveform", "snr", 30.0)]

@@ -20,6 +20,7 @@ from talkrt.models.gpt_sovits.gpt import (
     penalize_repetition,
     sample_next,
     seen_mask,
+    write_step,
 )
 from talkrt.models.gpt_sovits.gpt_checkpoint import load_gpt
 from talkrt.models.random_init import random_model
@@ -138,11 +139,15 @@ def test_cached_steps_equal_full_recompute(prompt_len: int) -> None:
         assert torch.allclose(logits, model.full_logits(phones, bert, prompt)[:, -1], atol=1e-5, rtol=0)
         for i in range(steps):
             position = torch.tensor([filled + i])
-            logits, k_cache, v_cache = model.step(fed[:, i : i + 1], position, k_cache, v_cache, torch.tensor([text_len]))
+            logits, k_new, v_new = model.step(fed[:, i : i + 1], position, k_cache, v_cache, torch.tensor([text_len]))
+            assert k_new.shape == v_new.shape == (SMALL.layers, 1, 1, SMALL.d_model)
+            write_step(k_cache, v_cache, position, k_new, v_new)
             full = model.full_logits(phones, bert, torch.cat([prompt, fed[:, : i + 1]], dim=1))
             assert (logits - full[:, -1]).abs().max() < 1e-5, f"step {i}"
             assert torch.count_nonzero(k_cache[:, :, filled + i + 1 :]) == 0  # later slots untouched
-        assert k_cache.shape == v_cache.shape == (SMALL.layers, 1, max_len, SMALL.d_model)
+        # the cache rows the steps wrote are those a full pass computes
+        _, keys, values, _ = model.prefill(phones, bert, torch.cat([prompt, fed], dim=1), max_len)
+        assert torch.allclose(k_cache, keys, atol=1e-5) and torch.allclose(v_cache, values, atol=1e-5)
 
 
 def test_cache_past_the_position_table_is_refused() -> None:
@@ -155,17 +160,18 @@ def test_cache_past_the_position_table_is_refused() -> None:
 
 
 def test_stale_cache_slots_are_not_read() -> None:
-    """Garbage past ``position`` (e.g. from an earlier, longer utterance) changes nothing."""
+    """Garbage from ``position`` on (e.g. from an earlier, longer utterance) changes nothing."""
     model = _small_model()
     phones, bert, prompt = _inputs()
     with torch.no_grad():
         _, k_cache, v_cache, filled = model.prefill(phones, bert, prompt, 24)
         token, position, text_len = torch.tensor([[7]]), torch.tensor([filled]), torch.tensor([phones.shape[1]])
-        clean = model.step(token, position, k_cache, v_cache, text_len)[0]
+        clean = model.step(token, position, k_cache, v_cache, text_len)
         k_dirty, v_dirty = k_cache.clone(), v_cache.clone()
         k_dirty[:, :, filled:] = 5.0
         v_dirty[:, :, filled:] = -3.0
-        assert torch.equal(model.step(token, position, k_dirty, v_dirty, text_len)[0], clean)
+        dirty = model.step(token, position, k_dirty, v_dirty, text_len)
+        assert all(torch.equal(a, b) for a, b in zip(dirty, clean))
 
 
 # ---------------------------------------------------------------- sampler
@@ -271,20 +277,22 @@ def test_step_exports_to_onnx_and_runs_in_onnxruntime() -> None:
     names = ["token", "position", "k_cache", "v_cache", "text_len"]
     with torch.no_grad():
         torch.onnx.export(
-            GPTStep(model).eval(), example, buffer, input_names=names, output_names=["logits", "k_cache_out", "v_cache_out"], opset_version=17, dynamo=False
+            GPTStep(model).eval(), example, buffer, input_names=names, output_names=["logits", "k_new", "v_new"], opset_version=17, dynamo=False
         )
     session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
-    k_torch, v_torch, k_ort, v_ort = k_cache, v_cache, k_cache.numpy(), v_cache.numpy()
-    # One graph for every step: feed it several positions in turn, the cache going round.
+    k_torch, v_torch, k_ort, v_ort = k_cache, v_cache.clone(), k_cache.clone(), v_cache.clone()
+    # One graph for every step: feed it several positions in turn, each step's rows written into its caches.
     for i, token in enumerate([11, 500, 3, 1000]):
         inputs = (torch.tensor([[token]]), torch.tensor([filled + i]))
         with torch.no_grad():
-            logits, k_torch, v_torch = model.step(*inputs, k_torch, v_torch, text_len)
-        feed = dict(zip(names, (inputs[0].numpy(), inputs[1].numpy(), k_ort, v_ort, text_len.numpy())))
-        logits_ort, k_ort, v_ort = session.run(None, feed)
-        assert abs(torch.from_numpy(logits_ort) - logits).max() < 1e-4, f"step {i}"
-        assert abs(torch.from_numpy(k_ort) - k_torch).max() < 1e-5 and abs(torch.from_numpy(v_ort) - v_torch).max() < 1e-5
-        assert k_ort.shape == k_cache.shape
+            logits, k_new, v_new = model.step(*inputs, k_torch, v_torch, text_len)
+        write_step(k_torch, v_torch, inputs[1], k_new, v_new)
+        feed = dict(zip(names, (inputs[0].numpy(), inputs[1].numpy(), k_ort.numpy(), v_ort.numpy(), text_len.numpy())))
+        logits_ort, k_new_ort, v_new_ort = map(torch.from_numpy, session.run(None, feed))
+        write_step(k_ort, v_ort, inputs[1], k_new_ort, v_new_ort)
+        assert abs(logits_ort - logits).max() < 1e-4, f"step {i}"
+        assert abs(k_new_ort - k_new).max() < 1e-5 and abs(v_new_ort - v_new).max() < 1e-5
+        assert k_new_ort.shape == (SMALL.layers, 1, 1, SMALL.d_model)
 
 
 def test_sampler_exports_to_onnx_with_its_settings_as_inputs() -> None:
