@@ -47,6 +47,8 @@ SPEECH_ENCODER = "hubert"  # the reference's speech encoder: the hubert family's
 ALL_GRAPHS = (*GRAPHS, SPEECH_ENCODER)
 MANIFEST = "manifest.json"
 OPSET = 17
+# The exported directory's layout: 2 since the step outputs only the new K/V rows (1 wrote the whole caches).
+EXPORT_FORMAT = 2
 # Slots of the KV cache (text + prompt + generated): fixed at export, as the step graph's shapes are.
 CACHE_LEN = 1500
 TINY_CACHE_LEN = 64
@@ -414,6 +416,7 @@ def export_gpt_sovits(
     sizes, sov = models.sizes, models.sizes.sovits
     manifest = {
         "family": PACKAGE,
+        "format": EXPORT_FORMAT,
         "files": files,
         "sample_rate": sov.sampling_rate,
         "samples_per_token": sov.samples_per_token,

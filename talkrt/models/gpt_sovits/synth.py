@@ -39,7 +39,7 @@ from talkrt.engines.runners.base import TORCH_DTYPES
 from talkrt.errors import TalkrtError
 from talkrt.models.family import read_manifest as read_family_manifest
 from talkrt.models.gpt_sovits.gpt import write_step
-from talkrt.models.gpt_sovits.specs import ALL_GRAPHS, GRAPHS, MANIFEST, PACKAGE, SAMPLING, Models, build_graph, gpt_sovits_specs, load_models
+from talkrt.models.gpt_sovits.specs import ALL_GRAPHS, EXPORT_FORMAT, GRAPHS, MANIFEST, PACKAGE, SAMPLING, Models, build_graph, gpt_sovits_specs, load_models
 from talkrt.runtime.pipeline import CapturePlan
 
 CHECK_EVERY = 8
@@ -211,6 +211,11 @@ class GptSovitsSynthesizer:
         if backend == "torch":
             models = load_models(manifest.get("preset"), manifest.get("checkpoint"), trust, int(manifest.get("seed") or 0), int(manifest["cache_len"]))
             return cls.from_models(models, device, check_every, cuda_graphs=cuda_graphs)
+        if manifest.get("format", 1) != EXPORT_FORMAT:
+            raise TalkrtError(
+                f"{directory} was exported by another talkrt version (format {manifest.get('format', 1)}, this one reads {EXPORT_FORMAT}): "
+                f"export it again with talkrt export gpt-sovits --out-dir {directory}"
+            )
         if backend == "ort":
             paths = {graph: directory / name for graph, name in manifest["files"].items()}
         elif backend == "trt":

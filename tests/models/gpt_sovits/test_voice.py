@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import warnings
 
@@ -87,6 +88,19 @@ def test_sentences_are_joined_by_a_pause(loaded) -> None:
     gap = int(0.3 * RATE)
     assert torch.equal(two[: len(one)], one)  # sentence 0 uses the seed itself
     assert len(two) > len(one) + gap and not two[len(one) : len(one) + gap].any()
+
+
+def test_an_export_of_another_format_is_refused_in_one_line(voice_dir, tmp_path) -> None:
+    old = tmp_path / "old"
+    shutil.copytree(voice_dir, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    assert manifest.pop("format") == 2
+    (old / "manifest.json").write_text(json.dumps(manifest))  # as written before the step wrote only new rows
+    result = runner.invoke(app, ["tts", TEXT, "--onnx", str(old), "--out", str(tmp_path / "x.wav")])
+    assert result.exit_code == 2 and not (tmp_path / "x.wav").exists()
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "format 1, this one reads 2" in errors[0] and "talkrt export gpt-sovits --out-dir" in errors[0], result.output
+    assert "Traceback" not in result.output
 
 
 def test_missing_reference_files_are_one_line_exit_2(voice_dir, tmp_path) -> None:
