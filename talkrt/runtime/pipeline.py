@@ -52,19 +52,25 @@ class CapturePlan:
 
 
 def capture_plan(device: torch.device, options: PipelineOptions, renderer) -> CapturePlan:
-    """The one CUDA-graph policy: capture on a GPU, at warm-up, when every runner in the batch allows it."""
+    """The pipeline's CUDA-graph policy: capture on a GPU, at warm-up, when every runner in the batch allows it."""
+    return plan_capture(device, options.cuda_graphs, renderer.batch_runners, "render and compose captured at warm-up")
+
+
+def plan_capture(device: torch.device, enabled: bool, runners, captured: str) -> CapturePlan:
+    """The one CUDA-graph policy: capture on a GPU, unless turned off or a runner's calls cannot be
+    recorded; ``captured`` says what is captured when it is."""
     if device.type != "cuda":
         return CapturePlan(False, "not on a GPU")
-    if not options.cuda_graphs:
+    if not enabled:
         return CapturePlan(False, "CUDA graphs turned off")
-    for runner in renderer.batch_runners:
+    for runner in runners:
         if not runner.capturable:
             why = {
                 "ort": "ONNX Runtime synchronises inside its run call",
                 "trt": "TensorRT-RTX captures its own CUDA graphs (whole-graph strategy)",
             }.get(runner.backend, f"the {runner.backend} runner cannot be captured")
             return CapturePlan(False, why)
-    return CapturePlan(True, "render and compose captured at warm-up")
+    return CapturePlan(True, captured)
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from talkrt.errors import TalkrtError
 from talkrt.models.family import read_manifest as read_family_manifest
 from talkrt.models.gpt_sovits.gpt import write_step
 from talkrt.models.gpt_sovits.specs import ALL_GRAPHS, EXPORT_FORMAT, GRAPHS, MANIFEST, PACKAGE, SAMPLING, Models, build_graph, gpt_sovits_specs, load_models
-from talkrt.runtime.pipeline import CapturePlan
+from talkrt.runtime.pipeline import CapturePlan, plan_capture
 
 CHECK_EVERY = 8
 # Eager steps on the capture stream before capturing: lazy set-up (kernel modules, library
@@ -61,17 +61,7 @@ class Decoded:
 
 def step_capture_plan(device: torch.device, step_runner, enabled: bool = True) -> CapturePlan:
     """Whether the decoding step replays as CUDA graphs on ``device``, and why not."""
-    if device.type != "cuda":
-        return CapturePlan(False, "not on a GPU")
-    if not enabled:
-        return CapturePlan(False, "CUDA graphs turned off")
-    if not step_runner.capturable:
-        why = {
-            "ort": "ONNX Runtime synchronises inside its run call",
-            "trt": "TensorRT-RTX captures its own CUDA graphs (whole-graph strategy)",
-        }.get(step_runner.backend, f"the {step_runner.backend} runner cannot be captured")
-        return CapturePlan(False, why)
-    return CapturePlan(True, "the step is captured at the first generation and replayed per token")
+    return plan_capture(device, enabled, [step_runner], "the step is captured at the first generation and replayed per token")
 
 
 class _Decoding:
