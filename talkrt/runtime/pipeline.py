@@ -73,6 +73,15 @@ def plan_capture(device: torch.device, enabled: bool, runners, captured: str) ->
     return CapturePlan(True, captured)
 
 
+def abandon_capture(graphs: list, device: torch.device, error: Exception) -> CapturePlan:
+    """After a failed capture: free the graphs and their memory pool; the plan then says why."""
+    for graph in graphs:
+        graph.reset()
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()  # hand back the failed capture's memory pool
+    return CapturePlan(False, f"capture failed ({type(error).__name__}: {error})")
+
+
 @dataclass(frozen=True)
 class DueFrames:
     """What the renderer needs for frames ``start .. start + n - 1`` of an utterance: the avatar
@@ -149,11 +158,7 @@ class Pipeline:
             with torch.cuda.graph(graphs[1], pool=graphs[0].pool(), stream=self.stream):
                 self.compositor.compose(index, faces, self._frame_out)
         except Exception as error:  # eager is correct, only slower: say why in the report
-            for graph in graphs:
-                graph.reset()
-            torch.cuda.synchronize(self.device)
-            torch.cuda.empty_cache()  # hand back the failed capture's memory pool
-            self.capture = CapturePlan(False, f"capture failed ({type(error).__name__}: {error})")
+            self.capture = abandon_capture(graphs, self.device, error)
             return
         self._graphs, self._static_faces = (graphs[0], graphs[1]), faces
 

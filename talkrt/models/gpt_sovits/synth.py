@@ -40,7 +40,7 @@ from talkrt.errors import TalkrtError
 from talkrt.models.family import read_manifest as read_family_manifest
 from talkrt.models.gpt_sovits.gpt import write_step
 from talkrt.models.gpt_sovits.specs import ALL_GRAPHS, EXPORT_FORMAT, GRAPHS, MANIFEST, PACKAGE, SAMPLING, Models, build_graph, gpt_sovits_specs, load_models
-from talkrt.runtime.pipeline import CapturePlan, plan_capture
+from talkrt.runtime.pipeline import CapturePlan, abandon_capture, plan_capture
 
 CHECK_EVERY = 8
 # Eager steps on the capture stream before capturing: lazy set-up (kernel modules, library
@@ -406,11 +406,7 @@ class GptSovitsSynthesizer:
                     with torch.cuda.graph(graphs[turn], pool=pool, stream=self._stream, capture_error_mode="thread_local"):
                         decoding.advance(turn, runner.run)
         except Exception as error:  # eager is correct, only slower: say why
-            for graph in graphs:
-                graph.reset()
-            torch.cuda.synchronize(self.device)
-            torch.cuda.empty_cache()  # hand back the failed capture's memory pool
-            self.capture = CapturePlan(False, f"capture failed ({type(error).__name__}: {error})")
+            self.capture = abandon_capture(graphs, self.device, error)
             return
         decoding.graphs = (graphs[0], graphs[1])
 
