@@ -15,9 +15,12 @@ frequency and averaged over time.
 * ``load_speaker_encoder``: the released ``pretrained_eres2netv2w24s4ep4.ckpt``, a
   plain state_dict, loaded strictly.
 * ``speaker_embedding``: 16 kHz waveform -> ``sv_emb``.
-* ``reference_sv_emb``: a voice's ``sv_emb`` from its reference and ``DIR/sv/``.
+* ``speaker_weights``: where a checkpoint directory keeps the released file (``sv/``).
+* ``reference_fbank``: the fbank of a voice's reference, as the original feeds it.
 * ``speaker_spec``: the ``gpt-sovits-speaker`` graph, ``features`` (1, sv_frames, 80)
-  -> ``sv_emb`` (1, 20480); the fbank stays outside the graph (``sv_fbank``).
+  -> ``sv_emb`` (1, 20480). The fbank stays outside the graph (``sv_fbank``): its rfft
+  would need ONNX's DFT, which no other graph relies on the TorchScript exporter or
+  TensorRT-RTX for, and it runs once per voice, so the host computes it.
 """
 
 from __future__ import annotations
@@ -68,6 +71,8 @@ class SpeakerConfig:
 
 
 RELEASED_CONFIG = SpeakerConfig()
+# Same structure (Res2 groups, attentional fusion in stages 3-4), small enough for CPU tests: sv_emb of 1280.
+TINY_CONFIG = SpeakerConfig(num_blocks=(1, 1, 2, 1), channels=8, expansion=2, embedding_size=16)
 
 
 def num_sv_frames(num_samples: int) -> int:
@@ -195,21 +200,21 @@ def speaker_embedding(model: SpeakerEncoder, waveform: torch.Tensor) -> torch.Te
     return model(sv_fbank(waveform.to(param.device)))
 
 
-@torch.no_grad()
-def reference_sv_emb(
-    directory: str | os.PathLike, waveform: torch.Tensor, rate: int, device: str | torch.device = "cpu", trust: bool = False
-) -> torch.Tensor:
-    """sv_emb (1, SV_DIM) of a voice's reference, as the original feeds it: the waveform at the
-    SoVITS rate (after its peak scaling) resampled to 16 kHz. The network is loaded from
-    ``directory/sv/`` for this one call and dropped: a voice needs it once."""
-    from talkrt.runtime.audio import resample
-
+def speaker_weights(directory: str | os.PathLike) -> Path:
+    """``directory/sv/pretrained_eres2netv2w24s4ep4.ckpt``; one line saying where to copy it when absent."""
     path = Path(directory) / SV_FOLDER / SV_CHECKPOINT
     if not path.is_file():
         raise TalkrtError(f"a v2Pro / v2ProPlus voice needs GPT-SoVITS' speaker-verification weights: copy pretrained_models/sv/{SV_CHECKPOINT} to {path}")
-    model = load_speaker_encoder(path, trust).to(device)
-    wave16 = resample(waveform.to(device, torch.float32).reshape(1, -1), rate, SAMPLE_RATE)
-    return speaker_embedding(model, wave16)
+    return path
+
+
+@torch.no_grad()
+def reference_fbank(waveform: torch.Tensor, rate: int) -> torch.Tensor:
+    """The speaker network's input (1, T, 80) for a voice's reference, as the original feeds it:
+    the waveform at the SoVITS rate (after its peak scaling) resampled to 16 kHz."""
+    from talkrt.runtime.audio import resample
+
+    return sv_fbank(resample(waveform.to(torch.float32).reshape(1, -1), rate, SAMPLE_RATE))
 
 
 def build_speaker_encoder(checkpoint: str | os.PathLike | None = None, trust: bool = False, config: SpeakerConfig = RELEASED_CONFIG, seed: int = 0) -> SpeakerEncoder:
@@ -221,7 +226,8 @@ def build_speaker_encoder(checkpoint: str | os.PathLike | None = None, trust: bo
 
 
 def speaker_spec(config: SpeakerConfig = RELEASED_CONFIG, name: str = "eres2netv2w24s4ep4") -> ExportSpec:
-    """``gpt-sovits-speaker``: 80-bin fbank of the 16 kHz reference -> sv_emb, frames dynamic."""
+    """``gpt-sovits-speaker``: 80-bin fbank of the 16 kHz reference -> sv_emb, frames dynamic.
+    The fbank is the input, not the waveform: its rfft stays on the host (see the module's docstring)."""
     # 100 frames per second: 0.1 s .. 30 s of reference, tuned for the 3-10 s the original asks for
     frames = Dim("sv_frames", 10, 500, 3000, trace=97)
     return ExportSpec(
@@ -236,7 +242,8 @@ def speaker_spec(config: SpeakerConfig = RELEASED_CONFIG, name: str = "eres2netv
         outputs=(TensorSpec("sv_emb", (1, config.emb_dim), convention="speaker-verification embedding for gpt-sovits-reference (v2Pro / v2ProPlus)"),),
         dims=(frames,),
         tolerance=Tolerance(atol=1e-4, rtol=1e-3),
-        validation_points=({"sv_frames": 10}, {"sv_frames": 333}),
+        # the shortest input, an odd length (stride-2 stages round up) and the original's 10 s maximum
+        validation_points=({"sv_frames": 10}, {"sv_frames": 333}, {"sv_frames": 1001}),
         keep_fp32_ops=("Tanh", "ReduceMean"),
         keep_fp32_reason="attentional fusion's tanh weights and the time average",
         gates=(Gate("sv_emb", "cosine", 0.999, description="cosine similarity of the speaker embedding to FP32"),),

@@ -1,5 +1,6 @@
 """GPT-SoVITS v2 export: the GPT as a prefill graph and a static step graph, SoVITS as
-decoder, reference and latent graphs, plus the chinese-hubert graph of the hubert family.
+decoder, reference and latent graphs, for v2Pro / v2ProPlus the speaker-verification graph,
+plus the chinese-hubert graph of the hubert family.
 
 Graphs (``talkrt export gpt-sovits --out-dir D`` writes them all and ``manifest.json``):
 
@@ -19,11 +20,15 @@ Graphs (``talkrt export gpt-sovits --out-dir D`` writes them all and ``manifest.
   v2Pro / v2ProPlus] -> ``ge``.
 * ``gpt-sovits-latent``: ``features`` (1, frames, 768) of chinese-hubert-base ->
   ``codes`` (1, 1, frames // 2): the reference's prompt tokens.
+* ``gpt-sovits-speaker`` (v2Pro / v2ProPlus only): ``features`` (1, sv_frames, 80), the
+  Kaldi fbank of the 16 kHz reference -> ``sv_emb`` (1, 20480) for the reference graph
+  (``speaker.speaker_spec``).
 
 Weights: ``--checkpoint DIR`` names a directory holding one GPT ``.ckpt`` and one
 SoVITS ``.pth`` (and, optionally, a transformers ``chinese-hubert-base/`` folder
-for the hubert graph); ``--random-init`` builds a preset's sizes with seeded
-random weights (``tiny`` for tests).
+for the hubert graph; for a Pro SoVITS, ``sv/pretrained_eres2netv2w24s4ep4.ckpt``);
+``--random-init`` builds a preset's sizes with seeded random weights (``tiny`` and
+``tiny-pro`` for tests).
 """
 
 from __future__ import annotations
@@ -39,12 +44,16 @@ from talkrt.export.samplers import NORMAL
 from talkrt.export.spec import Dim, ExportSpec, Gate, TensorSpec, Tolerance
 from talkrt.models.gpt_sovits.gpt import GPTConfig
 from talkrt.models.gpt_sovits.sovits import RELEASED_CONFIGS, SMALL_CONFIG, SovitsConfig
+from talkrt.models.gpt_sovits.speaker import RELEASED_CONFIG as RELEASED_SPEAKER
+from talkrt.models.gpt_sovits.speaker import TINY_CONFIG as TINY_SPEAKER
+from talkrt.models.gpt_sovits.speaker import SpeakerConfig, SpeakerEncoder, build_speaker_encoder, speaker_spec, speaker_weights
 
 FAMILY = "gpt-sovits"  # the graphs' family name: gpt-sovits-prefill, gpt-sovits-step, ...
 PACKAGE = "gpt_sovits"  # the registry's name, written in the manifest
 GRAPHS = ("prefill", "step", "decoder", "reference", "latent")
+SPEAKER = "speaker"  # v2Pro / v2ProPlus only: the reference's sv_emb (speaker.py)
 SPEECH_ENCODER = "hubert"  # the reference's speech encoder: the hubert family's graph, exported with the others
-ALL_GRAPHS = (*GRAPHS, SPEECH_ENCODER)
+ALL_GRAPHS = (*GRAPHS, SPEAKER, SPEECH_ENCODER)
 MANIFEST = "manifest.json"
 OPSET = 17
 # The exported directory's layout: 2 since the step outputs only the new K/V rows (1 wrote the whole caches).
@@ -60,6 +69,8 @@ SAMPLING = {"top_k": 15, "top_p": 1.0, "temperature": 1.0, "repetition_penalty":
 
 # The tiny SoVITS decodes the tiny GPT's tokens (1024 codes, 732 phones) and reads tiny-hubert's 64 features.
 TINY_SOVITS = replace(SMALL_CONFIG, n_symbols=732, codebook_size=1024, ssl_dim=64)
+# The tiny Pro SoVITS takes the tiny speaker network's embedding.
+TINY_PRO_SOVITS = replace(TINY_SOVITS, version="v2Pro", sv_dim=TINY_SPEAKER.emb_dim)
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,7 @@ class Sizes:
     sovits: SovitsConfig
     cache_len: int
     hubert_preset: str
+    speaker: SpeakerConfig = RELEASED_SPEAKER  # the sv_emb network of a Pro SoVITS
 
     @property
     def vocab(self) -> int:
@@ -79,6 +91,7 @@ class Sizes:
 PRESETS: dict[str, Sizes] = {
     **{name: Sizes(GPTConfig(), config, CACHE_LEN, HUBERT_PRESET) for name, config in RELEASED_CONFIGS.items()},
     "tiny": Sizes(GPTConfig.small(), TINY_SOVITS, TINY_CACHE_LEN, TINY_HUBERT_PRESET),
+    "tiny-pro": Sizes(GPTConfig.small(), TINY_PRO_SOVITS, TINY_CACHE_LEN, TINY_HUBERT_PRESET, TINY_SPEAKER),
 }
 
 
@@ -161,13 +174,25 @@ def _checked(sizes: Sizes) -> Sizes:
         raise TalkrtError(f"the GPT's EOS is {sizes.gpt.eos} but the SoVITS codebook has {sizes.sovits.codebook_size} codes: not a matching pair")
     if sizes.cache_len > sizes.gpt.max_positions:
         raise TalkrtError(f"cache length {sizes.cache_len} exceeds the GPT's {sizes.gpt.max_positions}-row position table")
+    if sizes.sovits.is_pro and sizes.sovits.sv_dim != sizes.speaker.emb_dim:
+        raise TalkrtError(f"the SoVITS takes a {sizes.sovits.sv_dim}-value sv_emb but the speaker network gives {sizes.speaker.emb_dim}")
     return sizes
+
+
+def load_speaker(preset: str | None = None, checkpoint: str | os.PathLike | None = None, trust: bool = False, seed: int = 0) -> SpeakerEncoder:
+    """A Pro voice's speaker network in eval mode: the checkpoint directory's ``sv/`` weights,
+    or the preset's size with seeded random weights."""
+    if checkpoint is not None:
+        return build_speaker_encoder(speaker_weights(checkpoint), trust)
+    return build_speaker_encoder(None, config=preset_sizes(preset).speaker, seed=seed)
 
 
 def build_graph(checkpoint: str | None = None, trust: bool = False, seed: int = 0, *, graph: str, preset: str | None = None, models: Models | None = None, cache_len: int | None = None):
     """The eval-mode export module of one graph around fresh (or the given) models."""
     from talkrt.models.gpt_sovits.graphs import DecoderGraph, LatentGraph, PrefillGraph, ReferenceGraph, StepGraph
 
+    if graph == SPEAKER:  # its own weights: the GPT and SoVITS are not needed
+        return load_speaker(preset if checkpoint is None else None, checkpoint, trust, seed)
     models = models or load_models(preset if checkpoint is None else None, checkpoint, trust, seed, cache_len)
     if graph == "prefill":
         return PrefillGraph(models.gpt, models.sizes.cache_len).eval()
@@ -236,18 +261,23 @@ def _metadata(sizes: Sizes, name: str, checkpoint: str | None) -> dict[str, str]
 
 
 def gpt_sovits_specs(preset: str | None = None, checkpoint: str | None = None, sizes: Sizes | None = None) -> dict[str, ExportSpec]:
-    """Every GPT-SoVITS spec, keyed by graph; ``sizes`` (from already loaded models) spares loading them again."""
+    """Every GPT-SoVITS spec, keyed by graph (``speaker`` only for v2Pro / v2ProPlus); ``sizes``
+    (from already loaded models) spares loading them again."""
     name = preset or ("v2" if checkpoint is None else Path(checkpoint).name)
     if sizes is None:
         sizes = preset_sizes(preset) if checkpoint is None else load_models(None, checkpoint).sizes
-    return {graph: _spec(graph, sizes, name, preset, checkpoint) for graph in GRAPHS}
+    graphs = (*GRAPHS, SPEAKER) if sizes.sovits.is_pro else GRAPHS
+    return {graph: _spec(graph, sizes, name, preset, checkpoint) for graph in graphs}
 
 
 def gpt_sovits_spec(graph: str = "step", preset: str | None = None, checkpoint: str | None = None) -> ExportSpec:
     """One spec (``talkrt.models.registry.get_spec("gpt-sovits", graph="step", preset="tiny")``)."""
-    if graph not in GRAPHS:
-        raise TalkrtError(f"GPT-SoVITS has graphs {', '.join(GRAPHS)}, not {graph!r}")
-    return gpt_sovits_specs(preset, checkpoint)[graph]
+    if graph not in (*GRAPHS, SPEAKER):
+        raise TalkrtError(f"GPT-SoVITS has graphs {', '.join((*GRAPHS, SPEAKER))}, not {graph!r}")
+    specs = gpt_sovits_specs(preset, checkpoint)
+    if graph not in specs:
+        raise TalkrtError(f"the {graph} graph is for v2Pro / v2ProPlus; this SoVITS is {specs['reference'].metadata['sovits_version']}")
+    return specs[graph]
 
 
 def _spec(graph: str, sizes: Sizes, name: str, preset: str | None, checkpoint: str | None) -> ExportSpec:
@@ -349,6 +379,9 @@ def _spec(graph: str, sizes: Sizes, name: str, preset: str | None, checkpoint: s
             keep_fp32_reason="attention softmax, Mish's softplus/tanh and the time average",
             gates=(Gate("ge", "cosine", 0.999, description="cosine similarity of the style vector to FP32"),),
         )
+    if graph == SPEAKER:
+        spec = speaker_spec(sizes.speaker)
+        return replace(spec, build_module=build, metadata={**metadata, **spec.metadata}, description=f"{name} {spec.description}")
     if graph == "latent":
         frames = Dim("ssl_frames", 2, 300, 1000, trace=40)
         return ExportSpec(
@@ -389,7 +422,9 @@ def export_gpt_sovits(
     ``hubert`` (the reference's feature extractor) is the hubert family's graph:
     with a checkpoint directory it is exported from its ``chinese-hubert-base/``
     folder and skipped (manifest ``files`` without it) when there is none; with
-    random weights it is the preset's hubert with random weights.
+    random weights it is the preset's hubert with random weights. ``speaker`` (v2Pro /
+    v2ProPlus only) comes from the checkpoint directory's ``sv/`` weights (refused without
+    them: no other command exports it) or is the preset's speaker network with random weights.
     """
     from talkrt.export.onnx import export_onnx
     from talkrt.fileio import write_text_atomic
@@ -401,12 +436,15 @@ def export_gpt_sovits(
     out_dir.mkdir(parents=True, exist_ok=True)
     models = load_models(preset, checkpoint, trust, seed, cache_len)
     specs = gpt_sovits_specs(preset, None if checkpoint is None else str(checkpoint), sizes=models.sizes)
+    if SPEAKER in specs and SPEAKER in graphs and checkpoint is not None:
+        speaker_weights(checkpoint)  # a missing sv/ file is refused now, not after the long exports
     files = {}
-    for graph in GRAPHS:
+    for graph, spec in specs.items():
         if graph not in graphs:
             continue
         path = out_dir / f"{graph}.onnx"
-        export_onnx(specs[graph], build_graph(graph=graph, models=models), path, validate=validate, step=step)
+        module = build_graph(checkpoint, trust, seed, graph=graph, preset=preset, models=models)
+        export_onnx(spec, module, path, validate=validate, step=step)
         files[graph] = path.name
     hubert_note = None
     if SPEECH_ENCODER in graphs:

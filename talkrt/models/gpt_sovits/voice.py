@@ -7,8 +7,9 @@ The voice directory is what `talkrt export gpt-sovits --out-dir DIR` wrote, plus
 * ``DIR/reference.txt``: its transcript (Chinese or English);
 * optionally ``DIR/chinese-roberta-wwm-ext-large/``: the transformers BERT checkpoint the
   GPT's Chinese features come from.
-* for v2Pro / v2ProPlus: ``DIR/sv/pretrained_eres2netv2w24s4ep4.ckpt``, the speaker-verification
-  network of the reference's ``sv_emb`` (``speaker.py``).
+
+v2Pro / v2ProPlus exports hold the ``speaker`` graph, the speaker-verification network of the
+reference's ``sv_emb`` (``speaker.py``); the torch backend runs it as a PyTorch module instead.
 
 ``load_voice`` reads the reference once (HuBERT -> prompt tokens, spectrogram -> style vector
 ``ge``, transcript -> phones + BERT features); ``speak`` then only does the target text:
@@ -29,7 +30,7 @@ from pathlib import Path
 import torch
 
 from talkrt.errors import TalkrtError, TalkrtWarning
-from talkrt.models.gpt_sovits.specs import SPEECH_ENCODER
+from talkrt.models.gpt_sovits.specs import SPEAKER, SPEECH_ENCODER
 
 REFERENCE_WAV = "reference.wav"
 REFERENCE_TXT = "reference.txt"
@@ -107,27 +108,44 @@ def load_voice(directory: Path, backend: str, device: str, note: Callable[[str],
     note(f"device: {choice.device} ({choice.reason})")
     synth = GptSovitsSynthesizer.from_manifest(directory, backend=backend, device=choice.device)
     if SPEECH_ENCODER not in synth.runners:
-        synth.runners[SPEECH_ENCODER] = _encoder_runner(directory, manifest)
+        synth.runners[SPEECH_ENCODER] = _onnx_runner(directory, manifest, SPEECH_ENCODER, "the reference's prompt tokens")
     bert, vocab = _bert(directory)
     if bert is not None:
         bert = bert.to(choice.device)
     voice = GptSovitsVoice(synth, bert=bert, bert_vocab=vocab, sampling=dict(manifest.get("sampling") or {}))
-    voice.reference = _reference(voice, wav, transcript, directory)
+    speaker = None
+    if "sv_emb" in synth.runners["reference"].input_names:  # v2Pro / v2ProPlus
+        speaker = _speaker(synth, directory, manifest, backend)
+    voice.reference = _reference(voice, wav, transcript, speaker)
     note(f"reference: {voice.reference.seconds:.1f} s, {voice.reference.prompt.shape[1]} prompt tokens, {len(voice.reference.phones)} phones")
     return voice, manifest
 
 
-def _encoder_runner(directory: Path, manifest: dict):
-    """The speech encoder when the synthesizer has none (the torch backend rebuilds only GPT-SoVITS'
-    own graphs): its exported graph in ONNX Runtime on the CPU, run once per voice; without the
-    file, one line saying how to get it."""
+def _onnx_runner(directory: Path, manifest: dict, graph: str, purpose: str):
+    """A reference graph the synthesizer has no runner for (the torch backend rebuilds only the
+    GPT-SoVITS models; engines may lack it): its exported graph in ONNX Runtime on the CPU, run
+    once per voice; without the file, one line saying how to get it."""
     from talkrt.engines.runners import make_runner
 
-    name = (manifest.get("files") or {}).get(SPEECH_ENCODER)
+    name = (manifest.get("files") or {}).get(graph)
     if name is None or not (directory / name).is_file():
-        hint = manifest.get(f"{SPEECH_ENCODER}_missing") or f"export it again with `talkrt export gpt-sovits --out-dir {directory}`"
-        raise TalkrtError(f"{directory} has no {SPEECH_ENCODER} graph for the reference's prompt tokens: {hint}")
+        hint = manifest.get(f"{graph}_missing") or f"export it again with `talkrt export gpt-sovits --out-dir {directory}`"
+        raise TalkrtError(f"{directory} has no {graph} graph for {purpose}: {hint}")
     return make_runner("ort", directory / name, device="cpu")
+
+
+def _speaker(synth, directory: Path, manifest: dict, backend: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """fbank (1, T, 80) -> sv_emb (1, sv_dim) of a Pro voice: the speaker graph's runner (ONNX
+    Runtime, or the engine; the ONNX graph on the CPU when no engine was built), or with the
+    torch backend the PyTorch network of the manifest's weights (its preset and seed, or the
+    checkpoint directory's sv/ file), as that backend rebuilds the other models."""
+    if backend == "torch":
+        from talkrt.models.gpt_sovits.specs import load_speaker
+
+        model = load_speaker(manifest.get("preset"), manifest.get("checkpoint"), seed=int(manifest.get("seed") or 0)).to(synth.device)
+        return lambda features: model(features.to(synth.device))
+    runner = synth.runners.get(SPEAKER) or _onnx_runner(directory, manifest, SPEAKER, "the reference's speaker embedding")
+    return lambda features: runner.run({"features": features.to(runner.device).contiguous()})["sv_emb"]
 
 
 def _bert(directory: Path):
@@ -140,8 +158,9 @@ def _bert(directory: Path):
     return feature_extractor(folder)
 
 
-def _reference(voice: GptSovitsVoice, wav: Path, transcript: str, directory: Path) -> Reference:
-    """Prompt tokens, style vector, phones and BERT features of the reference (computed once)."""
+def _reference(voice: GptSovitsVoice, wav: Path, transcript: str, speaker: Callable[[torch.Tensor], torch.Tensor] | None) -> Reference:
+    """Prompt tokens, style vector, phones and BERT features of the reference (computed once);
+    ``speaker`` gives a Pro voice's sv_emb from the reference's fbank."""
     from talkrt.runtime.audio import resample
     from talkrt.runtime.media import read_audio
 
@@ -164,10 +183,10 @@ def _reference(voice: GptSovitsVoice, wav: Path, transcript: str, directory: Pat
         if peak > 1:  # as the original: a reference louder than full scale is scaled down (by at most 2)
             wave32 = wave32 / min(2.0, peak)
         sv_emb = None
-        if "sv_emb" in synth.runners["reference"].input_names:  # v2Pro / v2ProPlus: its weights are in directory/sv/
-            from talkrt.models.gpt_sovits.speaker import reference_sv_emb
+        if speaker is not None:
+            from talkrt.models.gpt_sovits.speaker import reference_fbank
 
-            sv_emb = reference_sv_emb(directory, wave32, synth.sample_rate, synth.device)
+            sv_emb = speaker(reference_fbank(wave32, synth.sample_rate))
         ge = synth.reference_style(synth.spectrogram(wave32), sv_emb).clone()
     if prompt.shape[1] < 1:
         raise TalkrtError(f"{wav} is too short for a prompt ({seconds:.2f} s); give 3-10 s of the speaker")

@@ -1,7 +1,8 @@
 """GPT-SoVITS export and runtime: the specs, `talkrt export gpt-sovits` (random weights and a
 checkpoint directory), the on-device AR loop against ``gpt.generate`` token for token
-(ONNX Runtime and PyTorch runners), the SoVITS graphs against PyTorch, and TensorRT-RTX
-builds of the step and decoder graphs (CPU-only, ahead of time). Tiny sizes, random weights."""
+(ONNX Runtime and PyTorch runners), the SoVITS graphs against PyTorch, the v2Pro speaker
+graph, and TensorRT-RTX builds of the step, decoder and speaker graphs (CPU-only, ahead of
+time). Tiny sizes, random weights."""
 
 from __future__ import annotations
 
@@ -17,7 +18,19 @@ from talkrt.export.named import export_named
 from talkrt.export.onnx import export_onnx
 from talkrt.models.gpt_sovits.gpt import generate
 from talkrt.models.gpt_sovits.sovits import build_random_sovits
-from talkrt.models.gpt_sovits.specs import GRAPHS, PRESETS, TINY_CACHE_LEN, TINY_SOVITS, Models, build_graph, build_random_gpt, gpt_sovits_specs, load_models
+from talkrt.models.gpt_sovits.specs import (
+    GRAPHS,
+    PRESETS,
+    SPEAKER,
+    TINY_CACHE_LEN,
+    TINY_SOVITS,
+    Models,
+    build_graph,
+    build_random_gpt,
+    export_gpt_sovits,
+    gpt_sovits_specs,
+    load_models,
+)
 from talkrt.models.gpt_sovits.synth import GptSovitsSynthesizer, manifest_of
 from talkrt.models.registry import get_spec
 
@@ -80,6 +93,12 @@ def test_specs_are_in_the_registry_with_shapes_dims_and_gates() -> None:
     full = gpt_sovits_specs()  # the released v2 sizes, no weights loaded
     assert full["step"].inputs[2].shape == (24, 1, 1500, 512) and full["decoder"].metadata["sample_rate"] == "32000"
     assert [t.name for t in gpt_sovits_specs("v2Pro")["reference"].inputs] == ["ref_spectrogram", "sv_emb"]
+    speaker = get_spec("gpt-sovits", graph=SPEAKER, preset="v2ProPlus")
+    assert (speaker.name, speaker.inputs[0].shape, speaker.outputs[0].shape) == ("gpt-sovits-speaker", (1, "sv_frames", 80), (1, 20480))
+    assert speaker.metadata["sovits_version"] == "v2ProPlus" and [(g.output, g.metric) for g in speaker.gates] == [("sv_emb", "cosine")]
+    assert SPEAKER not in gpt_sovits_specs("v2") and SPEAKER not in full
+    with pytest.raises(TalkrtError, match="the speaker graph is for v2Pro / v2ProPlus; this SoVITS is v2"):
+        get_spec("gpt-sovits", graph=SPEAKER, preset="tiny")
 
 
 def test_export_writes_the_graphs_and_manifest(tiny_export) -> None:
@@ -126,6 +145,47 @@ def test_checkpoint_directory_is_the_weights_source(tmp_path) -> None:
     (weights / "other.ckpt").write_bytes(b"")
     with pytest.raises(TalkrtError, match="exactly one GPT"):
         load_models(checkpoint=str(weights))
+
+
+def test_v2pro_export_writes_the_speaker_graph(tmp_path) -> None:
+    """`--random-init --preset v2Pro`: speaker.onnx at the released size, listed in the manifest
+    (only that graph here: the GPT and SoVITS graphs are the v2 ones, tested above)."""
+    manifest = export_gpt_sovits(tmp_path, preset="v2Pro", graphs=(SPEAKER,), validate=False)
+    assert manifest["files"] == {SPEAKER: "speaker.onnx"} and manifest["sv_dim"] == 20480
+    model = onnx.load(str(tmp_path / "speaker.onnx"), load_external_data=False)
+    metadata = {p.key: p.value for p in model.metadata_props}
+    assert metadata["talkrt.family"] == "gpt-sovits" and metadata["talkrt.graph"] == SPEAKER
+    assert [i.name for i in model.graph.input] == ["features"] and [o.name for o in model.graph.output] == ["sv_emb"]
+
+
+def test_pro_checkpoint_directory_exports_its_sv_weights(tmp_path) -> None:
+    """A Pro checkpoint directory: the speaker graph runs sv/'s weights (the released network's
+    size); without sv/ the export is refused in one line before any graph is written."""
+    from talkrt.engines.runners import make_runner
+    from talkrt.models.gpt_sovits.speaker import SV_CHECKPOINT, SV_DIM, SV_FOLDER, build_speaker_encoder, speaker_spec
+
+    sizes = PRESETS["tiny-pro"]
+    sovits_config = dataclasses.replace(sizes.sovits, sv_dim=SV_DIM)  # a checkpoint's SoVITS takes the released sv_emb
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    gpt, sovits = build_random_gpt(sizes.gpt, seed=4), build_random_sovits(sovits_config, seed=4)
+    torch.save({"weight": {"model." + k: v for k, v in gpt.state_dict().items()}, "config": sizes.gpt.to_checkpoint_config()}, weights / "pro-e15.ckpt")
+    torch.save({"weight": sovits.state_dict(), "config": {"model": dataclasses.asdict(sovits_config)}}, weights / "pro_e8_s96.pth")
+    out = tmp_path / "out"
+    with pytest.raises(TalkrtError, match=r"copy pretrained_models/sv/pretrained_eres2netv2w24s4ep4\.ckpt to .*weights/sv/") as err:
+        export_named("gpt-sovits", out_dir=out, checkpoint=weights, validate=False)
+    assert "\n" not in str(err.value) and not list(out.glob("*.onnx"))
+    speaker = build_speaker_encoder(seed=5)
+    (weights / SV_FOLDER).mkdir()
+    torch.save(speaker.state_dict(), weights / SV_FOLDER / SV_CHECKPOINT)
+    export_named("gpt-sovits", out_dir=out, checkpoint=weights, validate=False)
+    assert json.loads((out / "manifest.json").read_text())["files"][SPEAKER] == "speaker.onnx"
+    features = torch.randn(1, 120, 80, generator=torch.Generator().manual_seed(6)) - 6.0
+    with torch.no_grad():
+        expected = speaker(features)
+    tolerance = speaker_spec().tolerance
+    emb = make_runner("ort", out / "speaker.onnx").run({"features": features})["sv_emb"]
+    torch.testing.assert_close(emb, expected, atol=tolerance.atol, rtol=tolerance.rtol)
 
 
 # ----------------------------------------------------------------------------- the AR loop
@@ -226,6 +286,19 @@ def test_hubert_graph_feeds_the_latent_graph(tiny_export, tiny_ort, tiny_models)
 
 
 # ----------------------------------------------------------------------------- TensorRT-RTX
+
+
+def test_tensorrt_rtx_builds_the_speaker_graph(tmp_path) -> None:
+    """The tiny-pro speaker graph (a few seconds; the released size is not built here)."""
+    pytest.importorskip("tensorrt_rtx", reason="CI installs tensorrt-rtx-cu13; this skip is for partial installs only")
+    from talkrt.engines.build import BuildOptions, read_sidecar
+    from talkrt.models.gpt_sovits.synth import build_gpt_sovits_engines
+
+    export_gpt_sovits(tmp_path, preset="tiny-pro", graphs=(SPEAKER,))
+    manifest = build_gpt_sovits_engines(tmp_path, BuildOptions(backend="tensorrt-rtx", cache=False))
+    assert manifest["engines"] == {SPEAKER: "speaker.engine"}
+    sidecar = read_sidecar(tmp_path / "speaker.engine")
+    assert sidecar["graph"] == SPEAKER and sidecar["profiles"][0]["features"] == {"min": [1, 10, 80], "opt": [1, 500, 80], "max": [1, 3000, 80]}
 
 
 def test_tensorrt_rtx_builds_step_and_decoder(tiny_export) -> None:

@@ -1,8 +1,10 @@
 """The v2Pro speaker-verification embedding: released key layout, strict loading, the
-fbank framing, the embedding's shape and determinism, and ONNX export."""
+fbank framing, the embedding's shape and determinism, ONNX export, and a Pro voice's
+sv_emb through the exported speaker graph."""
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import pytest
@@ -16,20 +18,20 @@ from talkrt.models.gpt_sovits.speaker import (
     SV_CHECKPOINT,
     SV_DIM,
     SV_FOLDER,
-    SpeakerConfig,
+    TINY_CONFIG,
     SpeakerEncoder,
     load_speaker_encoder,
     num_sv_frames,
-    reference_sv_emb,
+    reference_fbank,
     speaker_embedding,
     speaker_spec,
+    speaker_weights,
     sv_fbank,
 )
 from talkrt.runtime.audio import resample
 
 LISTING = "gpt_sovits_sv_eres2netv2w24s4ep4"
-# Same structure as the released network (Res2 groups, attentional fusion in stages 3-4), small enough for CPU tests.
-SMALL = SpeakerConfig(num_blocks=(1, 1, 2, 1), channels=8, base_width=24, scale=4, expansion=2, embedding_size=16)
+SMALL = TINY_CONFIG
 
 
 @pytest.fixture(scope="module")
@@ -108,14 +110,15 @@ def test_embedding_is_deterministic_and_per_item() -> None:
     assert not torch.allclose(first[0], first[1])
 
 
-def test_onnx_export_matches_pytorch_at_two_lengths(tmp_path) -> None:
+def test_onnx_export_matches_pytorch_at_three_lengths(tmp_path) -> None:
     pytest.importorskip("onnxruntime")
     spec = speaker_spec(SMALL)
     assert spec.name == "gpt-sovits-speaker"
-    assert {tuple(p.items()) for p in spec.validation_points} == {(("sv_frames", 10),), (("sv_frames", 333),)}
+    assert [p["sv_frames"] for p in spec.validation_points] == [10, 333, 1001]
+    assert [(g.output, g.metric, g.threshold) for g in spec.gates] == [("sv_emb", "cosine", 0.999)]
     module = spec.build_module(None, False)
-    report = export_onnx(spec, module, tmp_path / "speaker.onnx")  # validates with ONNX Runtime at both points
-    assert len(report.validation) == 2 and all(r.ok for r in report.validation)
+    report = export_onnx(spec, module, tmp_path / "speaker.onnx")  # validates with ONNX Runtime at every point
+    assert len(report.validation) == 3 and all(r.ok for r in report.validation)
     assert (tmp_path / "speaker.onnx").is_file()
 
 
@@ -126,46 +129,50 @@ def test_sovits_weights_given_as_the_speaker_model_are_named() -> None:
 
 
 @torch.no_grad()
-def test_reference_embedding_from_a_voice_directory(tmp_path, released_state) -> None:
+def test_reference_fbank_and_the_weights_place(tmp_path) -> None:
     wave32 = torch.randn(32000, generator=torch.Generator().manual_seed(2)) * 0.1
+    torch.testing.assert_close(reference_fbank(wave32, 32000), sv_fbank(resample(wave32, 32000, 16000)), atol=0, rtol=0)
     with pytest.raises(TalkrtError, match=r"copy pretrained_models/sv/pretrained_eres2netv2w24s4ep4\.ckpt to .*sv") as err:
-        reference_sv_emb(tmp_path, wave32, 32000)
+        speaker_weights(tmp_path)
     assert "\n" not in str(err.value)
     (tmp_path / SV_FOLDER).mkdir()
-    torch.save(released_state, tmp_path / SV_FOLDER / SV_CHECKPOINT)
-    emb = reference_sv_emb(tmp_path, wave32, 32000)
-    model = load_speaker_encoder(released_state)
-    expected = speaker_embedding(model, resample(wave32, 32000, 16000))
-    assert emb.shape == (1, SV_DIM)
-    torch.testing.assert_close(emb, expected, atol=0, rtol=0)
+    (tmp_path / SV_FOLDER / SV_CHECKPOINT).write_bytes(b"")
+    assert speaker_weights(tmp_path) == tmp_path / SV_FOLDER / SV_CHECKPOINT
 
 
-def test_a_pro_voice_computes_sv_emb_from_its_reference(tmp_path, monkeypatch, released_state) -> None:
-    """load_voice on a tiny v2Pro export: without DIR/sv/ one line saying where the weights go; with
-    them the style vector uses sv_emb, and the torch backend agrees with ONNX Runtime."""
-    from dataclasses import replace
-
+def test_a_pro_voice_computes_sv_emb_through_the_speaker_graph(tmp_path) -> None:
+    """load_voice on a tiny-pro export: ONNX Runtime runs the exported speaker graph, the torch
+    backend the PyTorch network of the same preset and seed; sv_emb within the spec's tolerance
+    of the PyTorch network on the reference's fbank, and the style vectors agree."""
     from talkrt.models.gpt_sovits import specs
     from talkrt.models.gpt_sovits import voice as gsv
-    from talkrt.models.gpt_sovits.gpt import GPTConfig
-    from talkrt.runtime.media import write_wav
+    from talkrt.runtime.media import read_audio, write_wav
     from talkrt.runtime.synthetic import synthetic_speech
 
-    pro = replace(specs.TINY_SOVITS, version="v2Pro", sv_dim=SV_DIM)
-    monkeypatch.setitem(specs.PRESETS, "tiny-pro", specs.Sizes(GPTConfig.small(), pro, 128, specs.TINY_HUBERT_PRESET))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        specs.export_gpt_sovits(tmp_path, preset="tiny-pro", seed=0, cache_len=128, validate=False)
+        manifest = specs.export_gpt_sovits(tmp_path, preset="tiny-pro", seed=3, validate=False)
+    assert manifest["files"][specs.SPEAKER] == "speaker.onnx" and manifest["sv_dim"] == SMALL.emb_dim
     write_wav(tmp_path / gsv.REFERENCE_WAV, synthetic_speech(1.0, 22050, seed=1), 22050)
     (tmp_path / gsv.REFERENCE_TXT).write_text("hello there\n")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the 1 s reference is shorter than the original asks for
-        with pytest.raises(TalkrtError, match=r"speaker-verification weights: copy .* to .*sv/pretrained_eres2netv2w24s4ep4\.ckpt") as err:
-            gsv.load_voice(tmp_path, "ort", "cpu")
-        assert "\n" not in str(err.value)
-        (tmp_path / SV_FOLDER).mkdir()
-        torch.save(released_state, tmp_path / SV_FOLDER / SV_CHECKPOINT)
         voice, _ = gsv.load_voice(tmp_path, "ort", "cpu")
         torch_voice, _ = gsv.load_voice(tmp_path, "torch", "cpu")
-    assert voice.reference.ge.shape == (1, pro.gin_channels, 1) and torch.isfinite(voice.reference.ge).all()
+        assert specs.SPEAKER not in torch_voice.synth.runners  # the torch backend ran the PyTorch network
+        del manifest["files"][specs.SPEAKER]  # as exported before the speaker graph: ONNX Runtime needs it
+        (tmp_path / specs.MANIFEST).write_text(json.dumps(manifest))
+        with pytest.raises(TalkrtError, match=r"has no speaker graph for the reference's speaker embedding: export it again") as err:
+            gsv.load_voice(tmp_path, "ort", "cpu")
+        assert "\n" not in str(err.value)
+    # what the voice computed before the graph: the PyTorch network on the peak-scaled 32 kHz reference
+    samples, rate = read_audio(tmp_path / gsv.REFERENCE_WAV)
+    wave32 = resample(torch.from_numpy(samples), rate, 32000)
+    features = reference_fbank(wave32, 32000)
+    with torch.no_grad():
+        expected = specs.load_speaker("tiny-pro", seed=3)(features)
+    spec = speaker_spec(SMALL)
+    emb = voice.synth.runners[specs.SPEAKER].run({"features": features})["sv_emb"]
+    torch.testing.assert_close(emb, expected, atol=spec.tolerance.atol, rtol=spec.tolerance.rtol)
+    assert voice.reference.ge.shape == (1, specs.TINY_PRO_SOVITS.gin_channels, 1) and torch.isfinite(voice.reference.ge).all()
     torch.testing.assert_close(torch_voice.reference.ge, voice.reference.ge, atol=1e-5, rtol=1e-5)
