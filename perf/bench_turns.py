@@ -7,7 +7,7 @@ N sessions, each streaming its own speech at ``--rate`` in ``--chunk-ms`` chunks
 turn through one `SessionBatcher` (the server's stepper) on the stand-in generator (perf/soak.py)
 on the CPU, and the turn's frames are encoded "raw" as the server's worker does. Reported per
 session-turn (one session's chunk in one turn): host time of each stage (``prepare``: resampler,
-features, windows; ``render``: the pooled batches, shared by all sessions; ``complete``: frames,
+features, windows, with the features the batcher computes for all sessions at once; ``render``: the pooled batches, shared by all sessions; ``complete``: frames,
 their audio, silence; ``encode``: raw bytes) and the torch operators launched in each (on a GPU
 each is a kernel launch or an allocation, ~5-10 us of host time), with those that read a device
 value on the host (``_local_scalar_dense``: ``.item()``, ``bool(tensor)``; a stall on a GPU).
@@ -92,6 +92,7 @@ def run(pipeline, turns: list[list], rate: int, counter: OpCounter | None = None
 
     for session in sessions:  # the batcher calls these through the instances
         session.prepare, session.complete = timed("prepare", session.prepare), timed("complete", session.complete)
+    batcher._features = timed("prepare", batcher._features)  # the sessions' mel columns, in shared calls
     batcher._render = timed("render", batcher._render)
     # The worker's encoding of a turn's frames, as for sessions that asked for raw frames.
     worker = SimpleNamespace(encode=encode)

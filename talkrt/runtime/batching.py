@@ -4,7 +4,9 @@ A render call costs nearly the same for one frame as for a full batch on a GPU, 
 server with many sessions fills each batch with the frames due in all of them: every
 session keeps its own state (resampler, feature stream and window, DH_live's LSTM, its
 clock and audio), only the renderer's inputs are pooled, and each session gets back
-exactly the frames it would have rendered alone.
+exactly the frames it would have rendered alone. The sessions' feature columns are pooled too:
+on a GPU each operator of a session's features is a kernel launch on the one device thread, so
+the segments of streams that share their computation are computed in one call per turn.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Sequence
 import torch
 
 from talkrt.errors import TalkrtError
-from talkrt.runtime.pipeline import Audio, DueFrames, Pipeline
+from talkrt.runtime.pipeline import Audio, DueFrames, Pipeline, Utterance
 from talkrt.runtime.session import Frames, Session
 
 
@@ -45,12 +47,14 @@ class SessionBatcher:
             return self._step(work)
 
     def _step(self, work: Sequence[tuple[Session, Audio | None]]) -> list[list[Frames] | TalkrtError]:
-        dues: list[DueFrames | None | TalkrtError] = []
-        for session, chunk in work:
-            try:
-                dues.append(session.prepare(chunk))
-            except TalkrtError as error:
-                dues.append(error)
+        fed: list[DueFrames | Utterance | None | TalkrtError] = []
+        with Utterance.deferred_features():  # a step with columns to compute returns its utterance
+            for session, chunk in work:
+                try:
+                    fed.append(session.prepare(chunk))
+                except TalkrtError as error:
+                    fed.append(error)
+        dues = self._features(fed)
         images = iter(self._render([due for due in dues if isinstance(due, DueFrames)]))
         results: list[list[Frames] | TalkrtError] = []
         for (session, chunk), due in zip(work, dues):
@@ -59,6 +63,26 @@ class SessionBatcher:
             else:
                 results.append(session.complete(due, next(images) if due is not None else None, final=chunk is None))
         return results
+
+    def _features(self, fed: list[DueFrames | Utterance | None | TalkrtError]) -> list[DueFrames | None | TalkrtError]:
+        """The steps that stopped at their features, completed: the segments of streams that share
+        a compute which takes a batch axis, and have one length, are stacked and computed at once."""
+        groups: dict[tuple, list[Utterance]] = {}
+        for utterance in (step for step in fed if isinstance(step, Utterance)):
+            stream = utterance.features
+            key = (stream.compute, len(utterance.segment)) if stream.batched else (id(utterance),)
+            groups.setdefault(key, []).append(utterance)
+        completed: dict[int, DueFrames | None] = {}
+        for group in groups.values():
+            compute = group[0].features.compute
+            with self.pipeline._on_stream():
+                if len(group) == 1:
+                    columns = [compute(group[0].segment)]
+                else:
+                    columns = compute(torch.stack([utterance.segment for utterance in group])).unbind(0)
+            for utterance, own in zip(group, columns):
+                completed[id(utterance)] = utterance.due(own)
+        return [completed[id(step)] if isinstance(step, Utterance) else step for step in fed]
 
     def _render(self, dues: list[DueFrames]) -> tuple[torch.Tensor, ...]:
         if not dues:

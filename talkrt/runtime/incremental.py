@@ -11,6 +11,7 @@ device of the samples.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -141,7 +142,9 @@ class FramedFeatureStream:
     columns. push() returns the columns whose frames lie inside the samples received (and, for
     the mirrors, once the left padding's samples have arrived); finish() those that read the
     right padding. A signal too short for a single mirror (numpy and Kaldi then reflect
-    repeatedly) is kept whole, and finish() runs ``offline`` on it.
+    repeatedly) is kept whole, and finish() runs ``offline`` on it. ``batched``: ``compute`` also
+    maps a (B, L) stack of segments to (B, channels, frames), each row as it maps the row alone,
+    so streams that share it can compute their segments together (see ``take``).
     """
 
     def __init__(
@@ -156,6 +159,7 @@ class FramedFeatureStream:
         padding: SignalPadding,
         channels: int,
         device: torch.device | str = "cpu",
+        batched: bool = False,
     ) -> None:
         if padding not in ("reflect", "symmetric", "zeros", "none"):
             raise ValueError(f"unknown signal padding {padding!r}")
@@ -166,6 +170,7 @@ class FramedFeatureStream:
         self.compute, self.offline = compute, offline
         self.hop, self.frame_length, self.left_pad, self.right_pad = hop, frame_length, left_pad, right_pad
         self.padding, self.channels, self.device = padding, channels, torch.device(device)
+        self.batched = batched
         # Samples a single mirror of each pad reads: reflect skips the edge sample, symmetric repeats it.
         mirrored = {"reflect": 1, "symmetric": 0}.get(padding)
         self._left_needs = max(1, 0 if mirrored is None else left_pad + mirrored)  # no signal, no columns
@@ -194,6 +199,14 @@ class FramedFeatureStream:
 
     def push(self, samples: torch.Tensor) -> torch.Tensor:
         """(channels, n): the columns that the samples received so far make final."""
+        segment = self.take(samples)
+        return self.accept(None if segment is None else self.compute(segment))
+
+    def take(self, samples: torch.Tensor) -> torch.Tensor | None:
+        """The first half of ``push``: keeps the samples and returns the stretch of padded signal
+        whose frames they complete (None: none), for ``compute``; ``accept`` takes its columns.
+        A caller with many streams computes their segments in one call in between
+        (talkrt.runtime.batching)."""
         _check_chunk(samples)
         if self._finished:
             raise RuntimeError("this stream has finished: reset() it for a new signal")
@@ -203,14 +216,18 @@ class FramedFeatureStream:
             self._buffer = torch.cat((self._mirror(self._buffer, self.left_pad, left=True), self._buffer))
             self._padded = True
         if not self._padded:
-            return self._empty()
-        out = self._columns((self.left_pad + self.received - self.frame_length) // self.hop + 1)
+            return None
+        return self._segment((self.left_pad + self.received - self.frame_length) // self.hop + 1)
+
+    def accept(self, columns: torch.Tensor | None) -> torch.Tensor:
+        """The second half of ``push``: ``compute`` of ``take``'s segment (None when it gave none),
+        returned as push returns it, and the samples no later frame reads dropped."""
         if self.received >= self._min_length:
             # Keep the next frame's samples and the last right_pad + 1, the most the right mirror reads.
             keep = min(self.emitted * self.hop, self.left_pad + self.received - self.right_pad - 1)
             if keep > self._start:
                 self._buffer, self._start = self._buffer[keep - self._start :], keep
-        return out
+        return self._empty() if columns is None else columns
 
     def finish(self) -> torch.Tensor:
         """(channels, n): the columns that read the right padding or needed the end of the signal."""
@@ -223,7 +240,8 @@ class FramedFeatureStream:
             signal = self._buffer[self.left_pad :] if self._padded else self._buffer
             return self.offline(signal)[..., self.emitted :]
         self._buffer = torch.cat((self._buffer, self._mirror(self._buffer, self.right_pad, left=False)))
-        return self._columns(self.total_columns(self.received))
+        segment = self._segment(self.total_columns(self.received))
+        return self._empty() if segment is None else self.compute(segment)
 
     def _mirror(self, signal: torch.Tensor, pad: int, left: bool) -> torch.Tensor:
         """The ``pad`` samples before (left) or after the signal, which is long enough for one mirror."""
@@ -233,13 +251,14 @@ class FramedFeatureStream:
         edge = signal[skip : skip + pad] if left else signal[len(signal) - pad - skip : len(signal) - skip]
         return edge.flip(0)
 
-    def _columns(self, stop: int) -> torch.Tensor:
+    def _segment(self, stop: int) -> torch.Tensor | None:
+        """The padded signal of the frames emitted .. stop - 1, which count as emitted from now; None: none."""
         if stop <= self.emitted:
-            return self._empty()
+            return None
         begin = self.emitted * self.hop - self._start
         end = (stop - 1) * self.hop + self.frame_length - self._start
         self.emitted = stop
-        return self.compute(self._buffer[begin:end])
+        return self._buffer[begin:end]
 
     def _empty(self) -> torch.Tensor:
         return torch.empty(self.channels, 0, device=self.device)
@@ -256,7 +275,7 @@ class StreamingWav2LipMel(FramedFeatureStream):
         self.config = config
         pad = config.n_fft // 2
         super().__init__(
-            lambda padded: _mel_columns(padded, config),
+            _mel_compute(config),
             lambda emphasised: _mel_columns(_reflect_pad(emphasised, pad), config),
             hop=config.hop_length,
             frame_length=config.n_fft,
@@ -265,13 +284,14 @@ class StreamingWav2LipMel(FramedFeatureStream):
             padding="reflect",
             channels=config.n_mels,
             device=device,
+            batched=True,  # torch.stft, the filterbank's matmul and the rest take a leading batch axis
         )
 
     def reset(self) -> None:
         super().reset()
         self._previous: torch.Tensor | None = None  # the last sample, the pre-emphasis filter's state
 
-    def push(self, samples: torch.Tensor) -> torch.Tensor:
+    def take(self, samples: torch.Tensor) -> torch.Tensor | None:
         _check_chunk(samples)
         samples = samples.to(self.device, torch.float32)
         if len(samples):
@@ -282,7 +302,14 @@ class StreamingWav2LipMel(FramedFeatureStream):
                 emphasised = samples - self.config.preemphasis * torch.cat((self._previous, samples[:-1]))
             self._previous = samples[-1:].clone()  # not a view that keeps the chunk alive
             samples = emphasised
-        return super().push(samples)
+        return super().take(samples)
+
+
+@functools.cache
+def _mel_compute(config: MelConfig) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The mel columns of padded segments, one function per config: every stream of a config shares
+    it, which is how a batcher knows their segments can be computed together."""
+    return functools.partial(_mel_columns, config=config)
 
 
 class StreamingFbank(FramedFeatureStream):

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Union
+from typing import ClassVar, Union
 
 import numpy as np
 import torch
@@ -455,17 +456,30 @@ class Utterance:
     device once, the resampler and the renderer's feature stream keep only the history
     their filters and frames need, and the windows are cut from the few feature columns
     that future frames can still read (talkrt.runtime.feature_stream).
+
+    A step is ``feed`` (resample, and the feature stream's ``take``: the segment its columns are
+    computed from), the columns' computation, then ``due`` (the stream's ``accept``, the windows).
+    Inside ``deferred_features()`` ``step`` stops after ``feed`` and returns the utterance, so that
+    a caller with many utterances computes all their ``segment``s in one call (talkrt.runtime.batching).
     """
+
+    # Set by `deferred_features` for the steps of one thread or task, not for other callers.
+    _deferring: ClassVar[ContextVar[bool]] = ContextVar("talkrt_utterance_deferring", default=False)
 
     def __init__(self, pipeline: Pipeline, sample_rate: int, avatar_start: int = 0) -> None:
         from talkrt.runtime.feature_stream import FeatureWindow
-        from talkrt.runtime.incremental import StreamingResampler
+        from talkrt.runtime.incremental import FramedFeatureStream, StreamingResampler
 
         self.pipeline, self.sample_rate, self.avatar_start = pipeline, sample_rate, avatar_start
         self.alignment = pipeline.renderer.alignment
         self.resampler = StreamingResampler(sample_rate, SAMPLE_RATE, pipeline.device)
         pipeline.renderer.reset()
         self.features = pipeline.renderer.feature_stream()
+        # A stream that computes its columns from a segment of its own (see ``feed``), or another.
+        self._takes = isinstance(self.features, FramedFeatureStream)
+        self.segment: torch.Tensor | None = None  # of the step fed last, for the features' compute
+        self._columns: torch.Tensor | None = None  # of the step fed last, from a stream without take
+        self._frames = range(0)  # the frames the step fed last completes
         self.window = FeatureWindow(self.alignment, pipeline.fps, SAMPLE_RATE)
         self.samples = 0  # final 16 kHz samples so far
         self.done = 0  # frames yielded so far
@@ -486,20 +500,81 @@ class Utterance:
         """The frames that needed the end of the audio."""
         yield from self.pipeline._render_due(self.step(None))
 
-    def step(self, chunk: Audio | None) -> DueFrames | None:
+    def step(self, chunk: Audio | None) -> DueFrames | Utterance | None:
         """``push`` (``chunk``) or ``finish`` (None) up to the renderer: the inputs of the frames the
         step completes, for a caller that renders them in one batch with other utterances' frames
-        (talkrt.runtime.batching); None when it completes none."""
+        (talkrt.runtime.batching); None when it completes none. Inside ``deferred_features()``: the
+        utterance, once fed, when it has a ``segment`` for the caller to compute and hand to ``due``."""
         if self.finished:
             if chunk is None:
                 return None
             raise TalkrtError("this utterance has finished: start another one")
         if chunk is None:
             self.finished = True
-            return self._prepare(None)
-        with self.pipeline._on_stream():  # a device chunk may still be in the making on the pipeline's stream
-            chunk = _check_audio(chunk, self.sample_rate, allow_empty=True)
-        return self._prepare(chunk) if len(chunk) else None
+        else:
+            with self.pipeline._on_stream():  # a device chunk may still be in the making on the pipeline's stream
+                chunk = _check_audio(chunk, self.sample_rate, allow_empty=True)
+            if not len(chunk):
+                return None
+        if not self.feed(chunk):
+            return None
+        if self.segment is None:
+            return self.due(None)
+        if Utterance._deferring.get():
+            return self
+        with self.pipeline._on_stream(), self.pipeline.profiler.stage("features", self._frames):
+            columns = self.features.compute(self.segment)
+        return self.due(columns)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def deferred_features() -> Iterator[None]:
+        """Steps inside stop before the feature columns are computed: see ``step``."""
+        token = Utterance._deferring.set(True)
+        try:
+            yield
+        finally:
+            Utterance._deferring.reset(token)
+
+    def feed(self, chunk: torch.Tensor | np.ndarray | None) -> bool:
+        """The first part of a step, for a checked ``chunk`` (None: the end): resampled and taken by
+        the feature stream, whose ``compute`` of ``segment`` (None: nothing to compute) makes the
+        step's columns. A stream without ``take`` computes them here. False: no samples yet, and
+        the step ends here."""
+        pipeline, profiler = self.pipeline, self.pipeline.profiler
+        with pipeline._on_stream():
+            with profiler.stage("resample"):
+                wav16k = self.resampler.finish() if chunk is None else self.resampler.push(self._to_device(chunk))
+            self.samples += len(wav16k)
+            if self.samples == 0:
+                return False
+            profiler.audio_chunk_arrived(self.samples)
+            ready = self.alignment.frames_ready(self.samples, pipeline.fps, self.samples if self.finished else None)
+            self._frames = range(self.done, ready)
+            with profiler.stage("features", self._frames):
+                if self._takes:
+                    self.segment, self._columns = self.features.take(wav16k), None
+                else:
+                    self.segment, self._columns = None, self.features.push(wav16k)
+        return True
+
+    def due(self, columns: torch.Tensor | None) -> DueFrames | None:
+        """The rest of a ``feed``ed step, given the stream's ``compute`` of ``segment`` (None when it
+        is None): the inputs of the frames it completes, as ``step`` returns them."""
+        pipeline, done, ready = self.pipeline, self._frames.start, self._frames.stop
+        with pipeline._on_stream():
+            with pipeline.profiler.stage("features", self._frames):
+                self.window.append(self.features.accept(columns) if self._takes else self._columns)
+                if self.finished:
+                    self.window.append(self.features.finish())
+            if ready <= done:
+                return None
+            with pipeline.profiler.stage("windows", self._frames):
+                windows = self.window.windows(done, ready, self.window.end)  # gathered: a tensor of its own
+                avatar_index = self._avatar_indices(self.avatar_start + done, ready - done)
+            self.done = ready
+            self.window.forget_before(ready)
+        return DueFrames(done, avatar_index, windows)
 
     def state_sizes(self) -> dict[str, int]:
         """What the utterance holds between steps (input samples the resampler keeps, 16 kHz samples
@@ -510,30 +585,6 @@ class Utterance:
             "feature_samples": self.features.state_samples,
             "feature_columns": 0 if columns is None else columns.shape[-1],
         }
-
-    def _prepare(self, chunk: Audio | None) -> DueFrames | None:
-        pipeline, profiler, finished = self.pipeline, self.pipeline.profiler, chunk is None
-        with pipeline._on_stream():
-            with profiler.stage("resample"):
-                wav16k = self.resampler.finish() if finished else self.resampler.push(self._to_device(chunk))
-            self.samples += len(wav16k)
-            if self.samples == 0:
-                return None
-            profiler.audio_chunk_arrived(self.samples)
-            done = self.done
-            ready = self.alignment.frames_ready(self.samples, pipeline.fps, self.samples if finished else None)
-            with profiler.stage("features", range(done, ready)):
-                self.window.append(self.features.push(wav16k))
-                if finished:
-                    self.window.append(self.features.finish())
-            if ready <= done:
-                return None
-            with profiler.stage("windows", range(done, ready)):
-                windows = self.window.windows(done, ready, self.window.end)  # gathered: a tensor of its own
-                avatar_index = self._avatar_indices(self.avatar_start + done, ready - done)
-            self.done = ready
-            self.window.forget_before(ready)
-        return DueFrames(done, avatar_index, windows)
 
     def _avatar_indices(self, start: int, count: int) -> torch.Tensor:
         """`Pipeline._avatar_indices`, a view of the cycle where it holds them."""

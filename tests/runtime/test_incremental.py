@@ -116,6 +116,41 @@ def test_wav2lip_mel_equals_offline(chunking: str) -> None:
         torch.testing.assert_close(torch.cat(pieces, dim=-1), wav2lip_mel(signal), rtol=0, atol=MEL_TOLERANCE)
 
 
+def test_mel_streams_computed_together_equal_each_alone() -> None:
+    """Mel streams share one compute that takes a batch axis (talkrt.runtime.batching stacks their
+    segments): take, one compute of each stack of equal-length segments, then accept, give every
+    stream the columns push gives it alone, within float rounding (a one-column matmul sums in
+    another order than a batched one)."""
+    sizes = (320, 640, 640, 333, 640)  # some streams' segments have one length at a turn, some not
+    signals = [speech_like(12000, 16000, seed=seed) for seed in range(len(sizes))]
+    together = [StreamingWav2LipMel() for _ in sizes]
+    alone = [StreamingWav2LipMel() for _ in sizes]
+    assert len({stream.compute for stream in together}) == 1 and together[0].batched
+    got: list[list[torch.Tensor]] = [[] for _ in sizes]
+    expected: list[list[torch.Tensor]] = [[] for _ in sizes]
+    stacked = 0
+    for turn in range(-(-12000 // min(sizes))):
+        chunks = [signal[turn * size : (turn + 1) * size] for signal, size in zip(signals, sizes)]
+        segments = [stream.take(chunk) for stream, chunk in zip(together, chunks)]
+        columns: list[torch.Tensor | None] = [None] * len(sizes)
+        for length in {len(segment) for segment in segments if segment is not None}:
+            rows = [index for index, segment in enumerate(segments) if segment is not None and len(segment) == length]
+            stacked += len(rows) > 1
+            for index, own in zip(rows, together[0].compute(torch.stack([segments[row] for row in rows]))):
+                columns[index] = own
+        for index, (stream, own, chunk) in enumerate(zip(together, columns, chunks)):
+            got[index].append(stream.accept(own))
+            expected[index].append(alone[index].push(chunk))
+    assert stacked
+    for index, signal in enumerate(signals):
+        got[index].append(together[index].finish())
+        expected[index].append(alone[index].finish())
+        for mine, theirs in zip(got[index], expected[index]):
+            assert mine.shape == theirs.shape
+            torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-5)
+        torch.testing.assert_close(torch.cat(got[index], dim=-1), wav2lip_mel(signal), rtol=0, atol=MEL_TOLERANCE)
+
+
 @pytest.mark.parametrize("chunking", CHUNKINGS)
 def test_fbank_equals_offline(chunking: str) -> None:
     stream_fbank = StreamingFbank(DHLIVE_FBANK)
