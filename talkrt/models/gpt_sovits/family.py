@@ -10,9 +10,10 @@ FAMILY = Family(
         "gpt-sovits": Graph(
             "talkrt.models.gpt_sovits.specs:gpt_sovits_spec",
             "GPT-SoVITS v2 as graphs: GPT prefill, GPT step (sampler inside, static shapes), SoVITS decoder, reference style, "
-            "semantic latent, plus the hubert graph. --checkpoint is a directory with the GPT .ckpt, the SoVITS .pth and optionally chinese-hubert-base/.",
+            "semantic latent, the v2Pro speaker network, plus the hubert graph. --checkpoint is a directory with the GPT .ckpt, "
+            "the SoVITS .pth, optionally chinese-hubert-base/, and for v2Pro / v2ProPlus sv/pretrained_eres2netv2w24s4ep4.ckpt.",
             weights="directory",
-            presets="v2, v2Pro, v2ProPlus (released sizes) or tiny (tests), with --random-init.",
+            presets="v2, v2Pro, v2ProPlus (released sizes) or tiny, tiny-pro (tests), with --random-init.",
             exporter="talkrt.models.gpt_sovits.specs:export_gpt_sovits",
             builder="talkrt.models.gpt_sovits.synth:build_gpt_sovits_engines",
         ),
