@@ -48,12 +48,11 @@ class SessionBatcher:
 
     def _step(self, work: Sequence[tuple[Session, Audio | None]]) -> list[list[Frames] | TalkrtError]:
         fed: list[DueFrames | Utterance | None | TalkrtError] = []
-        with Utterance.deferred_features():  # a step with columns to compute returns its utterance
-            for session, chunk in work:
-                try:
-                    fed.append(session.prepare(chunk))
-                except TalkrtError as error:
-                    fed.append(error)
+        for session, chunk in work:
+            try:  # a step with columns to compute returns its utterance
+                fed.append(session.prepare(chunk, defer_features=True))
+            except TalkrtError as error:
+                fed.append(error)
         dues = self._features(fed)
         images = iter(self._render([due for due in dues if isinstance(due, DueFrames)]))
         results: list[list[Frames] | TalkrtError] = []

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
-from contextvars import ContextVar
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import ClassVar, Union
+from typing import Union
 
 import numpy as np
 import torch
@@ -459,12 +458,9 @@ class Utterance:
 
     A step is ``feed`` (resample, and the feature stream's ``take``: the segment its columns are
     computed from), the columns' computation, then ``due`` (the stream's ``accept``, the windows).
-    Inside ``deferred_features()`` ``step`` stops after ``feed`` and returns the utterance, so that
-    a caller with many utterances computes all their ``segment``s in one call (talkrt.runtime.batching).
+    ``step(chunk, defer_features=True)`` stops after ``feed`` and returns the utterance, so that a
+    caller with many utterances computes all their ``segment``s in one call (talkrt.runtime.batching).
     """
-
-    # Set by `deferred_features` for the steps of one thread or task, not for other callers.
-    _deferring: ClassVar[ContextVar[bool]] = ContextVar("talkrt_utterance_deferring", default=False)
 
     def __init__(self, pipeline: Pipeline, sample_rate: int, avatar_start: int = 0) -> None:
         from talkrt.runtime.feature_stream import FeatureWindow
@@ -500,10 +496,10 @@ class Utterance:
         """The frames that needed the end of the audio."""
         yield from self.pipeline._render_due(self.step(None))
 
-    def step(self, chunk: Audio | None) -> DueFrames | Utterance | None:
+    def step(self, chunk: Audio | None, defer_features: bool = False) -> DueFrames | Utterance | None:
         """``push`` (``chunk``) or ``finish`` (None) up to the renderer: the inputs of the frames the
         step completes, for a caller that renders them in one batch with other utterances' frames
-        (talkrt.runtime.batching); None when it completes none. Inside ``deferred_features()``: the
+        (talkrt.runtime.batching); None when it completes none. With ``defer_features``: the
         utterance, once fed, when it has a ``segment`` for the caller to compute and hand to ``due``."""
         if self.finished:
             if chunk is None:
@@ -520,21 +516,11 @@ class Utterance:
             return None
         if self.segment is None:
             return self.due(None)
-        if Utterance._deferring.get():
+        if defer_features:
             return self
         with self.pipeline._on_stream(), self.pipeline.profiler.stage("features", self._frames):
             columns = self.features.compute(self.segment)
         return self.due(columns)
-
-    @staticmethod
-    @contextlib.contextmanager
-    def deferred_features() -> Iterator[None]:
-        """Steps inside stop before the feature columns are computed: see ``step``."""
-        token = Utterance._deferring.set(True)
-        try:
-            yield
-        finally:
-            Utterance._deferring.reset(token)
 
     def feed(self, chunk: torch.Tensor | np.ndarray | None) -> bool:
         """The first part of a step, for a checked ``chunk`` (None: the end): resampled and taken by

@@ -26,7 +26,7 @@ import torch
 
 from talkrt.errors import TalkrtError
 from talkrt.runtime.align import frame_start_sample, num_video_frames
-from talkrt.runtime.pipeline import Audio, DueFrames, Pipeline
+from talkrt.runtime.pipeline import Audio, DueFrames, Pipeline, Utterance
 
 
 @dataclass(frozen=True)
@@ -110,16 +110,17 @@ class Session:
         with self.pipeline.handoff():
             return self._render(self.prepare(None), final=True)
 
-    def prepare(self, chunk: Audio | None) -> DueFrames | None:
+    def prepare(self, chunk: Audio | None, defer_features: bool = False) -> DueFrames | Utterance | None:
         """``push`` (``chunk``) or ``flush`` (None) up to the renderer: the frames due, whose images
-        ``complete`` takes (talkrt.runtime.batching renders several sessions' frames at once)."""
+        ``complete`` takes (talkrt.runtime.batching renders several sessions' frames at once).
+        ``defer_features``: see ``Utterance.step`` (the batcher computes the features of all sessions at once)."""
         if chunk is None:
-            return self._utterance.step(None) if self._utterance is not None else None
+            return self._utterance.step(None, defer_features) if self._utterance is not None else None
         if self._utterance is None:
             self._utterance = self.pipeline.utterance(self.sample_rate, avatar_start=self.frames_shown)
         host = chunk.detach().cpu().numpy() if isinstance(chunk, torch.Tensor) else np.asarray(chunk, dtype=np.float32)
         host = host.astype(np.float32, copy=False).reshape(-1)
-        due = self._utterance.step(chunk)  # checks the chunk before anything is kept
+        due = self._utterance.step(chunk, defer_features)  # checks the chunk before anything is kept
         self._sound.add(self._audio_start + len(self._audio), host)
         self._audio = np.concatenate((self._audio, host))
         return due
