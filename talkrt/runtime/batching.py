@@ -73,12 +73,11 @@ class SessionBatcher:
             groups.setdefault(key, []).append(utterance)
         completed: dict[int, DueFrames | None] = {}
         for group in groups.values():
-            compute = group[0].features.compute
-            with self.pipeline._on_stream():
-                if len(group) == 1:
-                    columns = [compute(group[0].segment)]
-                else:
-                    columns = compute(torch.stack([utterance.segment for utterance in group])).unbind(0)
+            compute = group[0].features.compute  # on the pipeline's stream: `step` runs in its handoff
+            if len(group) == 1:
+                columns = [compute(group[0].segment)]
+            else:
+                columns = compute(torch.stack([utterance.segment for utterance in group])).unbind(0)
             for utterance, own in zip(group, columns):
                 completed[id(utterance)] = utterance.due(own)
         return [completed[id(step)] if isinstance(step, Utterance) else step for step in fed]

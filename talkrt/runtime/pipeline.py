@@ -196,11 +196,17 @@ class Pipeline:
         caller.wait_stream(self.stream)
 
     def _to_device(self, audio: Audio) -> torch.Tensor:
+        """The audio on the pipeline's device. To a GPU host audio goes through pinned memory
+        without blocking: a plain copy waits for all the work queued on the stream (in a server,
+        every session's step so far) before the host can go on."""
         if isinstance(audio, torch.Tensor) and audio.device == self.device:
             return audio
         host = audio.cpu() if isinstance(audio, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
         self.profiler.count_copy(host, "h2d")
-        return host.to(self.device, non_blocking=False)
+        if self.device.type != "cuda":
+            return host.to(self.device)
+        # The caching host allocator keeps the pinned block until the copy has run.
+        return host.pin_memory().to(self.device, non_blocking=True)
 
     def _batches(self, start: int, avatar_index: torch.Tensor, windows: torch.Tensor) -> Iterator[FrameBatch]:
         """Frames start .. start + len(windows) - 1, a batch at a time (offline and streaming alike)."""
@@ -530,7 +536,7 @@ class Utterance:
         pipeline, profiler = self.pipeline, self.pipeline.profiler
         with pipeline._on_stream():
             with profiler.stage("resample"):
-                wav16k = self.resampler.finish() if chunk is None else self.resampler.push(self._to_device(chunk))
+                wav16k = self.resampler.finish() if chunk is None else self.resampler.push(pipeline._to_device(chunk))
             self.samples += len(wav16k)
             if self.samples == 0:
                 return False
@@ -578,16 +584,4 @@ class Utterance:
         if offset + count > len(self._avatar_cycle):
             return self.pipeline._avatar_indices(start, count)
         return self._avatar_cycle[offset : offset + count]
-
-    def _to_device(self, chunk: Audio) -> torch.Tensor:
-        """The chunk on the pipeline's device. To a GPU a host chunk goes through pinned memory
-        without blocking: a plain copy waits for all the work queued on the stream (in a server,
-        every session's step so far) before the host can go on."""
-        pipeline = self.pipeline
-        if pipeline.device.type != "cuda" or (isinstance(chunk, torch.Tensor) and chunk.device == pipeline.device):
-            return pipeline._to_device(chunk)
-        host = chunk if isinstance(chunk, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(chunk, dtype=np.float32))
-        pipeline.profiler.count_copy(host, "h2d")
-        # The caching host allocator keeps the pinned block until the copy has run.
-        return host.pin_memory().to(pipeline.device, non_blocking=True)
 
